@@ -1,0 +1,221 @@
+"""pyskl checkpoints -> Flax variables, and the ``python -m stgcn_jax.convert`` command.
+
+Flax parameter paths mirror pyskl's module names; the mapping is a handful of renaming rules
+(``block{i}`` <-> ``gcn.{i}`` / ``net.{i}``, ``down/conv`` <-> ``down.0``, ...) plus the leaf rules:
+
+=====================  =========================  ==========================================
+Flax leaf              pyskl key suffix           layout change
+=====================  =========================  ==========================================
+Conv ``kernel``        ``weight``                 ``(kt, 1, cin, cout)`` <- ``(cout, cin, kt, 1)``
+Conv1d ``kernel``      ``weight``                 ``(k, cin, cout)`` <- ``(cout, cin, k)``
+Dense ``kernel``       ``weight``                 ``(in, out)`` <- ``(out, in)``
+BN ``scale``/``bias``  ``weight``/``bias``        --
+BN ``mean``/``var``    ``running_mean``/``_var``  (``batch_stats`` collection)
+``A``, ``PA``, ...     same name                  --
+=====================  =========================  ==========================================
+
+Buffers that a Flax model computes itself (``num_batches_tracked``, the top-level ``backbone.A`` of
+AA-GCN/CTR-GCN and ST-GCN's fixed ``gcn.A``) are accepted and checked, not loaded: a fixed graph
+that differs from the model's own is refused, since the model would silently compute something else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stgcn_jax.models.base import Recognizer, adjacency
+
+__all__ = ["ConversionError", "from_pyskl", "to_pyskl", "pyskl_key", "load_state_dict"]
+
+
+class ConversionError(ValueError):
+  """A state_dict that does not fit the model; the message lists the offending keys."""
+
+
+# (pattern on the dotted Flax path, replacement); applied in order.
+_RULES: list[tuple[str, str]] = [
+    (r"\.down\.conv\.", ".down.0."), (r"\.down\.bn\.", ".down.1."),
+    (r"\.pre\.", ".pre.0."), (r"\.pre_bn\.", ".pre.1."),
+    (r"\.branch(\d+)_pw\.", r".branches.\1.0."), (r"\.branch(\d+)_pw_bn\.", r".branches.\1.1."),
+    (r"\.branch(\d+)_tconv\.", r".branches.\1.3.conv."),
+    (r"\.branch(\d+)_tconv_bn\.", r".branches.\1.3.bn."),
+    (r"\.branch(\d+)_pool_bn\.", r".branches.\1.4."),
+    (r"\.branch(\d+)_conv\.", r".branches.\1."),
+    (r"\.transform_bn\.", ".transform.0."), (r"\.transform_conv\.", ".transform.2."),
+    (r"\.(conv_[abd]|convs)_(\d+)\.", r".\1.\2."),
+]
+_LEAF = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
+
+
+def _block_prefix(backbone_name: str) -> tuple[str, dict[str, str]]:
+  if backbone_name == "CTRGCN":
+    return "net", {"gcn": "gcn1", "tcn": "tcn1"}
+  return "gcn", {}
+
+
+def pyskl_key(model: Recognizer, path: tuple[str, ...]) -> str:
+  """The pyskl state_dict key of the Flax leaf at ``path`` (without the collection name)."""
+  blocks, renames = _block_prefix(type(model.backbone).__name__)
+  parts = list(path)
+  if parts[0] == "backbone" and len(parts) > 1 and parts[1].startswith("block"):
+    parts[1:2] = [blocks, parts[1][len("block"):]]
+    if len(parts) > 3:
+      parts[3] = renames.get(parts[3], parts[3])
+  parts[-1] = _LEAF.get(parts[-1], parts[-1])
+  key = "." + ".".join(parts) + "."
+  for pattern, repl in _RULES:
+    key = re.sub(pattern, repl, key)
+  return key.strip(".")
+
+
+def _to_torch_layout(leaf: str, x: np.ndarray) -> np.ndarray:
+  if leaf != "kernel":
+    return x
+  if x.ndim == 4:
+    return np.transpose(x, (3, 2, 0, 1))
+  if x.ndim == 3:
+    return np.transpose(x, (2, 1, 0))
+  if x.ndim == 2:
+    return x.T
+  return x
+
+
+def _from_torch_layout(leaf: str, x: np.ndarray) -> np.ndarray:
+  if leaf != "kernel":
+    return x
+  if x.ndim == 4:
+    return np.transpose(x, (2, 3, 1, 0))
+  if x.ndim == 3:
+    return np.transpose(x, (2, 1, 0))
+  if x.ndim == 2:
+    return x.T
+  return x
+
+
+def _abstract_variables(model: Recognizer, num_frames: int = 16) -> Any:
+  bb = model.backbone
+  x = jax.ShapeDtypeStruct((1, bb.num_person, num_frames, bb.layout.num_joints, bb.in_channels),
+                           jnp.float32)
+  return jax.eval_shape(lambda k: model.init(k, jnp.zeros(x.shape)), jax.random.key(0))
+
+
+def _flat(tree) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    out[tuple(p.key for p in path)] = leaf
+  return out
+
+
+def _fixed_graph_buffers(model: Recognizer) -> dict[str, np.ndarray]:
+  """Graph buffers pyskl saves that this model computes itself, with the values it uses."""
+  bb = model.backbone
+  name = type(bb).__name__
+  out = {}
+  if name in ("AAGCN", "CTRGCN"):
+    out["backbone.A"] = adjacency(bb.layout, bb.graph_mode)
+  if name == "STGCN" and bb.gcn_adaptive != "init":
+    a = adjacency(bb.layout, bb.graph_mode)
+    blocks = len(bb.specs())
+    out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(blocks)})
+  if name == "AAGCN" and not bb.gcn_adaptive:
+    a = adjacency(bb.layout, bb.graph_mode)
+    out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(len(bb.specs()))})
+  return out
+
+
+def from_pyskl(state_dict: Mapping[str, Any], model: Recognizer, *, strict: bool = True,
+               atol: float = 1e-6) -> dict[str, Any]:
+  """Flax variables ``{'params', 'batch_stats'}`` of ``model`` from a pyskl ``state_dict``.
+
+  Keys may carry a ``state_dict.`` or ``module.`` prefix (DDP checkpoints). Missing keys, unexpected
+  keys and shape mismatches are collected and refused together in one ``ConversionError``.
+  ``strict=False`` ignores unexpected keys (e.g. extra heads); missing keys and shape mismatches are
+  always fatal, since a half-loaded model is a silent error.
+  """
+  sd = {}
+  for key, value in state_dict.items():
+    for prefix in ("module.", "state_dict."):
+      if key.startswith(prefix):
+        key = key[len(prefix):]
+    sd[key] = np.asarray(value)
+  abstract = _abstract_variables(model)
+  expected: dict[str, tuple[str, tuple[str, ...], Any]] = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in _flat(abstract.get(collection, {})).items():
+      expected[pyskl_key(model, path)] = (collection, path, leaf)
+
+  missing = sorted(k for k in expected if k not in sd)
+  buffers = _fixed_graph_buffers(model)
+  ignorable = set(buffers) | {k for k in sd if k.endswith("num_batches_tracked")}
+  unexpected = sorted(k for k in sd if k not in expected and k not in ignorable)
+  bad_shape, bad_graph = [], []
+  loaded: dict[str, dict] = {"params": {}, "batch_stats": {}}
+  for key, (collection, path, leaf) in expected.items():
+    if key not in sd:
+      continue
+    value = _from_torch_layout(path[-1], sd[key].astype(np.float32))
+    if value.shape != leaf.shape:
+      bad_shape.append(f"{key}: checkpoint {tuple(sd[key].shape)} vs model "
+                       f"{tuple(_to_torch_layout(path[-1], np.empty(leaf.shape)).shape)}")
+      continue
+    node = loaded[collection]
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = jnp.asarray(value)
+  for key, ours in buffers.items():
+    if key in sd and (sd[key].shape != ours.shape or
+                      not np.allclose(sd[key], ours, atol=atol, rtol=0)):
+      bad_graph.append(f"{key}: the checkpoint's fixed graph differs from the model's "
+                       f"(layout {model.backbone.layout.name!r}, mode "
+                       f"{getattr(model.backbone, 'graph_mode', '?')!r})")
+  problems = []
+  if missing:
+    problems.append(f"missing keys ({len(missing)}): {missing}")
+  if unexpected and strict:
+    problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
+  if bad_shape:
+    problems.append(f"shape mismatches ({len(bad_shape)}): {bad_shape}")
+  if bad_graph:
+    problems.append(f"graph mismatches ({len(bad_graph)}): {bad_graph}")
+  if problems:
+    raise ConversionError(f"state_dict does not fit {type(model.backbone).__name__} with "
+                          f"{model.num_classes} classes on layout "
+                          f"{model.backbone.layout.name!r}:\n  " + "\n  ".join(problems))
+  return {k: v for k, v in loaded.items() if v}
+
+
+def to_pyskl(variables: Mapping[str, Any], model: Recognizer) -> dict[str, np.ndarray]:
+  """The pyskl state_dict (numpy, PyTorch layouts) of Flax ``variables``; inverse of ``from_pyskl``."""
+  out = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in _flat(variables.get(collection, {})).items():
+      out[pyskl_key(model, path)] = _to_torch_layout(path[-1], np.asarray(leaf))
+  for key, value in _fixed_graph_buffers(model).items():
+    out[key] = np.asarray(value)
+  return out
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a pyskl ``.pth`` (needs torch) or an ``.npz`` state_dict (keys as in pyskl, or ``sd/<key>``)."""
+  if path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as f:
+      keys = [k for k in f.files if k.startswith("sd/")]
+      if keys:
+        return {k[3:]: f[k] for k in keys}
+      return {k: f[k] for k in f.files}
+  if path.endswith((".pth", ".pt")):
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+      raise ConversionError(f"{path}: reading .pth files needs torch "
+                            "(pip install 'stgcn-jax[torch]'), or save the state_dict as .npz") from err
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    return {k: v.detach().cpu().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+  raise ConversionError(f"{path}: expected a .pth or .npz state_dict")

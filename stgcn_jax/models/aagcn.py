@@ -1,0 +1,116 @@
+"""AA-GCN (Shi et al. 2020) as pyskl's ``AAGCN`` computes it.
+
+pyskl config ``aagcn_pyskl``: ``spatial`` graph learned per block, data-dependent attention graphs
+(``conv_a``/``conv_b``), spatial/temporal/channel attention, 9x1 temporal convs, ``MVC`` data BN.
+``gcn_attention=False`` (alias ``attention=False``) gives the 3.47M-parameter model the paper quotes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stgcn_jax.models import layers
+from stgcn_jax.models.base import Backbone, adjacency
+from stgcn_jax.models.stgcn import temporal_unit
+
+
+class UnitAAGCN(nn.Module):
+  """pyskl ``unit_aagcn``."""
+  features: int
+  A: Any  # (K, V, V) numpy initial graph
+  coff_embedding: int = 4
+  adaptive: bool = True
+  attention: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    k, v = self.A.shape[0], self.A.shape[-1]
+    t, inter = x.shape[1], self.features // self.coff_embedding
+    if self.adaptive:
+      a = self.param("A", lambda *_: jnp.asarray(self.A))
+      alpha = self.param("alpha", nn.initializers.zeros, (1,))
+    else:
+      a = jnp.asarray(self.A)
+    y = 0.0
+    for i in range(k):
+      g = a[i]
+      if self.adaptive:
+        ea = layers.Conv(inter, init="fan_out", name=f"conv_a_{i}")(x)
+        eb = layers.Conv(inter, init="fan_out", name=f"conv_b_{i}")(x)
+        s = jnp.tanh(jnp.einsum("btvc,btwc->bvw", ea, eb) / (inter * t))
+        g = g + alpha * s
+        xg = jnp.einsum("btvc,bvw->btwc", x, g)
+      else:
+        xg = jnp.einsum("btvc,vw->btwc", x, g)
+      y = y + layers.Conv(self.features, init=f"branch{k}", name=f"conv_d_{i}")(xg)
+    down = (layers.ConvBN(self.features, init="fan_out", name="down")(x, train)
+            if x.shape[-1] != self.features else x)
+    y = nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
+    if self.attention:
+      ks = v if v % 2 else v - 1
+      sa_init, _ = layers.conv_inits("xavier", self.features * ks, ks)
+      se = nn.Conv(1, (ks,), padding=(((ks - 1) // 2,) * 2,), kernel_init=sa_init,
+                   name="conv_sa")(jnp.mean(y, axis=1))                        # (B, V, 1)
+      y = y * jax.nn.sigmoid(se)[:, None] + y
+      se = nn.Conv(1, (9,), padding=((4, 4),), kernel_init=nn.initializers.zeros,
+                   name="conv_ta")(jnp.mean(y, axis=2))                        # (B, T, 1)
+      y = y * jax.nn.sigmoid(se)[:, :, None] + y
+      fc1_init, _ = layers.conv_inits("fan_in", self.features, self.features // 2)
+      se = nn.relu(nn.Dense(self.features // 2, kernel_init=fc1_init,
+                            name="fc1c")(jnp.mean(y, axis=(1, 2))))
+      se = jax.nn.sigmoid(nn.Dense(self.features, kernel_init=nn.initializers.zeros,
+                                   name="fc2c")(se))
+      y = y * se[:, None, None] + y
+    return y
+
+
+class AAGCN(Backbone):
+  graph_mode: str = "spatial"
+  data_bn_type: str | None = "MVC"
+  gcn_adaptive: bool = True
+  gcn_attention: bool = True
+  gcn_coff_embedding: int = 4
+  tcn_type: str = "unit_tcn"
+  tcn_dropout: float = 0.0
+  tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+
+  @nn.compact
+  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
+    self.check_input(x_NMTVC)
+    n, m = x_NMTVC.shape[:2]
+    a = adjacency(self.layout, self.graph_mode)
+    x = layers.data_bn(x_NMTVC, self.data_bn_type, train)
+    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
+      x = AAGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_attention,
+                     self.gcn_coff_embedding, self.tcn_type, self.tcn_ms_cfg,
+                     0.0 if i == 0 else self.tcn_dropout, name=f"block{i}")(x, train)
+    return x.reshape((n, m) + x.shape[1:])
+
+
+class AAGCNBlock(nn.Module):
+  features: int
+  A: Any
+  stride: int
+  residual: str
+  adaptive: bool
+  attention: bool
+  coff_embedding: int
+  tcn_type: str
+  tcn_ms_cfg: tuple
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = UnitAAGCN(self.features, self.A, self.coff_embedding, self.adaptive, self.attention,
+                  name="gcn")(x, train)
+    if self.tcn_type == "unit_tcn":  # AAGCN re-initialises its unit_tcn (kaiming fan_out)
+      y = layers.UnitTCN(self.features, 9, self.stride, dropout=self.dropout, init="fan_out",
+                         name="tcn")(y, train)
+    else:
+      y = temporal_unit(self.tcn_type, self.features, self.stride, self.tcn_ms_cfg, self.dropout,
+                        y, train)
+    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))

@@ -1,0 +1,109 @@
+"""ST-GCN (Yan et al. 2018) as pyskl's ``STGCN`` computes it; also ST-GCN++ through its options.
+
+pyskl config ``stgcn_pyskl``: ``stgcn_spatial`` graph with edge importance (``A * PA``), 9x1 temporal
+convs, ``VC`` data BN, PyTorch default initialisation. ST-GCN++: ``graph_mode='spatial',
+gcn_adaptive='init', gcn_with_res=True, tcn_type='mstcn'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stgcn_jax.models import layers
+from stgcn_jax.models.base import Backbone, adjacency
+
+
+class UnitGCN(nn.Module):
+  """pyskl ``unit_gcn``: K-subset graph convolution -> BN (-> + down) -> ReLU."""
+  features: int
+  A: Any  # (K, V, V) numpy constant
+  adaptive: str | None = "importance"
+  conv_pos: str = "pre"
+  with_res: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    k = self.A.shape[0]
+    a = jnp.asarray(self.A)
+    if self.adaptive == "init":
+      a = self.param("A", lambda *_: jnp.asarray(self.A))
+    elif self.adaptive == "importance":
+      a = a * self.param("PA", nn.initializers.ones, self.A.shape)
+    elif self.adaptive == "offset":
+      a = a + self.param("PA", lambda key, s: jax.random.uniform(key, s, minval=-1e-6, maxval=1e-6),
+                         self.A.shape)
+    elif self.adaptive is not None:
+      raise ValueError(f"unknown gcn_adaptive {self.adaptive!r}; expected None, 'init', "
+                       "'offset' or 'importance'")
+    res = 0.0
+    if self.with_res:
+      res = (layers.ConvBN(self.features, name="down")(x, train)
+             if x.shape[-1] != self.features else x)
+    if self.conv_pos == "pre":
+      z = layers.Conv(k * self.features, name="conv")(x)
+      z = z.reshape(z.shape[:-1] + (k, self.features))  # pyskl splits channels K-major
+      y = jnp.einsum("btvkc,kvw->btwc", z, a)
+    elif self.conv_pos == "post":
+      z = jnp.einsum("btvc,kvw->btwkc", x, a)
+      y = layers.Conv(self.features, name="conv")(z.reshape(z.shape[:-2] + (-1,)))
+    else:
+      raise ValueError(f"unknown gcn_conv_pos {self.conv_pos!r}; expected 'pre' or 'post'")
+    return nn.relu(layers.BatchNorm(name="bn")(y, train) + res)
+
+
+class STGCN(Backbone):
+  graph_mode: str = "stgcn_spatial"
+  data_bn_type: str | None = "VC"
+  gcn_adaptive: str | None = "importance"
+  gcn_conv_pos: str = "pre"
+  gcn_with_res: bool = False
+  tcn_type: str = "unit_tcn"
+  tcn_dropout: float = 0.0
+  tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+
+  @nn.compact
+  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
+    self.check_input(x_NMTVC)
+    n, m = x_NMTVC.shape[:2]
+    a = adjacency(self.layout, self.graph_mode)
+    x = layers.data_bn(x_NMTVC, self.data_bn_type, train)
+    for i, (cin, cout, stride, res_kind) in enumerate(self.specs()):
+      x = STGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_conv_pos,
+                     self.gcn_with_res, self.tcn_type, self.tcn_ms_cfg,
+                     dropout=0.0 if i == 0 else self.tcn_dropout, name=f"block{i}")(x, train)
+    return x.reshape((n, m) + x.shape[1:])
+
+
+def temporal_unit(kind: str, features: int, stride: int, ms_cfg: tuple, dropout: float,
+                  x: jax.Array, train: bool) -> jax.Array:
+  """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
+  if kind == "unit_tcn":
+    return layers.UnitTCN(features, 9, stride, dropout=dropout, name="tcn")(x, train)
+  if kind == "mstcn":
+    return layers.MultiBranchTCN(features, stride, ms_cfg, dropout=dropout, name="tcn")(x, train)
+  raise ValueError(f"unknown tcn_type {kind!r}; expected 'unit_tcn' or 'mstcn'")
+
+
+class STGCNBlock(nn.Module):
+  features: int
+  A: Any
+  stride: int
+  residual: str
+  gcn_adaptive: str | None
+  gcn_conv_pos: str
+  gcn_with_res: bool
+  tcn_type: str
+  tcn_ms_cfg: tuple
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = UnitGCN(self.features, self.A, self.gcn_adaptive, self.gcn_conv_pos, self.gcn_with_res,
+                name="gcn")(x, train)
+    y = temporal_unit(self.tcn_type, self.features, self.stride, self.tcn_ms_cfg, self.dropout,
+                      y, train)
+    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))

@@ -6,7 +6,8 @@ Train batches (``train=True``)::
 
 Eval / test batches (``train=False``)::
 
-  {"x": float32 (B, num_clips, M, T, V, C), "label": int32 (B,), "mask": bool (B,), "index": int64 (B,)}
+  {"x": float32 (B, num_clips, M, T, V, C), "label": int32 (B,), "mask": bool (B,),
+   "index": int64 (B,)}
 
 ``index`` is the sample's position in the source (-1 for padding). Training shuffles every epoch
 with a permutation drawn from ``(seed, epoch)``, gives process ``p`` of ``n`` the positions
@@ -48,11 +49,13 @@ class BatchIterator:
     num_epochs: stop after this many epochs (None: train endless, eval 1).
     shard: ``(process_index, process_count)``; default from ``jax``.
     prefetch: build the next batch in a background thread while the caller works.
+    num_threads: threads that transform the clips of one batch in parallel (0: in the calling /
+      prefetch thread). numpy releases the GIL in the heavy steps, so this helps on many cores.
   """
 
   def __init__(self, source, pipeline, batch_size: int, *, train: bool, seed: int = 0,
                num_epochs: int | None = None, shard: tuple[int, int] | None = None,
-               prefetch: bool = True):
+               prefetch: bool = True, num_threads: int = 0):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.source, self.pipeline, self.batch_size = source, pipeline, int(batch_size)
@@ -68,6 +71,7 @@ class BatchIterator:
     self._epoch, self._batch = 0, 0
     self._executor = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
     self._pending = None    # (epoch, batch, future)
+    self._pool = concurrent.futures.ThreadPoolExecutor(num_threads) if num_threads > 0 else None
 
   # ------------------------------------------------------------------ positions
   @property
@@ -94,12 +98,16 @@ class BatchIterator:
     real = idx[idx >= 0]
     records = (self.source.__getitems__(real) if hasattr(self.source, "__getitems__")
                else [self.source[int(i)] for i in real])
-    clips, labels = [], []
-    for i, record in zip(real, records):
-      rng = np.random.RandomState([self.seed & 0xFFFFFFFF, epoch, int(i)])
-      clips.append(self.pipeline(record, rng))
-      labels.append(record["label"])
-    shape = self.pipeline.output_shape() if hasattr(self.pipeline, "output_shape") else clips[0].shape
+    def one(i, record):
+      return self.pipeline(record, np.random.RandomState([self.seed & 0xFFFFFFFF, epoch, int(i)]))
+    clips = list(self._pool.map(one, real, records) if self._pool is not None
+                 else map(one, real, records))
+    labels = [record["label"] for record in records]
+    if hasattr(self.pipeline, "output_shape"):
+      shape = self.pipeline.output_shape()
+    else:    # a plain callable: take the shape from a real clip (sample 0 if all are padding)
+      shape = clips[0].shape if clips else self.pipeline(self.source[0],
+                                                         np.random.RandomState(0)).shape
     x = np.zeros((len(idx),) + tuple(shape), np.float32)
     label = np.zeros(len(idx), np.int32)
     mask = idx >= 0
@@ -166,6 +174,9 @@ class BatchIterator:
     if self._executor is not None:
       self._executor.shutdown(wait=False, cancel_futures=True)
       self._executor = None
+    if self._pool is not None:
+      self._pool.shutdown(wait=False, cancel_futures=True)
+      self._pool = None
     self._pending = None
 
   def __del__(self):

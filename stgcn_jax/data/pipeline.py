@@ -25,7 +25,8 @@ class PipelineConfig:
     num_clips: clips per sample; pyskl tests with 10 and trains with 1.
     test_mode: deterministic pyskl test sampling (``RandomState(seed)`` per clip) and no
       augmentation; otherwise random offsets from the caller's rng.
-    modality: ``"j"``, ``"b"``, ``"jm"``, ``"bm"`` or a comma-joined combination (channels concatenate).
+    modality: ``"j"``, ``"b"``, ``"jm"``, ``"bm"`` or a comma-joined combination (channels
+      concatenate).
     normalize: ``"auto"`` (3D data: PreNormalize3D; data with a score channel: PreNormalize2D),
       ``"3d"``, ``"2d"`` or ``"none"``.
     align_spine: PreNormalize3D's spine / shoulder alignment (pyskl's ST/AA/CTR-GCN: True;

@@ -21,7 +21,7 @@ __all__ = ["DataError", "ConversionReport", "check_record", "repair_non_finite"]
 
 
 class DataError(ValueError):
-  """Input data that cannot be used; the message names the file / sample / field and what was expected."""
+  """Input that cannot be used; the message names the file / sample / field and what was expected."""
 
 
 @dataclasses.dataclass

@@ -96,6 +96,8 @@ def pre_normalize_3d(keypoint: np.ndarray, *, zaxis: Sequence[int] = (0, 1),
       skeleton = skeleton[:, index0]
   else:
     skeleton = skeleton[:, index0]
+  if skeleton.shape[1] == 0:          # only persons >= 2 are visible: nothing to align on
+    return np.asarray(keypoint, np.float32).copy()
   if align_center:
     center = skeleton[0, 0, 1 if skeleton.shape[2] == 25 else -1].copy()
     mask = ((skeleton != 0).sum(-1) > 0)[..., None]
@@ -103,10 +105,10 @@ def pre_normalize_3d(keypoint: np.ndarray, *, zaxis: Sequence[int] = (0, 1),
   if align_spine:
     bottom, top = skeleton[0, 0, zaxis[0]], skeleton[0, 0, zaxis[1]]
     rot_z = _axis_rotation(np.cross(top - bottom, [0, 0, 1]), _angle_between(top - bottom, [0, 0, 1]))
-    skeleton = np.einsum("abcd,kd->abck", skeleton, rot_z)
+    skeleton = skeleton.astype(np.float64) @ rot_z.T      # pyskl: einsum('abcd,kd->abck')
     right, left = skeleton[0, 0, xaxis[0]], skeleton[0, 0, xaxis[1]]
     rot_x = _axis_rotation(np.cross(right - left, [1, 0, 0]), _angle_between(right - left, [1, 0, 0]))
-    skeleton = np.einsum("abcd,kd->abck", skeleton, rot_x)
+    skeleton = skeleton @ rot_x.T
   return skeleton.astype(np.float32)
 
 
@@ -161,7 +163,7 @@ def random_rot(keypoint: np.ndarray, theta: float, rng: np.random.RandomState, *
   else:
     raise ValueError(f"random_rot needs 2 or 3 spatial channels, got keypoint shape {kp.shape}")
   out = kp.copy()
-  out[..., :spatial] = np.einsum("ab,mtvb->mtva", rot, kp[..., :spatial])
+  out[..., :spatial] = kp[..., :spatial].astype(np.float64) @ rot.T   # einsum('ab,mtvb->mtva')
   return out
 
 

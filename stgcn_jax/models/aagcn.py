@@ -39,15 +39,15 @@ class UnitAAGCN(nn.Module):
     for i in range(k):
       g = a[i]
       if self.adaptive:
-        ea = layers.Conv(inter, init="fan_out", name=f"conv_a_{i}")(x)
-        eb = layers.Conv(inter, init="fan_out", name=f"conv_b_{i}")(x)
+        ea = layers.Conv(inter, init_scheme="fan_out", name=f"conv_a_{i}")(x)
+        eb = layers.Conv(inter, init_scheme="fan_out", name=f"conv_b_{i}")(x)
         s = jnp.tanh(jnp.einsum("btvc,btwc->bvw", ea, eb) / (inter * t))
         g = g + alpha * s
         xg = jnp.einsum("btvc,bvw->btwc", x, g)
       else:
         xg = jnp.einsum("btvc,vw->btwc", x, g)
-      y = y + layers.Conv(self.features, init=f"branch{k}", name=f"conv_d_{i}")(xg)
-    down = (layers.ConvBN(self.features, init="fan_out", name="down")(x, train)
+      y = y + layers.Conv(self.features, init_scheme=f"branch{k}", name=f"conv_d_{i}")(xg)
+    down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     y = nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
     if self.attention:
@@ -108,7 +108,7 @@ class AAGCNBlock(nn.Module):
     y = UnitAAGCN(self.features, self.A, self.coff_embedding, self.adaptive, self.attention,
                   name="gcn")(x, train)
     if self.tcn_type == "unit_tcn":  # AAGCN re-initialises its unit_tcn (kaiming fan_out)
-      y = layers.UnitTCN(self.features, 9, self.stride, dropout=self.dropout, init="fan_out",
+      y = layers.UnitTCN(self.features, 9, self.stride, dropout=self.dropout, init_scheme="fan_out",
                          name="tcn")(y, train)
     else:
       y = temporal_unit(self.tcn_type, self.features, self.stride, self.tcn_ms_cfg, self.dropout,

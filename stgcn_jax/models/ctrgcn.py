@@ -27,11 +27,11 @@ class CTRGC(nn.Module):
     rel = 8 if cin <= 16 else cin // 8
     # conv(x).mean(T) == conv(x.mean(T)) for a 1x1 conv; the latter is T times cheaper.
     x_mean = jnp.mean(x, axis=1, keepdims=True)                                # (B, 1, V, C)
-    x1 = layers.Conv(rel, init="fan_out", name="conv1")(x_mean)[:, 0]         # (B, V, R)
-    x2 = layers.Conv(rel, init="fan_out", name="conv2")(x_mean)[:, 0]
-    x3 = layers.Conv(self.features, init="fan_out", name="conv3")(x)         # (B, T, V, C)
+    x1 = layers.Conv(rel, init_scheme="fan_out", name="conv1")(x_mean)[:, 0]         # (B, V, R)
+    x2 = layers.Conv(rel, init_scheme="fan_out", name="conv2")(x_mean)[:, 0]
+    x3 = layers.Conv(self.features, init_scheme="fan_out", name="conv3")(x)         # (B, T, V, C)
     d = jnp.tanh(x1[:, :, None, :] - x2[:, None, :, :])                      # (B, U, V, R)
-    g = layers.Conv(self.features, init="fan_out", name="conv4")(d) * alpha + a_i[:, :, None]
+    g = layers.Conv(self.features, init_scheme="fan_out", name="conv4")(d) * alpha + a_i[:, :, None]
     return jnp.einsum("btuc,buvc->btvc", x3, g)
 
 
@@ -44,7 +44,7 @@ class UnitCTRGCN(nn.Module):
     a = self.param("A", lambda *_: jnp.asarray(self.A))
     alpha = self.param("alpha", nn.initializers.zeros, (1,))
     y = sum(CTRGC(self.features, name=f"convs_{i}")(x, a[i], alpha) for i in range(a.shape[0]))
-    down = (layers.ConvBN(self.features, init="fan_out", name="down")(x, train)
+    down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     return nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
 
@@ -68,13 +68,13 @@ class MSTCN(nn.Module):
     rem = self.features - bc * (nb - 1)
 
     def pointwise(i, c, stride=1):
-      y = layers.Conv(c, stride=stride, init="fan_out", name=f"branch{i}_pw")(x)
+      y = layers.Conv(c, stride=stride, init_scheme="fan_out", name=f"branch{i}_pw")(x)
       return layers.BatchNorm(name=f"branch{i}_pw_bn")(y, train)
 
     outs = []
     for i, d in enumerate(self.dilations):
       y = nn.relu(pointwise(i, bc))
-      y = layers.Conv(bc, self.kernel_size, self.stride, d, init="fan_out",
+      y = layers.Conv(bc, self.kernel_size, self.stride, d, init_scheme="fan_out",
                       name=f"branch{i}_tconv")(y)
       outs.append(layers.BatchNorm(name=f"branch{i}_tconv_bn")(y, train))
     i = len(self.dilations)

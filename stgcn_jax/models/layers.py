@@ -69,12 +69,12 @@ class Conv(nn.Module):
   kernel_size: int = 1
   stride: int = 1
   dilation: int = 1
-  init: str = "torch"
+  init_scheme: str = "torch"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cin, kt = x.shape[-1], self.kernel_size
-    k_init, b_init = conv_inits(self.init, cin * kt, self.features * kt)
+    k_init, b_init = conv_inits(self.init_scheme, cin * kt, self.features * kt)
     kernel = self.param("kernel", k_init, (kt, 1, cin, self.features))
     bias = self.param("bias", b_init, (self.features,))
     if kt == 1:
@@ -120,7 +120,7 @@ class BatchNorm(nn.Module):
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * lax.rsqrt(var + self.epsilon)
-    return x * mul + (bias - mean * mul)
+    return (x - mean) * mul + bias
 
 
 class UnitTCN(nn.Module):
@@ -131,11 +131,11 @@ class UnitTCN(nn.Module):
   dilation: int = 1
   use_bn: bool = True
   dropout: float = 0.0
-  init: str = "torch"
+  init_scheme: str = "torch"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    x = Conv(self.features, self.kernel_size, self.stride, self.dilation, init=self.init,
+    x = Conv(self.features, self.kernel_size, self.stride, self.dilation, init_scheme=self.init_scheme,
              name="conv")(x)
     if self.use_bn:
       x = BatchNorm(name="bn")(x, train)
@@ -147,11 +147,11 @@ class UnitTCN(nn.Module):
 class ConvBN(nn.Module):
   """1x1 conv + BN: the ``down`` path of the GCN units (pyskl ``Sequential(Conv2d, BN)``)."""
   features: int
-  init: str = "torch"
+  init_scheme: str = "torch"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    return BatchNorm(name="bn")(Conv(self.features, init=self.init, name="conv")(x), train)
+    return BatchNorm(name="bn")(Conv(self.features, init_scheme=self.init_scheme, name="conv")(x), train)
 
 
 def max_pool_time(x: Array, stride: int) -> Array:

@@ -1,0 +1,92 @@
+"""Shared pieces of the converters: the command-line runner, input checks and split helpers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from stgcn_jax import graph
+from stgcn_jax.data import ConversionReport, DataError
+from stgcn_jax.data.records import repair_non_finite
+
+__all__ = ["DataError", "ConversionReport", "base_parser", "run_cli", "require_path",
+           "finite_or_repair", "dedupe", "default_data_dir"]
+
+
+def default_data_dir() -> str:
+  from stgcn_jax.data import default_data_dir as ddd  # pylint: disable=g-import-not-at-top
+  return ddd()
+
+
+def base_parser(description: str, *, name_default: str | None) -> argparse.ArgumentParser:
+  """A parser with ``--out``, ``--name`` and ``--overwrite``; converters add ``--src`` etc."""
+  parser = argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default=None,
+                      help="root of the tfds store (default $STGCN_JAX_DATA_DIR or "
+                           "~/.stgcn_jax/data)")
+  parser.add_argument("--name", default=name_default, required=name_default is None,
+                      help="dataset name in the store, [a-z][a-z0-9_]*" +
+                           (f" (default {name_default})" if name_default else ""))
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+  return parser
+
+
+def run_cli(main: Callable[[Sequence[str] | None], str | list[str]],
+            argv: Sequence[str] | None = None) -> int:
+  """Runs a converter; a data or layout error prints one line (no traceback) and returns 2."""
+  start = time.perf_counter()
+  try:
+    paths = main(argv)
+  except (DataError, graph.LayoutError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  paths = [paths] if isinstance(paths, str) else paths
+  for path in paths:
+    print(f"wrote {path}")
+  print(f"done in {time.perf_counter() - start:.1f} s")
+  return 0
+
+
+def require_path(path: str, what: str, *, is_dir: bool | None = None) -> str:
+  """``path`` if it exists (and is a directory / file as asked), else one clear DataError."""
+  if not os.path.exists(path):
+    raise DataError(f"{what} {path!r} does not exist")
+  if is_dir is True and not os.path.isdir(path):
+    raise DataError(f"{what} {path!r} is not a directory")
+  if is_dir is False and not os.path.isfile(path):
+    raise DataError(f"{what} {path!r} is not a file")
+  return path
+
+
+def finite_or_repair(keypoint: np.ndarray, where: str, report: ConversionReport) -> np.ndarray:
+  """Applies the NaN/inf repair rule (joint -> 0) and notes the repair in ``report``."""
+  keypoint, message = repair_non_finite(keypoint, where)
+  if message is not None:
+    report.repair("non_finite", message)
+  return keypoint
+
+
+def dedupe(items: list, key: Callable, where: Callable, report: ConversionReport) -> list:
+  """Keeps the first item of every ``key``; later duplicates are rejected, naming both."""
+  first, out = {}, []
+  for item in items:
+    k = key(item)
+    if k in first:
+      report.reject("duplicate", f"{where(item)}: duplicate sample name {k!r} (first seen in "
+                                 f"{where(first[k])}); the first one is kept")
+      continue
+    first[k] = item
+    out.append(item)
+  return out
+
+
+def print_report(report: ConversionReport, split_counts: dict) -> None:
+  counts = ", ".join(f"{s}: {n}" for s, n in split_counts.items())
+  print(f"splits: {counts}")
+  print(report.summary())

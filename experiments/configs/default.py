@@ -1,0 +1,84 @@
+"""Configs for ``python -m experiments.run``.
+
+``python -m experiments.run --backbone=ctrgcn --sparsity=0.95`` uses ``get_config()`` (the built-in
+synthetic dataset, a reduced CTR-GCN, a few CPU minutes; it should reach well above chance, ~10%).
+``--config=experiments/configs/default.py:ntu60_xsub`` selects a named variant, and any field is
+overridden with ``--config.FIELD=VALUE`` (e.g. ``--config.num_epochs=20``).
+
+Variants (the paper's recipe, SPARSE.md section 7, on real data):
+  ``ntu60_xsub``, ``ntu60_xview``, ``ntu120_xsub``, ``ntu120_xset``: clip 100, 2 persons, batch 128
+    (lr 0.1 scaled linearly), 100 epochs with 60 warm-up, rotation +-0.2 rad, 10-clip test.
+  ``nw_ucla``: cross-view NW-UCLA (views 1-2 train, 3 test), clip 52, 1 person.
+  ``test``: tiny channels, T=16, 2 blocks, for tests.
+"""
+
+import ml_collections
+
+from stgcn_jax import sparsity
+
+
+def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  # Data.
+  c.dataset = "synthetic"
+  c.data_dir = ""                 # "" -> $STGCN_JAX_DATA_DIR or ~/.stgcn_jax/data
+  c.train_split = "train"
+  c.test_split = "test"
+  c.modality = "j"                # j, b, jm, bm (or comma-joined)
+  c.clip_len = 100
+  c.num_clips_test = 10
+  c.num_person = 2
+  c.normalize = "auto"
+  c.align_spine = False           # the sparse recipe centres only (REFERENCE_NOTES section 6)
+  c.rotate = 0.2
+  # Model.
+  c.backbone = "ctrgcn"
+  c.model = ml_collections.ConfigDict()   # backbone options, e.g. {"base_channels": 16}
+  c.pretrained = ""               # model checkpoint dir (python -m stgcn_jax.convert) for mode=lth
+  # Sparsity and optimisation: every field of stgcn_jax.sparsity.SparseConfig.
+  sp = sparsity.default_config()
+  for key, value in sp.items():
+    c[key] = value
+  c.sparsity = 0.95
+  c.steps_per_epoch = 0           # 0 -> computed from the dataset
+  c.eval_batch_size = 0           # 0 -> batch_size
+  # Loop.
+  c.seed = 0
+  c.log_every_steps = 50
+  c.eval_every_epochs = 0         # 1-clip validation every N epochs (0 = only the final test)
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 2
+  c.tensorboard = False
+  c.distributed = False           # jax.distributed.initialize() for multi-host runs
+  c.progress_bar = True
+
+  if variant == "synthetic":
+    c.clip_len = 32
+    c.rotate = 0.1
+    c.model = ml_collections.ConfigDict({"base_channels": 16})
+    c.batch_size = 32
+    c.num_epochs = 20
+    c.warmup_epochs = 12
+    c.log_every_steps = 10
+  elif variant.startswith(("ntu60_", "ntu120_")):
+    c.dataset = variant
+  elif variant == "nw_ucla":
+    c.dataset = "nw_ucla"
+    c.clip_len = 52
+    c.num_person = 1
+    c.batch_size = 16
+  elif variant == "test":
+    c.clip_len = 16
+    c.num_clips_test = 2
+    c.model = ml_collections.ConfigDict(
+        {"base_channels": 8, "num_stages": 2, "inflate_stages": (), "down_stages": ()})
+    c.batch_size = 8
+    c.num_epochs = 2
+    c.warmup_epochs = 1
+    c.log_every_steps = 5
+    c.progress_bar = False
+  else:
+    raise ValueError(f"unknown config variant {variant!r}; expected synthetic, ntu60_xsub, "
+                     "ntu60_xview, ntu120_xsub, ntu120_xset, nw_ucla or test")
+  return c

@@ -1,0 +1,125 @@
+"""Multi-level sparsity ensembles (SPARSE.md section 5, paper Table 2).
+
+Joint training: members of one backbone at several sparsities are stacked along a leading axis of
+every array in the ``TrainState`` (own params, masks, BN statistics, optimizer state, rng) and
+trained by one ``jax.vmap``-ed step, each with its own CE loss on the same batch. Inference is one
+vmapped call. Post-hoc fusion (the paper's default) sums the clip-averaged softmax scores of
+separately trained members.
+
+>>> ens = create_ensemble_state(model, key, x, cfg, sparsities=(0.6, 0.8, 0.95, 0.99))
+>>> step = jax.jit(make_ensemble_train_step(model, cfg, "warmup"))
+>>> ens, metrics = step(ens, batch)                     # metrics[k]: (members,)
+>>> probs = fuse_scores(clip_average_softmax(jax.jit(make_ensemble_eval_step(model))(ens, x)))
+>>> parameter_budget(params, ens.masks)["budget"]      # 0.66 for {0.6, 0.8, 0.95, 0.99}
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stgcn_jax.sparsity.config import resolve
+from stgcn_jax.sparsity.masks import PrunableSpec, path_str
+from stgcn_jax.sparsity.steps import (build_optimizer, create_train_state, make_eval_step,
+                                      make_train_step, start_finetune)
+from stgcn_jax.train_state import TrainState
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+  """Stack member states (same structure, same static ``apply_fn``/``tx``) along axis 0."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def member_state(state: TrainState, i: int) -> TrainState:
+  """Member ``i`` of a stacked state."""
+  return jax.tree.map(lambda x: x[i], state)
+
+
+def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[float] | None = None,
+                          *, variables=None) -> TrainState:
+  """A stacked ``TrainState`` of generator members, one per sparsity (default
+  ``config.ensemble_sparsities``), each with its own init, mask and dropout keys."""
+  cfg = resolve(config)
+  if cfg.uses_scores:
+    raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
+                     f"mode='ensemble' or 'generator' (got mode={cfg.mode!r}, "
+                     f"learn_scores={cfg.learn_scores})")
+  if cfg.mode not in ("generator", "ensemble"):
+    raise ValueError(f"ensemble members need mode 'ensemble' or 'generator', got {cfg.mode!r}")
+  sparsities = tuple(cfg.ensemble_sparsities if sparsities is None else sparsities)
+  if not sparsities:
+    raise ValueError("an ensemble needs at least one member sparsity")
+  tx = build_optimizer(cfg)
+  keys = jax.random.split(key, len(sparsities))
+  return stack_states([create_train_state(model, k, sample_x, cfg, tx=tx, sparsity=s,
+                                          variables=variables)
+                       for k, s in zip(keys, sparsities)])
+
+
+def make_ensemble_train_step(model, config, phase: str):
+  """``step(stacked_state, batch) -> (stacked_state, metrics)``: ``make_train_step`` vmapped over
+  the members (the batch is shared); every metric has shape ``(members,)``."""
+  return jax.vmap(make_train_step(model, config, phase), in_axes=(0, None))
+
+
+start_finetune_ensemble = jax.vmap(start_finetune)
+
+
+def make_ensemble_eval_step(model):
+  """``eval_step(stacked_state, x) -> logits (members, B, [clips,] classes)``, one vmapped call."""
+  return jax.vmap(make_eval_step(model), in_axes=(0, None))
+
+
+def clip_average_softmax(logits: jax.Array, clip_axis: int | None = -2) -> jax.Array:
+  """Softmax over classes, then the mean over the clip axis (``None``: no clip axis)."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  return probs if clip_axis is None else probs.mean(axis=clip_axis)
+
+
+def fuse_scores(scores, weights: Sequence[float] | None = None) -> jax.Array:
+  """Weighted sum (default: plain sum) of member score arrays ``(members, N, classes)`` (a stacked
+  array or a sequence of clip-averaged probability arrays from separately trained models)."""
+  scores = jnp.stack(list(scores)) if not hasattr(scores, "ndim") else jnp.asarray(scores)
+  if weights is None:
+    return scores.sum(axis=0)
+  w = jnp.asarray(weights, scores.dtype)
+  if w.shape != scores.shape[:1]:
+    raise ValueError(f"fuse_scores: {w.shape[0] if w.ndim else 'scalar'} weights for "
+                     f"{scores.shape[0]} members; expected one weight per member")
+  return jnp.tensordot(w, scores, axes=1)
+
+
+def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> dict:
+  """The ensemble's parameter cost relative to one dense model.
+
+  Args:
+    params: one member's parameter tree (arrays or shapes; no member axis).
+    member_masks: a sequence of mask trees, or one stacked mask tree (leading member axis).
+    spec: the prunable predicate.
+
+  Returns:
+    ``budget`` = nonzero prunable weights summed over members / dense prunable weights (the paper's
+    66 %), ``honest`` = all nonzero parameters of all members (unmasked parameters and heads
+    included) / dense total, plus the counts behind them.
+  """
+  spec = spec or PrunableSpec()
+  leaves = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(params)]
+  if isinstance(member_masks, (list, tuple)):
+    members = [dict((path_str(p), np.asarray(m)) for p, m in
+                    jax.tree_util.tree_leaves_with_path(t)) for t in member_masks]
+  else:
+    flat = dict((path_str(p), np.asarray(m)) for p, m in
+                jax.tree_util.tree_leaves_with_path(member_masks))
+    k = next(iter(flat.values())).shape[0]
+    members = [{p: m[i] for p, m in flat.items()} for i in range(k)]
+  dense_prunable = sum(int(np.prod(l.shape)) for p, l in leaves if spec(p))
+  dense_total = sum(int(np.prod(l.shape)) for _, l in leaves)
+  kept_prunable = [sum(int(np.count_nonzero(m[p])) for p, _ in leaves if spec(p)) for m in members]
+  kept_total = [sum(int(np.count_nonzero(m[p])) for p, _ in leaves) for m in members]
+  return dict(budget=sum(kept_prunable) / dense_prunable, honest=sum(kept_total) / dense_total,
+              members=len(members), member_prunable_nonzero=kept_prunable,
+              member_total_nonzero=kept_total, dense_prunable=dense_prunable,
+              dense_total=dense_total)

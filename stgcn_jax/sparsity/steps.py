@@ -1,0 +1,179 @@
+"""Pure step functions for the training loop (``stgcn_jax/train.py`` jits them with shardings).
+
+>>> cfg = resolve(config)                                   # see config.py for the fields
+>>> state = create_train_state(model, key, sample_x, cfg)
+>>> warm = jax.jit(make_train_step(model, cfg, "warmup"), donate_argnums=0)
+>>> tune = jax.jit(make_train_step(model, cfg, "finetune"), donate_argnums=0)
+>>> for step in ...:
+...   if step == cfg.warmup_steps: state = jax.jit(start_finetune)(state)   # once; idempotent
+...   state, metrics = (warm if phase_at(step, cfg) == "warmup" else tune)(state, batch)
+>>> logits = jax.jit(make_eval_step(model))(state, x)       # x: (B, M, T, V, C) or (B, clips, ...)
+
+Phases (SPARSE.md section 3): 'warmup' = dense forward, loss ``CE + lambda * group_lasso``, dense
+updates; 'finetune' = forward with ``params * masks``, CE only, updates multiplied by the masks.
+``start_finetune`` is the switch: pruned weights become exactly 0 and the momentum buffers are
+multiplied by the masks. Mode 'dense' never masks; mode 'lth' has the single phase 'finetune' in
+which only the scores train; ``learn_scores`` reproduces the reference code (scores trained by the
+STE with the weights, dense threshold in warm-up, target threshold in fine-tune, no update masking).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from stgcn_jax.sparsity import lottery
+from stgcn_jax.sparsity.config import SparseConfig, resolve
+from stgcn_jax.sparsity.masks import (PrunableSpec, apply_masks, make_masks, ones_like_masks,
+                                      validate_masks)
+from stgcn_jax.sparsity.optim import make_optimizer, make_schedule, mask_optimizer_state
+from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight
+from stgcn_jax.train_state import TrainState
+
+PHASES = ("warmup", "finetune")
+
+
+def prunable_spec(config: SparseConfig) -> PrunableSpec:
+  """The prunable predicate the config selects."""
+  return PrunableSpec(include_head=config.mask_head, include_attention=config.mask_attention)
+
+
+def phase_at(step: int, config) -> str:
+  """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'."""
+  cfg = resolve(config)
+  return "warmup" if int(step) < cfg.warmup_steps else "finetune"
+
+
+def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
+  """The one optimizer of a run (LTH: every parameter frozen, only the scores train)."""
+  cfg = resolve(config)
+  frozen = {"params": True, "scores": False} if cfg.mode == "lth" else None
+  return make_optimizer(cfg, frozen=frozen)
+
+
+def create_train_state(model, key, sample_x, config, *, variables=None, masks=None, tx=None,
+                       sparsity: float | None = None) -> TrainState:
+  """A fresh ``TrainState``.
+
+  Args:
+    model: a linen ``Recognizer`` (``models.get_model``).
+    key: PRNG key; split into init, mask, score and dropout keys.
+    sample_x: an input batch ``(B, M, T, V, C)`` for ``model.init``.
+    config: a ConfigDict / ``SparseConfig`` (see ``config.py``).
+    variables: optional ``{'params', 'batch_stats'}`` to start from (pretrained / converted).
+    masks: optional mask tree (overrides ``mask_method``; validated against params).
+    tx: optional optimizer (``ensemble.py`` shares one between members).
+    sparsity: overrides ``config.sparsity`` (ensemble members).
+  """
+  cfg = resolve(config)
+  s = cfg.sparsity if sparsity is None else float(sparsity)
+  spec = prunable_spec(cfg)
+  k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
+  if variables is None:
+    variables = model.init(k_init, sample_x)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  scores = None
+  if cfg.uses_scores:
+    scores = lottery.init_scores(params, k_score, spec)
+    masks = lottery.masks_from_scores(params, scores, s, cfg.score_scope)
+  elif cfg.mode == "dense":
+    masks = ones_like_masks(params)
+  elif masks is None:
+    masks = make_masks(params, s, key=k_mask, method=cfg.mask_method, spec=spec,
+                       path=cfg.mask_path or None)
+  else:
+    validate_masks(masks, params)
+  tx = tx or build_optimizer(cfg)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                     opt_state=None, masks=masks, rng=k_rng, apply_fn=model.apply, tx=tx,
+                     scores=scores)
+  state = state.replace(opt_state=tx.init(state.trainable()))
+  if phase_at(0, cfg) == "finetune":
+    state = start_finetune(state)
+  return state
+
+
+def start_finetune(state: TrainState) -> TrainState:
+  """The warm-up -> fine-tune switch: pruned weights set to exactly 0 and the optimizer's
+  momentum/trace buffers multiplied by the masks. Idempotent; a no-op for learned scores (the
+  reference code zeroes nothing at the switch)."""
+  if state.scores is not None:
+    return state
+  params = apply_masks(state.params, state.masks)
+  opt_state = mask_optimizer_state(state.opt_state, state.params, state.masks)
+  return state.replace(params=params, opt_state=opt_state)
+
+
+def make_train_step(model, config, phase: str):
+  """``train_step(state, batch) -> (state, metrics)`` for ``phase`` in ``PHASES``.
+
+  ``batch = {'x': (B, M, T, V, C) float32, 'label': (B,) int32}``. Metrics: ``loss``, ``ce``,
+  ``penalty`` (the unweighted group lasso; 0 outside warm-up), ``lambda``, ``accuracy``,
+  ``grad_norm`` (of the trained tree), ``lr`` (at this step).
+  """
+  if phase not in PHASES:
+    raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+  cfg = resolve(config)
+  spec = prunable_spec(cfg)
+  schedule = make_schedule(cfg)
+  warm = phase == "warmup" and cfg.mode != "lth"
+  use_penalty = warm and cfg.mode in ("generator", "ensemble")
+  masked = phase == "finetune" and cfg.mode in ("generator", "ensemble")
+
+  def loss_fn(trained, state: TrainState, batch, dropout_key):
+    if state.scores is None:
+      params = trained
+      eff = apply_masks(params, state.masks) if masked else params
+      target = state.masks
+    else:
+      params, scores = trained["params"], trained["scores"]
+      s_fwd = 0.0 if warm else cfg.sparsity
+      eff, fwd_masks = lottery.ste_params(params, scores, s_fwd, cfg.score_scope)
+      target = fwd_masks if s_fwd == cfg.sparsity else state.masks
+    logits, new_vars = model.apply({"params": eff, "batch_stats": state.batch_stats}, batch["x"],
+                                   train=True, mutable=["batch_stats"],
+                                   rngs={"dropout": dropout_key})
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    if use_penalty:
+      pen = group_lasso(params, target, spec)
+      epoch = state.step // cfg.steps_per_epoch
+      lam = penalty_weight(epoch, cfg.penalty_lambda, cfg.lambda_schedule, cfg.warmup_epochs)
+      if cfg.penalty_lambda == 0:
+        pen = jax.lax.stop_gradient(pen)
+    else:
+      pen, lam = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+    loss = ce + lam * pen
+    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    aux = {"ce": ce, "penalty": pen, "accuracy": acc, "lambda": lam}
+    return loss, (new_vars["batch_stats"], aux)
+
+  def train_step(state: TrainState, batch):
+    dropout_key = jax.random.fold_in(state.rng, state.step)
+    trained = state.trainable()
+    (loss, (batch_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trained, state, batch, dropout_key)
+    upd_masks = state.masks if (masked and state.scores is None) else None
+    updates, opt_state = state.tx.update(grads, state.opt_state, trained, masks=upd_masks)
+    trained = optax.apply_updates(trained, updates)
+    if upd_masks is not None:  # belt and braces: p * 1 = p, and pruned entries stay exactly 0
+      trained = apply_masks(trained, upd_masks)
+    new_state = state.with_trainable(trained, step=state.step + 1, opt_state=opt_state,
+                                     batch_stats=batch_stats)
+    if new_state.scores is not None:
+      new_state = new_state.replace(masks=lottery.masks_from_scores(
+          new_state.params, new_state.scores, cfg.sparsity, cfg.score_scope))
+    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step), **aux)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model):
+  """``eval_step(state, x) -> logits``: eval mode, ``params * masks``; ``x`` is ``(B, M, T, V, C)``
+  or ``(B, clips, M, T, V, C)`` (logits ``(B, clips, classes)``)."""
+  def eval_step(state: TrainState, x):
+    return model.apply({"params": apply_masks(state.params, state.masks),
+                        "batch_stats": state.batch_stats}, x, train=False)
+  return eval_step

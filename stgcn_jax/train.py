@@ -1,0 +1,375 @@
+"""``train_and_evaluate(config, workdir)``: the one place the training loop lives.
+
+Data-parallel over every device with a 1-D mesh ``("data",)``: batches are sharded along it, the
+train state is replicated, and one jitted, donated step runs the same code on one CPU or many
+accelerators (multi-host with ``config.distributed``). BatchNorm statistics therefore cover the
+global batch, exactly as on one device.
+
+The workdir holds ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (orbax: the train state,
+the data-iterator position, the phase), ``best/`` (best by validation, when validation runs),
+``model/`` (the final masked model, loadable by ``checkpoint.load_model``), ``results.json`` and
+``scores.npz`` (clip-averaged softmax scores of the test split, for ``experiments.fuse``). A run
+started again with the same workdir resumes from its latest checkpoint; on CPU the result is
+bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from stgcn_jax import checkpoint, data, models, sparsity
+from stgcn_jax.sparsity import ensemble as ens
+from stgcn_jax.train_state import abstract_state
+
+__all__ = ["RunError", "train_and_evaluate"]
+
+
+class RunError(ValueError):
+  """A user mistake or a failed run, reported as one clear line by ``experiments.run``."""
+
+
+class _Logger:
+  """JSON-lines metrics (``metrics.jsonl``) and, optionally, TensorBoard via tensorboardX."""
+
+  def __init__(self, workdir: str, tensorboard: bool):
+    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = None
+    if tensorboard and jax.process_index() == 0:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      except ImportError as err:
+        raise RunError("config.tensorboard=True needs tensorboardX (pip install tensorboardX)") from err
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, record: dict) -> None:
+    if jax.process_index() != 0:
+      return
+    self._file.write(json.dumps({"step": int(step), **record}) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for key, value in record.items():
+        if isinstance(value, (int, float)):
+          self._tb.add_scalar(f"{record.get('split', 'train')}/{key}", value, step)
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+  if not enabled or jax.process_index() != 0:
+    return None
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _dataset(config) -> tuple[str, data.DatasetInfo]:
+  data_dir = os.path.abspath(os.path.expanduser(config.data_dir or data.default_data_dir()))
+  if config.dataset == "synthetic":
+    data.ensure_synthetic(data_dir)
+  elif not data.exists(config.dataset, data_dir):
+    raise RunError(f"dataset {config.dataset!r} not found under {data_dir}: convert it first "
+                   "(see data_prep/README.md, e.g. python -m data_prep.nw_ucla --src ... --out "
+                   f"{data_dir}) or pass --data_dir")
+  return data_dir, data.info(config.dataset, data_dir)
+
+
+def _pipeline(config, info, train: bool, num_clips: int | None = None) -> data.Pipeline:
+  if num_clips is None:
+    num_clips = 1 if train else config.num_clips_test
+  return data.Pipeline(data.PipelineConfig(
+      clip_len=config.clip_len, num_clips=num_clips,
+      test_mode=not train, modality=config.modality, normalize=config.normalize,
+      align_spine=config.align_spine, rotate=config.rotate if train else 0.0,
+      num_person=config.num_person), info)
+
+
+def _build_model(config, info):
+  in_channels = info.num_channels * len(config.modality.split(","))
+  options = dict(config.model)
+  options.setdefault("num_person", config.num_person)
+  return models.get_model(config.backbone, info.num_classes, layout=info.layout,
+                          in_channels=in_channels, **options)
+
+
+def _pretrained(config, model):
+  if not config.pretrained:
+    if config.mode == "lth":
+      print("note: mode=lth without --pretrained: scores are learned over random weights")
+    return None
+  loaded, variables = checkpoint.load_model(config.pretrained)
+  mine, theirs = model.backbone, loaded.backbone
+  if (type(mine) is not type(theirs) or loaded.num_classes != model.num_classes
+      or mine.layout != theirs.layout):
+    raise RunError(
+        f"--pretrained {config.pretrained}: a {type(theirs).__name__} with {loaded.num_classes} "
+        f"classes on layout {theirs.layout.name!r}, but this run builds a {type(mine).__name__} "
+        f"with {model.num_classes} classes on layout {mine.layout.name!r}")
+  return variables
+
+
+class _Trainer:
+  """Holds the jitted functions and shardings of one run."""
+
+  def __init__(self, config, model, sp_cfg):
+    self.config, self.model, self.sp_cfg = config, model, sp_cfg
+    self.ensemble = sp_cfg.mode == "ensemble"
+    n = jax.device_count()
+    if config.batch_size % n:
+      raise RunError(f"batch_size {config.batch_size} must be a multiple of the {n} devices")
+    self.mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P("data"))
+    make_step = ens.make_ensemble_train_step if self.ensemble else sparsity.make_train_step
+    make_eval = ens.make_ensemble_eval_step if self.ensemble else sparsity.make_eval_step
+    switch = ens.start_finetune_ensemble if self.ensemble else sparsity.start_finetune
+    jit_step = lambda f: jax.jit(f, in_shardings=(self.replicated, self.batch_sharding),
+                                 out_shardings=(self.replicated, self.replicated),
+                                 donate_argnums=0)
+    self.steps = {phase: jit_step(make_step(model, sp_cfg, phase)) for phase in sparsity.PHASES}
+    self.switch = jax.jit(switch, in_shardings=self.replicated, out_shardings=self.replicated,
+                          donate_argnums=0)
+    self.eval = jax.jit(make_eval(model), in_shardings=(self.replicated, self.batch_sharding),
+                        out_shardings=self.replicated)
+
+  def create_state(self, key, sample_x, variables):
+    if self.ensemble:
+      state = ens.create_ensemble_state(self.model, key, sample_x, self.sp_cfg,
+                                        variables=variables)
+    else:
+      state = sparsity.create_train_state(self.model, key, sample_x, self.sp_cfg,
+                                          variables=variables)
+    return jax.device_put(state, self.replicated)
+
+  def global_batch(self, batch: dict, keys=("x", "label")) -> dict:
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, batch[k]) for k in keys}
+
+  def members(self, state) -> list:
+    if not self.ensemble:
+      return [state]
+    return [ens.member_state(state, i) for i in range(len(self.sp_cfg.ensemble_sparsities))]
+
+
+def _sparsity_record(trainer, state) -> dict:
+  spec = sparsity.prunable_spec(trainer.sp_cfg)
+  reports = [sparsity.sparsity_report(jax.device_get(m.params), jax.device_get(m.masks), spec)
+             for m in trainer.members(state)]
+  keys = ("prunable_sparsity", "total_sparsity", "nonzero_params", "total_params",
+          "prunable_params", "prunable_nonzero")
+  if len(reports) == 1:
+    return {k: reports[0][k] for k in keys}
+  return {"members": [{k: r[k] for k in keys} for r in reports]}
+
+
+def _evaluate(trainer, state, source, pipeline, batch_size: int, seed: int) -> dict:
+  """Clip-averaged softmax scores of every sample of ``source`` exactly once."""
+  it = data.BatchIterator(source, pipeline, batch_size, train=False, seed=seed, num_epochs=1)
+  n, scores, labels = len(source), None, np.zeros(len(source), np.int64)
+  seen = np.zeros(n, bool)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  for batch in it:
+    logits = trainer.eval(state, trainer.global_batch(batch, ("x",))["x"])
+    probs = jax.nn.softmax(logits, axis=-1).mean(axis=-2)          # (..., B, classes)
+    probs = np.asarray(multihost_utils.process_allgather(probs, tiled=True))
+    index = np.asarray(multihost_utils.process_allgather(batch["index"], tiled=True))
+    mask = np.asarray(multihost_utils.process_allgather(batch["mask"], tiled=True))
+    label = np.asarray(multihost_utils.process_allgather(batch["label"], tiled=True))
+    if scores is None:
+      scores = np.zeros(probs.shape[:-2] + (n, probs.shape[-1]), np.float32)
+    scores[..., index[mask], :] = probs[..., mask, :]
+    labels[index[mask]] = label[mask]
+    seen[index[mask]] = True
+  it.close()
+  if not seen.all():
+    raise RunError(f"evaluation saw {seen.sum()} of {n} samples")  # an iterator bug, never a user's
+  return {"scores": scores, "labels": labels}
+
+
+def _accuracy_report(scores: np.ndarray, labels: np.ndarray) -> dict:
+  num_classes = scores.shape[-1]
+  pred = scores.argmax(-1)
+  top5 = np.argsort(-scores, axis=-1)[:, :min(5, num_classes)]
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, pred), 1)
+  per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+  present = confusion.sum(1) > 0
+  return {"top1": float((pred == labels).mean()),
+          "top5": float((top5 == labels[:, None]).any(-1).mean()),
+          "mean_class_accuracy": float(per_class[present].mean()),
+          "num_samples": int(len(labels)), "num_classes": int(num_classes),
+          "confusion_matrix": confusion.tolist()}
+
+
+def _checkpoint_manager(path: str, keep: int, best: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False,
+      best_fn=(lambda m: m["top1"]) if best else None, best_mode="max",
+      keep_checkpoints_without_metrics=not best)
+  return ocp.CheckpointManager(path, options=options)
+
+
+def _save(mngr, state, step: int, meta: dict, metrics: dict | None = None) -> None:
+  if step in mngr.all_steps():
+    return
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)), metrics=metrics)
+  mngr.wait_until_finished()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluates on the test split and writes the workdir; returns ``results.json``."""
+  t_start = time.time()
+  if config.distributed:
+    jax.distributed.initialize()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  data_dir, info = _dataset(config)
+  model = _build_model(config, info)
+  train_src = data.load(config.dataset, data_dir, config.train_split)
+  test_src = data.load(config.dataset, data_dir, config.test_split)
+  per_process = config.batch_size // jax.process_count()
+  train_it = data.BatchIterator(train_src, _pipeline(config, info, True), per_process,
+                                train=True, seed=config.seed)
+  steps_per_epoch = config.steps_per_epoch or train_it.steps_per_epoch
+  if steps_per_epoch < 1:
+    raise RunError(f"the {config.train_split!r} split has {len(train_src)} samples, fewer than one "
+                   f"batch of {config.batch_size}; lower --batch_size")
+  sp_cfg = sparsity.resolve(config, steps_per_epoch=steps_per_epoch)
+  trainer = _Trainer(config, model, sp_cfg)
+
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({**config.to_dict(), "steps_per_epoch": steps_per_epoch}, f, indent=2, default=str)
+  variables = _pretrained(config, model)
+  sample_x = jnp.zeros((1, config.num_person, config.clip_len, info.num_joints,
+                        model.backbone.in_channels), jnp.float32)
+  state = trainer.create_state(jax.random.key(config.seed), sample_x, variables)
+
+  mngr = _checkpoint_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  best_mngr = (_checkpoint_manager(os.path.join(workdir, "best"), 1, best=True)
+               if config.eval_every_epochs else None)
+  logger = _Logger(workdir, config.tensorboard)
+  if mngr.latest_step() is not None:
+    restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state(state)), meta=ocp.args.JsonRestore()))
+    state = restored.state
+    train_it.set_state(restored.meta["iterator"])
+    print(f"resumed from {workdir}/checkpoints at step {mngr.latest_step()}")
+  step = int(np.ravel(jax.device_get(state.step))[0])  # ensembles carry one step per member
+  total = sp_cfg.total_steps
+  if step == 0:
+    logger.write(0, {"split": "sparsity", "phase": sparsity.phase_at(0, sp_cfg),
+                     **_sparsity_record(trainer, state)})
+
+  pbar = _progress(total, step, config.progress_bar)
+  val_pipe = _pipeline(config, info, False, num_clips=1)
+  try:
+    while step < total:
+      phase = sparsity.phase_at(step, sp_cfg)
+      if phase == "finetune" and step == sp_cfg.warmup_steps and step > 0:
+        state = trainer.switch(state)
+        logger.write(step, {"split": "sparsity", "phase": "finetune",
+                            **_sparsity_record(trainer, state)})
+      batch = trainer.global_batch(next(train_it))
+      state, metrics = trainer.steps[phase](state, batch)
+      step += 1
+      epoch_end = step % steps_per_epoch == 0
+      if step % config.log_every_steps == 0 or epoch_end or step == total:
+        record = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+        loss = np.asarray(record["loss"])
+        if not np.all(np.isfinite(loss)):
+          raise RunError(f"the loss became {loss.tolist()} at step {step} (epoch "
+                         f"{step / steps_per_epoch:.2f}, phase {phase}); lower --learning_rate "
+                         "or check the data for NaN/Inf")
+        logger.write(step, {"split": "train", "epoch": step / steps_per_epoch, "phase": phase,
+                            **record})
+        if pbar is not None:
+          pbar.set_postfix(loss=f"{np.mean(loss):.3f}", acc=f"{np.mean(record['accuracy']):.3f}",
+                           phase=phase)
+      if pbar is not None:
+        pbar.update(1)
+      if epoch_end or step == total:
+        epoch = math.ceil(step / steps_per_epoch)
+        metrics_val = None
+        if config.eval_every_epochs and (epoch % config.eval_every_epochs == 0 or step == total):
+          val = _evaluate(trainer, state, test_src, val_pipe, _eval_batch(config), config.seed)
+          scores = val["scores"] if val["scores"].ndim == 2 else val["scores"].sum(0)
+          acc = _accuracy_report(scores, val["labels"])
+          metrics_val = {"top1": acc["top1"]}
+          logger.write(step, {"split": "val", "epoch": epoch, "top1": acc["top1"],
+                              "top5": acc["top5"]})
+        if epoch % config.checkpoint_every_epochs == 0 or step == total:
+          meta = {"iterator": train_it.get_state(), "step": step, "epoch": epoch,
+                  "phase": sparsity.phase_at(step, sp_cfg)}
+          _save(mngr, state, step, meta)
+          if best_mngr is not None and metrics_val is not None:
+            _save(best_mngr, state, step, meta, metrics_val)
+  finally:
+    if pbar is not None:
+      pbar.close()
+    train_it.close()
+  train_time = time.time() - t_start
+
+  results = _final_evaluation(config, trainer, state, test_src, info, workdir)
+  results["train_time_s"] = train_time
+  results.update(_sparsity_record(trainer, state))
+  logger.write(step, {"split": "test", **{k: v for k, v in results.items()
+                                          if isinstance(v, (int, float))}})
+  logger.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  mngr.close()
+  if best_mngr is not None:
+    best_mngr.close()
+  return results
+
+
+def _eval_batch(config) -> int:
+  return (config.eval_batch_size or config.batch_size) // jax.process_count()
+
+
+def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
+  """The 10-clip test: scores.npz, the final masked model, and the accuracy report."""
+  pipe = _pipeline(config, info, False)
+  out = _evaluate(trainer, state, test_src, pipe, _eval_batch(config), config.seed)
+  scores, labels = out["scores"], out["labels"]
+  names = np.array([test_src[i]["frame_dir"] for i in range(len(test_src))])
+  extra = {}
+  if trainer.ensemble:
+    member_scores, scores = scores, scores.sum(0)
+    extra = {"member_scores": member_scores,
+             "member_sparsities": np.array(trainer.sp_cfg.ensemble_sparsities, np.float32)}
+  results = _accuracy_report(scores, labels)
+  if trainer.ensemble:
+    results["members"] = [dict(sparsity=s, **{k: v for k, v in _accuracy_report(m, labels).items()
+                                              if k != "confusion_matrix"})
+                          for s, m in zip(trainer.sp_cfg.ensemble_sparsities, member_scores)]
+  if jax.process_index() == 0:
+    np.savez(os.path.join(workdir, "scores.npz"), scores=scores.astype(np.float32), labels=labels,
+             index=np.arange(len(labels)), names=names, **extra)
+    if not trainer.ensemble:
+      spec = checkpoint.model_spec_json(config.backbone, info.num_classes, info.layout,
+                                        trainer.model.backbone.in_channels, _model_options(config))
+      host = jax.device_get(state)
+      variables = {"params": sparsity.apply_masks(host.params, host.masks),
+                   "batch_stats": host.batch_stats}
+      checkpoint.save_model(os.path.join(workdir, "model"), spec, variables, overwrite=True)
+  return results
+
+
+def _model_options(config) -> dict[str, Any]:
+  options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config.model).items()}
+  options.setdefault("num_person", config.num_person)
+  return options

@@ -1,0 +1,37 @@
+"""Shared test fixtures: where ../shared lives, and the pyskl reference fixtures."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STGCN_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures" / "pyskl"
+BACKBONE_NAMES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
+
+
+def shared_path(*parts) -> Path:
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"{path} not found: the tests read reference data from ../shared beside the checkout")
+  return path
+
+
+@pytest.fixture(scope="session")
+def pyskl_fixture():
+  """Loads ``fixtures/pyskl/<name>_ntu60.npz`` as a dict with ``sd`` (state_dict) and ``meta``."""
+  cache = {}
+
+  def load(name):
+    if name not in cache:
+      with np.load(shared_path("fixtures", "pyskl", f"{name}_ntu60.npz")) as f:
+        data = {k: f[k] for k in f.files}
+      data["sd"] = {k[3:]: v for k, v in data.items() if k.startswith("sd/")}
+      data["grad"] = {k[5:]: v for k, v in data.items() if k.startswith("grad/")}
+      data["meta"] = json.loads(str(data["meta"]))
+      cache[name] = data
+    return cache[name]
+  return load

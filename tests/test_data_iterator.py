@@ -1,0 +1,160 @@
+"""The store round trip, the synthetic dataset, the pipeline and the batch iterator's invariants."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stgcn_jax import data
+
+
+class _ListSource:
+  """An in-memory source: record i has label i % 3 and a clip whose values encode i."""
+
+  def __init__(self, n, frames=12):
+    self.records = [{"keypoint": np.full((1, frames, 4, 3), i, np.float32), "label": i % 3}
+                    for i in range(n)]
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitem__(self, i):
+    return self.records[i]
+
+
+def _first_frame(record, rng):
+  """A pipeline stand-in: (1, 1, T, V, C) with a random frame offset, so augmentation is visible."""
+  shift = rng.randint(0, 3)
+  return record["keypoint"][None, :, shift:shift + 8] + shift * 1000
+
+
+_first_frame.output_shape = lambda: (1, 1, 8, 4, 3)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("store"))
+  data.build_synthetic(root, num_train=60, num_test=21, num_classes=4, min_frames=20,
+                       max_frames=30, two_person_prob=0.5, seed=3)
+  return root
+
+
+def test_synthetic_round_trips_through_the_store(store):
+  info = data.info("synthetic", store)
+  assert info.splits == {"train": 60, "test": 21}
+  assert info.num_classes == 4 and info.layout.name == "nturgb+d"
+  assert info.channels == ("x", "y", "z") and info.num_persons == 2
+  expected, _ = data.generate_synthetic(num_train=60, num_test=21, num_classes=4, min_frames=20,
+                                        max_frames=30, two_person_prob=0.5, seed=3)
+  by_name = {r["frame_dir"]: r for r in expected["test"]}
+  src = data.load("synthetic", store, split="test")
+  assert len(src) == 21
+  for i in range(len(src)):
+    record = src[i]
+    want = by_name[record["frame_dir"]]
+    assert record["label"] == want["label"] and record["total_frames"] == want["total_frames"]
+    np.testing.assert_array_equal(record["keypoint"], want["keypoint"])
+
+
+def test_synthetic_is_deterministic_and_seed_dependent():
+  a, _ = data.generate_synthetic(num_train=5, num_test=2, seed=1)
+  b, _ = data.generate_synthetic(num_train=5, num_test=2, seed=1)
+  c, _ = data.generate_synthetic(num_train=5, num_test=2, seed=2)
+  np.testing.assert_array_equal(a["train"][4]["keypoint"], b["train"][4]["keypoint"])
+  assert not np.array_equal(a["train"][0]["keypoint"][0, :5], c["train"][0]["keypoint"][0, :5])
+
+
+def test_ensure_synthetic_reuses_an_existing_store(store):
+  assert data.ensure_synthetic(store) == data.dataset_dir("synthetic", store)
+
+
+def test_load_unknown_dataset_and_split_give_clear_errors(store):
+  with pytest.raises(data.DataError, match="not found.*synthetic"):
+    data.load("nope", store)
+  with pytest.raises(data.DataError, match="no split 'dev'"):
+    data.load("synthetic", store, split="dev")
+
+
+def test_pipeline_gives_pyskl_shapes(store):
+  info = data.info("synthetic", store)
+  src = data.load("synthetic", store, split="test")
+  test_pipe = data.Pipeline(data.PipelineConfig(clip_len=16, num_clips=10, test_mode=True,
+                                                modality="j,b"), info)
+  clip = test_pipe(src[0])
+  assert clip.shape == (10, 2, 16, 25, 6) and clip.dtype == np.float32
+  np.testing.assert_array_equal(clip, test_pipe(src[0]))
+
+
+def test_train_batches_shapes_and_epoch_coverage():
+  it = data.BatchIterator(_ListSource(10), _first_frame, 3, train=True, seed=0, shard=(0, 1))
+  batches = [next(it) for _ in range(it.steps_per_epoch)]
+  assert batches[0]["x"].shape == (3, 1, 8, 4, 3) and batches[0]["label"].dtype == np.int32
+  seen = np.concatenate([b["index"] for b in batches])
+  assert len(seen) == 9 and len(set(seen.tolist())) == 9
+  np.testing.assert_array_equal(batches[0]["label"], batches[0]["index"] % 3)
+  assert it.get_state()["epoch"] == 1
+
+
+def test_shuffling_differs_per_epoch_and_repeats_per_seed():
+  def order(seed, epochs=2):
+    it = data.BatchIterator(_ListSource(12), _first_frame, 4, train=True, seed=seed, shard=(0, 1))
+    return [np.concatenate([next(it)["index"] for _ in range(3)]) for _ in range(epochs)]
+  a, b = order(0), order(0)
+  np.testing.assert_array_equal(a[0], b[0])
+  assert not np.array_equal(a[0], a[1])
+  assert not np.array_equal(a[0], order(1)[0])
+
+
+def test_shards_are_disjoint_and_equal_sized():
+  parts = []
+  for p in range(3):
+    it = data.BatchIterator(_ListSource(20), _first_frame, 2, train=True, seed=5, shard=(p, 3))
+    assert it.steps_per_epoch == 3
+    parts.append(np.concatenate([next(it)["index"] for _ in range(3)]))
+  assert len(set(np.concatenate(parts).tolist())) == 18
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_eval_padding_sees_every_sample_exactly_once(count):
+  seen = []
+  for p in range(count):
+    batches = list(data.BatchIterator(_ListSource(10), _first_frame, 4, train=False,
+                                      shard=(p, count)))
+    assert len({len(batches)}) == 1
+    for b in batches:
+      assert b["x"].shape == (4, 1, 1, 8, 4, 3)
+      assert np.all(b["x"][~b["mask"]] == 0)
+      np.testing.assert_array_equal(b["mask"], b["index"] >= 0)
+      seen += b["index"][b["mask"]].tolist()
+  assert sorted(seen) == list(range(10))
+
+
+@pytest.mark.parametrize("stop,threads", [(2, 0), (5, 2), (7, 0)])
+def test_resume_gives_the_identical_next_batch(stop, threads):
+  it = data.BatchIterator(_ListSource(11), _first_frame, 3, train=True, seed=9, shard=(0, 1),
+                          num_threads=threads)
+  for _ in range(stop):
+    next(it)
+  state = json.loads(json.dumps(it.get_state()))
+  expected = next(it)
+  resumed = data.BatchIterator(_ListSource(11), _first_frame, 3, train=True, seed=9, shard=(0, 1),
+                               prefetch=False)
+  resumed.set_state(state)
+  got = next(resumed)
+  np.testing.assert_array_equal(got["x"], expected["x"])
+  np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_set_state_refuses_a_different_seed():
+  it = data.BatchIterator(_ListSource(6), _first_frame, 2, train=True, seed=1, shard=(0, 1))
+  with pytest.raises(ValueError, match="seed"):
+    it.set_state({"epoch": 0, "batch": 1, "seed": 2, "shard": [0, 1], "size": 6})
+
+
+def test_make_iterator_over_the_store(store):
+  it = data.make_iterator("synthetic", store, "test", 8, train=False,
+                          config=data.PipelineConfig(clip_len=16, num_clips=2, test_mode=True),
+                          shard=(0, 1))
+  batches = list(it)
+  assert [int(b["mask"].sum()) for b in batches] == [8, 8, 5]
+  assert batches[0]["x"].shape == (8, 2, 2, 16, 25, 3)

@@ -323,7 +323,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   results = _final_evaluation(config, trainer, state, test_src, info, workdir)
   results["train_time_s"] = train_time
-  results.update(_sparsity_record(trainer, state))
+  record = _sparsity_record(trainer, state)
+  if "members" in record:  # joint ensemble: per-member counts, top level = dense size and sums
+    for member, counts in zip(results["members"], record["members"]):
+      member.update(counts)
+    dense = record["members"][0]
+    results.update(prunable_params=dense["prunable_params"], total_params=dense["total_params"],
+                   prunable_nonzero=sum(m["prunable_nonzero"] for m in record["members"]),
+                   nonzero_params=sum(m["nonzero_params"] for m in record["members"]))
+  else:
+    results.update(record)
   logger.write(step, {"split": "test", **{k: v for k, v in results.items()
                                           if isinstance(v, (int, float))}})
   logger.close()

@@ -1,0 +1,127 @@
+"""The training entry point end to end, in subprocesses (as a user runs it)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from stgcn_jax import checkpoint, data
+
+from conftest import REPO
+
+CONFIG = f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("data")
+  data.build_synthetic(str(path), num_train=48, num_test=20, num_classes=4, min_frames=20,
+                       max_frames=30, seed=1)
+  return str(path)
+
+
+def run(workdir, data_dir, *flags, env=None, check=True, wait=True):
+  cmd = [sys.executable, "-m", "experiments.run", CONFIG, f"--workdir={workdir}",
+         f"--data_dir={data_dir}", "--config.progress_bar=False", *flags]
+  full_env = {**os.environ, **(env or {})}
+  if not wait:
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def final_params(workdir):
+  _, variables = checkpoint.load_model(os.path.join(workdir, "model"))
+  return jax.tree.map(np.asarray, variables)
+
+
+def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  run(workdir, data_dir, "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1")
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["num_samples"] == 20 and len(results["confusion_matrix"]) == 4
+  assert abs(results["prunable_sparsity"] - 0.8) < 0.01
+  # The latest training checkpoint: masked-out weights are exactly 0 after fine-tuning.
+  from stgcn_jax import sparsity
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager(str(workdir / "checkpoints"))
+  restored = mngr.restore(mngr.latest_step())
+  params, masks = restored["state"]["params"], restored["state"]["masks"]
+  pruned = [np.asarray(p)[~np.asarray(m)] for p, m in zip(jax.tree.leaves(params),
+                                                          jax.tree.leaves(masks))]
+  assert sum(x.size for x in pruned) > 0 and all(np.all(x == 0) for x in pruned)
+  log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  phases = [r["phase"] for r in log if r["split"] == "sparsity"]
+  assert phases == ["warmup", "finetune"]
+  scores = np.load(workdir / "scores.npz")
+  np.testing.assert_allclose(scores["scores"].sum(-1), 1.0, rtol=1e-5)
+  assert sparsity.sparsity_report is not None
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):
+  flags = ("--sparsity=0.6", "--epochs=4", "--warmup_epochs=2", "--config.steps_per_epoch=3")
+  reference = tmp_path / "reference"
+  run(reference, data_dir, *flags)
+
+  killed = tmp_path / "killed"
+  proc = run(killed, data_dir, *flags, wait=False)
+  ckpts = killed / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    steps = [p.name for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.exists() else []
+    if steps:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  # A save interrupted half-way leaves a temporary directory; resuming must ignore it.
+  (ckpts / "9.orbax-checkpoint-tmp-1").mkdir(parents=True, exist_ok=True)
+  result = run(killed, data_dir, *flags)
+  assert "resumed from" in result.stdout
+  ref, res = final_params(reference), final_params(killed)
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_four_devices_match_one(tmp_path, data_dir):
+  flags = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.steps_per_epoch=2")
+  one, four = tmp_path / "one", tmp_path / "four"
+  run(one, data_dir, *flags)
+  run(four, data_dir, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  for a, b in zip(jax.tree.leaves(final_params(one)), jax.tree.leaves(final_params(four))):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-4)
+  r1 = json.loads((one / "results.json").read_text())
+  r4 = json.loads((four / "results.json").read_text())
+  assert r1["num_samples"] == r4["num_samples"] == 20
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--backbone=resnet",), "unknown backbone 'resnet'"),
+    (("--sparsity=1.0",), "sparsity"),
+    (("--sparsity=-0.1",), "sparsity"),
+    (("--dataset=ntu60_xsub",), "dataset 'ntu60_xsub' not found"),
+])
+def test_user_mistakes_end_with_one_clear_line(tmp_path, data_dir, flags, message):
+  result = run(tmp_path / "w", data_dir, *flags, check=False)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_pretrained_checkpoint_of_another_backbone_is_refused(tmp_path, data_dir):
+  source = tmp_path / "dense"
+  run(source, data_dir, "--mode=dense", "--epochs=1", "--config.steps_per_epoch=1")
+  result = run(tmp_path / "lth", data_dir, "--mode=lth", "--backbone=stgcn",
+               f"--pretrained={source / 'model'}", check=False)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "but this run builds a STGCN" in result.stderr

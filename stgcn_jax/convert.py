@@ -76,28 +76,18 @@ def pyskl_key(model: Recognizer, path: tuple[str, ...]) -> str:
   return key.strip(".")
 
 
+# PyTorch weight layout <- Flax kernel layout, by kernel rank (Conv2d, Conv1d, Linear).
+_TORCH_FROM_FLAX = {4: (3, 2, 0, 1), 3: (2, 1, 0), 2: (1, 0)}
+
+
 def _to_torch_layout(leaf: str, x: np.ndarray) -> np.ndarray:
-  if leaf != "kernel":
-    return x
-  if x.ndim == 4:
-    return np.transpose(x, (3, 2, 0, 1))
-  if x.ndim == 3:
-    return np.transpose(x, (2, 1, 0))
-  if x.ndim == 2:
-    return x.T
-  return x
+  perm = _TORCH_FROM_FLAX.get(x.ndim) if leaf == "kernel" else None
+  return x if perm is None else np.transpose(x, perm)
 
 
 def _from_torch_layout(leaf: str, x: np.ndarray) -> np.ndarray:
-  if leaf != "kernel":
-    return x
-  if x.ndim == 4:
-    return np.transpose(x, (2, 3, 1, 0))
-  if x.ndim == 3:
-    return np.transpose(x, (2, 1, 0))
-  if x.ndim == 2:
-    return x.T
-  return x
+  perm = _TORCH_FROM_FLAX.get(x.ndim) if leaf == "kernel" else None
+  return x if perm is None else np.transpose(x, np.argsort(perm))
 
 
 def _abstract_variables(model: Recognizer, num_frames: int = 16) -> Any:

@@ -80,15 +80,15 @@ class AAGCN(Backbone):
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    self.check_input(x_NMTVC)
-    n, m = x_NMTVC.shape[:2]
     a = adjacency(self.layout, self.graph_mode)
-    x = layers.data_bn(x_NMTVC, self.data_bn_type, train)
-    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
-      x = AAGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_attention,
-                     self.gcn_coff_embedding, self.tcn_type, self.tcn_ms_cfg,
-                     0.0 if i == 0 else self.tcn_dropout, name=f"block{i}")(x, train)
-    return x.reshape((n, m) + x.shape[1:])
+
+    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
+      dropout = 0.0 if i == 0 else self.tcn_dropout
+      return AAGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_attention,
+                        self.gcn_coff_embedding, self.tcn_type, self.tcn_ms_cfg, dropout,
+                        name=f"block{i}")
+
+    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
 
 
 class AAGCNBlock(nn.Module):

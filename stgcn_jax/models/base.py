@@ -40,6 +40,19 @@ class Backbone(nn.Module):
     return layers.block_specs(self.in_channels, self.base_channels, self.ch_ratio,
                               self.num_stages, self.inflate_stages, self.down_stages)
 
+  def run_blocks(self, x_NMTVC: jax.Array, train: bool, data_bn_type: str | None,
+                 make_block) -> jax.Array:
+    """Data BN, then ``make_block(i, cin, cout, stride, residual)(x, train)`` for every block.
+
+    Call from the subclass's compact ``__call__``; returns features ``(N, M, T', V, C')``.
+    """
+    self.check_input(x_NMTVC)
+    n, m = x_NMTVC.shape[:2]
+    x = layers.data_bn(x_NMTVC, data_bn_type, train)
+    for i, (cin, cout, stride, res_kind) in enumerate(self.specs()):
+      x = make_block(i, cin, cout, stride, res_kind)(x, train)
+    return x.reshape((n, m) + x.shape[1:])
+
   def check_input(self, x_NMTVC: jax.Array) -> None:
     if x_NMTVC.ndim != 5:
       raise ValueError(f"{type(self).__name__}: expected input (N, M, T, V, C), got shape "

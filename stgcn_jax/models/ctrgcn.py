@@ -96,14 +96,14 @@ class CTRGCN(Backbone):
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    self.check_input(x_NMTVC)
-    n, m = x_NMTVC.shape[:2]
     a = adjacency(self.layout, self.graph_mode)
-    x = layers.data_bn(x_NMTVC, "MVC", train)
-    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
-      x = CTRGCNBlock(cout, a, stride, res_kind, self.kernel_size, self.dilations,
-                      0.0 if i == 0 else self.tcn_dropout, name=f"block{i}")(x, train)
-    return x.reshape((n, m) + x.shape[1:])
+
+    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
+      dropout = 0.0 if i == 0 else self.tcn_dropout
+      return CTRGCNBlock(cout, a, stride, res_kind, self.kernel_size, self.dilations, dropout,
+                         name=f"block{i}")
+
+    return self.run_blocks(x_NMTVC, train, "MVC", block)
 
 
 class CTRGCNBlock(nn.Module):

@@ -92,21 +92,21 @@ class DGSTGCN(Backbone):
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    self.check_input(x_NMTVC)
-    n, m = x_NMTVC.shape[:2]
     if self.graph_mode == "random":
       a = adjacency(self.layout, "random", num_filter=self.num_filter, init_std=self.init_std,
                     init_off=self.init_off, seed=self.graph_seed)
     else:
       a = adjacency(self.layout, self.graph_mode)
-    x = layers.data_bn(x_NMTVC, self.data_bn_type, train)
     num_joints = max(self.tcn_num_joints, self.layout.num_joints)
     gcn_opts = (self.gcn_ratio, self.gcn_ctr, self.gcn_ada, self.gcn_subset_wise,
                 self.gcn_ada_act, self.gcn_ctr_act)
-    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
-      x = DGBlock(cout, a, stride, res_kind, gcn_opts, self.tcn_ms_cfg, num_joints,
-                  0.0 if i == 0 else self.tcn_dropout, name=f"block{i}")(x, train)
-    return x.reshape((n, m) + x.shape[1:])
+
+    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
+      dropout = 0.0 if i == 0 else self.tcn_dropout
+      return DGBlock(cout, a, stride, res_kind, gcn_opts, self.tcn_ms_cfg, num_joints,
+                     dropout, name=f"block{i}")
+
+    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
 
 
 class DGBlock(nn.Module):

@@ -96,12 +96,26 @@ def _pipeline(config, info, train: bool, num_clips: int | None = None) -> data.P
       num_person=config.num_person), info)
 
 
+def _model_options(config) -> dict[str, Any]:
+  """Backbone options: ``config.model`` (shared block list), ``config.model_options`` (JSON)."""
+  options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config.model).items()}
+  if config.model_options:
+    try:
+      extra = json.loads(config.model_options)
+    except json.JSONDecodeError as err:
+      raise RunError(f"config.model_options must be a JSON object, got {config.model_options!r} "
+                     f"({err})") from None
+    if not isinstance(extra, dict):
+      raise RunError(f"config.model_options must be a JSON object, got {config.model_options!r}")
+    options.update(extra)
+  options.setdefault("num_person", config.num_person)
+  return options
+
+
 def _build_model(config, info):
   in_channels = info.num_channels * len(config.modality.split(","))
-  options = dict(config.model)
-  options.setdefault("num_person", config.num_person)
   return models.get_model(config.backbone, info.num_classes, layout=info.layout,
-                          in_channels=in_channels, **options)
+                          in_channels=in_channels, **_model_options(config))
 
 
 def _pretrained(config, model):
@@ -377,8 +391,3 @@ def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
       checkpoint.save_model(os.path.join(workdir, "model"), spec, variables, overwrite=True)
   return results
 
-
-def _model_options(config) -> dict[str, Any]:
-  options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config.model).items()}
-  options.setdefault("num_person", config.num_person)
-  return options

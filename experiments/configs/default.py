@@ -34,7 +34,11 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   c.rotate = 0.2
   # Model.
   c.backbone = "ctrgcn"
-  c.model = ml_collections.ConfigDict()   # backbone options, e.g. {"base_channels": 16}
+  # The block list every backbone shares (pyskl's defaults); --config.model.base_channels=32 etc.
+  c.model = ml_collections.ConfigDict(dict(base_channels=64, ch_ratio=2, num_stages=10,
+                                           inflate_stages=(5, 8), down_stages=(5, 8)))
+  # Backbone-specific options as JSON, e.g. '{"gcn_attention": false}' for the 3.47M AA-GCN.
+  c.model_options = ""
   c.pretrained = ""               # model checkpoint dir (python -m stgcn_jax.convert) for mode=lth
   # Sparsity and optimisation: every field of stgcn_jax.sparsity.SparseConfig.
   sp = sparsity.default_config()
@@ -56,7 +60,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   if variant == "synthetic":
     c.clip_len = 32
     c.rotate = 0.1
-    c.model = ml_collections.ConfigDict({"base_channels": 16})
+    c.model.base_channels = 16
     c.batch_size = 32
     c.num_epochs = 20
     c.warmup_epochs = 12
@@ -71,8 +75,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   elif variant == "test":
     c.clip_len = 16
     c.num_clips_test = 2
-    c.model = ml_collections.ConfigDict(
-        {"base_channels": 8, "num_stages": 2, "inflate_stages": (), "down_stages": ()})
+    c.model.update(base_channels=8, num_stages=2, inflate_stages=(), down_stages=())
     c.batch_size = 8
     c.num_epochs = 2
     c.warmup_epochs = 1

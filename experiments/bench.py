@@ -1,0 +1,439 @@
+"""Throughput of the four backbones against the pyskl (PyTorch) reference.
+
+  python -m experiments.bench [--backbones=stgcn,aagcn,ctrgcn,dgstgcn] [--batch=16] [--steps=3]
+                              [--dtype=float32] [--json=bench.json] [--tiny]
+
+For each backbone, at the reference shape (batch 16, M=2, T=100, V=25, C=3, 60 classes, float32):
+  * the real sparse fine-tune train step (``stgcn_jax.sparsity.make_train_step``, generator mode,
+    80 % sparsity), jitted with the state donated, and the eval step, in samples/s: median of
+    ``--steps`` timed steps after one untimed step, ``block_until_ready`` on every step;
+  * compile times; XLA's memory analysis of the compiled step and the process's peak RSS (or the
+    device's peak bytes in use where the backend reports memory stats);
+  * achieved GFLOP/s from XLA's cost analysis, and as a fraction of a dense f32 matmul's rate
+    measured in the same run;
+  * the ratio to pyskl's figures (``spec/BACKBONES.md`` section 10, hard-coded below).
+Once per run: the vmapped 4-member ensemble step against 4x one step (``--ensemble_backbones``),
+the input pipeline's rate on NTU-shaped synthetic clips next to the train step's consumption
+rate, the load average and the share of CPU time other processes used during the run (the
+machine is shared: a busy machine makes every figure an upper bound on time).
+
+On an accelerator use a larger ``--batch`` (64 is the default there) and ``--dtype=bfloat16``
+(bfloat16 inputs to convolutions and matmuls, float32 params, BN and optimizer; see ``precision``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stgcn_jax import sparsity as sp
+from stgcn_jax.models import get_model
+from stgcn_jax.models import layers
+
+BACKBONES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
+
+# pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
+# on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
+# Source: /work/shared/spec/BACKBONES.md section 10 (the reference harness's bench_results.json).
+REFERENCE = {
+    "source": "spec/BACKBONES.md section 10: pyskl, PyTorch 2.13.0+cpu, torch.set_num_threads(2), "
+              "batch 16, (16, 2, 100, 25, 3), 60 classes, idle 2-vCPU AMD EPYC, median of 5 steps",
+    "batch": 16,
+    "train_samples_per_s": {"stgcn": 2.84, "aagcn": 2.69, "ctrgcn": 3.60, "dgstgcn": 3.05},
+    "infer_samples_per_s": {"stgcn": 7.10, "aagcn": 6.27, "ctrgcn": 6.76, "dgstgcn": 7.55},
+    "fwd_gflop_per_sample": {"stgcn": 11.40, "aagcn": 12.95, "ctrgcn": 5.94, "dgstgcn": 4.99},
+}
+
+TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_stages=(2,))
+
+
+# ----------------------------------------------------------------------------- machine facts
+
+
+def cpu_model() -> str:
+  """The CPU model name from ``/proc/cpuinfo`` (or ``platform.processor()``)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def _cpu_busy_jiffies() -> tuple[float, float] | None:
+  """(busy, total) CPU jiffies of the whole machine from ``/proc/stat``."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [float(v) for v in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+  return sum(fields) - idle, sum(fields)
+
+
+class ContentionMeter:
+  """The share of the machine's CPU time that *other* processes used between start and stop."""
+
+  def __init__(self):
+    self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    self._start = None
+
+  def start(self):
+    t = os.times()
+    self._start = (_cpu_busy_jiffies(), t.user + t.system + t.children_user + t.children_system)
+    return self
+
+  def stop(self) -> float | None:
+    """Other processes' CPU time / (wall x cores) over the interval, or None if unknown."""
+    now = _cpu_busy_jiffies()
+    if now is None or self._start[0] is None:
+      return None
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system - self._start[1]
+    busy = (now[0] - self._start[0][0]) / self._hz
+    total = (now[1] - self._start[0][1]) / self._hz
+    return max(0.0, busy - own) / total if total > 0 else None
+
+
+def peak_memory_bytes() -> tuple[int | None, str]:
+  """Peak memory: the device's ``peak_bytes_in_use`` where reported, else the process's max RSS."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(rss * (1 if sys.platform == "darwin" else 1024)), "process peak RSS (cumulative)"
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int = 1) -> list[float]:
+  """Wall times of ``steps`` calls of ``fn`` (each blocked until ready) after ``warmup`` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def compile_jitted(jitted, *args) -> tuple[Any, float, dict[str, Any]]:
+  """(compiled, compile seconds, {flops, memory analysis}) of ``jitted`` at ``args``."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - start
+  info: dict[str, Any] = {"flops": None, "memory": None}
+  try:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else None
+    if cost and cost.get("flops", -1) > 0:
+      info["flops"] = float(cost["flops"])
+  except Exception:  # pylint: disable=broad-except  # some backends have no cost model
+    pass
+  try:
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      info["memory"] = {k: int(getattr(mem, f"{k}_size_in_bytes"))
+                        for k in ("argument", "output", "temp", "alias")}
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return compiled, seconds, info
+
+
+def matmul_peak_gflops(n: int, steps: int, dtype) -> float:
+  """GFLOP/s of a jitted ``(n x n) @ (n x n)`` product: the machine's dense-matmul rate."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(lambda a, b: a @ b)
+  times = time_calls(lambda: f(a, b), max(steps, 5), warmup=2)
+  return 2 * n ** 3 / min(times) / 1e9
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def precision(dtype: str):
+  """The context every model is traced and compiled under.
+
+  ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``, i.e. convolutions and matmuls take
+  bfloat16 inputs with float32 accumulation while params, BN and the optimizer stay float32 (the
+  usual accelerator mixed precision; on XLA:CPU it changes nothing, ``STACK.md`` section 6).
+  """
+  return jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest")
+
+
+def sparse_config(batch: int, **overrides) -> Any:
+  """The generator-mode fine-tune configuration (80 % sparsity, no warm-up: sparse from step 0)."""
+  return sp.resolve(dict(dict(mode="generator", sparsity=0.8, warmup_epochs=0, num_epochs=100,
+                              steps_per_epoch=1000, batch_size=batch, base_batch_size=batch),
+                         **overrides))
+
+
+def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array]:
+  kx, kl = jax.random.split(key)
+  return {"x": jax.random.normal(kx, shape, jnp.float32),
+          "label": jax.random.randint(kl, (shape[0],), 0, classes, jnp.int32)}
+
+
+def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
+  """Train and inference figures of one backbone (see the module docstring)."""
+  options = TINY_OPTIONS if args.tiny else {}
+  model = get_model(name, args.classes, **options)
+  shape = (args.batch, args.persons, args.frames, 25, 3)
+  batch = make_batch(shape, args.classes, jax.random.key(1))
+  cfg = sparse_config(args.batch)
+  state = sp.create_train_state(model, jax.random.key(0), batch["x"], cfg)
+  row: dict[str, Any] = {"backbone": name, "shape": list(shape), "dtype": args.dtype,
+                         "num_params": int(sum(p.size for p in jax.tree.leaves(state.params)))}
+
+  train_jit = jax.jit(sp.make_train_step(model, cfg, "finetune"), donate_argnums=0)
+  train, row["train_compile_s"], train_info = compile_jitted(train_jit, state, batch)
+  holder = {"state": state}
+  del state
+
+  def train_once():
+    holder["state"], metrics = train(holder["state"], batch)
+    holder["loss"] = metrics["loss"]
+    return metrics["loss"]
+
+  times = time_calls(train_once, args.steps, warmup=1)
+  row["train_step_s"] = statistics.median(times)
+  row["train_step_s_all"] = times
+  row["train_samples_per_s"] = args.batch / row["train_step_s"]
+  row["train_loss_finite"] = bool(np.isfinite(float(holder["loss"])))
+
+  eval_jit = jax.jit(sp.make_eval_step(model))
+  infer, row["infer_compile_s"], infer_info = compile_jitted(eval_jit, holder["state"], batch["x"])
+  times = time_calls(lambda: infer(holder["state"], batch["x"]), args.steps, warmup=1)
+  row["infer_step_s"] = statistics.median(times)
+  row["infer_step_s_all"] = times
+  row["infer_samples_per_s"] = args.batch / row["infer_step_s"]
+
+  for kind, info in (("train", train_info), ("infer", infer_info)):
+    row[f"{kind}_xla_gflop_per_step"] = info["flops"] / 1e9 if info["flops"] else None
+    row[f"{kind}_xla_memory"] = info["memory"]
+    if info["flops"]:
+      rate = info["flops"] / row[f"{kind}_step_s"] / 1e9
+      row[f"{kind}_gflops"] = rate
+      row[f"{kind}_fraction_of_matmul_peak"] = rate / peak_gflops
+    else:
+      row[f"{kind}_gflops"] = row[f"{kind}_fraction_of_matmul_peak"] = None
+  row["peak_memory_bytes"], row["peak_memory_kind"] = peak_memory_bytes()
+  comparable = (not args.tiny and args.frames == 100 and args.persons == 2
+                and args.classes == 60)
+  for kind in ("train", "infer"):
+    ref = REFERENCE[f"{kind}_samples_per_s"].get(name)
+    row[f"{kind}_ratio_to_pyskl"] = row[f"{kind}_samples_per_s"] / ref if (
+        ref and comparable) else None
+  row["load_avg_after"] = list(os.getloadavg())
+  return row
+
+
+def bench_ensemble(name: str, args, single_step_s: float | None) -> dict[str, Any]:
+  """The vmapped 4-member ensemble fine-tune step against 4x one member's step."""
+  options = TINY_OPTIONS if args.tiny else {}
+  model = get_model(name, args.classes, **options)
+  shape = (args.batch, args.persons, args.frames, 25, 3)
+  batch = make_batch(shape, args.classes, jax.random.key(2))
+  cfg = sparse_config(args.batch, mode="ensemble", ensemble_sparsities=(0.6, 0.8, 0.95, 0.99))
+  state = sp.create_ensemble_state(model, jax.random.key(0), batch["x"], cfg)
+  step_jit = jax.jit(sp.make_ensemble_train_step(model, cfg, "finetune"), donate_argnums=0)
+  step, compile_s, info = compile_jitted(step_jit, state, batch)
+  holder = {"state": state}
+  del state
+
+  def once():
+    holder["state"], metrics = step(holder["state"], batch)
+    return metrics["loss"]
+
+  times = time_calls(once, args.ensemble_steps, warmup=args.ensemble_warmup)
+  members = len(cfg.ensemble_sparsities)
+  out = {"backbone": name, "members": members, "compile_s": compile_s,
+         "step_s": statistics.median(times), "step_s_all": times,
+         "xla_gflop_per_step": info["flops"] / 1e9 if info["flops"] else None,
+         "xla_memory": info["memory"]}
+  if single_step_s:
+    out["members_x_single_step_s"] = members * single_step_s
+    out["speedup_vs_sequential"] = members * single_step_s / out["step_s"]
+  out["samples_per_s_per_member"] = args.batch / out["step_s"]
+  return out
+
+
+def bench_pipeline(args, train_rates: dict[str, float]) -> dict[str, Any]:
+  """``data.benchmark.pipeline_rate`` on NTU-shaped clips next to the train steps' consumption."""
+  from stgcn_jax.data import benchmark as data_bench  # pylint: disable=g-import-not-at-top
+  from stgcn_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory(prefix="stgcn_bench_") as tmp:
+    start = time.perf_counter()
+    store = data_bench.ntu_shaped_store(tmp, num_clips=args.pipeline_clips)
+    write_s = time.perf_counter() - start
+    rate = data_bench.pipeline_rate(
+        store, tmp, split="train", batch_size=args.batch, num_batches=args.pipeline_batches,
+        config=pipeline.PipelineConfig(clip_len=args.frames, modality="j", rotate=0.1),
+        warmup=1)
+  return {"dataset": "NTU-shaped synthetic (M=2, V=25, 60-300 raw frames, spine align, rot 0.1)",
+          "clips": args.pipeline_clips, "store_write_s": write_s, "samples_per_s": rate,
+          "train_consumption_samples_per_s": train_rates,
+          "pipeline_over_fastest_consumer": rate / max(train_rates.values()) if train_rates else None}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(v, spec=".2f", none="-"):
+  return none if v is None else format(v, spec)
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """The human-readable summary of a result dict."""
+  m = result["machine"]
+  lines = [f"machine: {m['cpu_model']}, {m['nproc']} cpus, backend {m['backend']} "
+           f"({m['device']}), conv grad {m['conv_impl']}; load avg at start {m['load_avg_start']}, "
+           f"other processes used {_fmt(m.get('other_cpu_share'), '.0%')} of the CPU during the run",
+           f"dense f32 matmul ({m['matmul_n']}^2): {m['matmul_gflops']:.0f} GFLOP/s",
+           ""]
+  head = (f"{'backbone':<8} {'train/s':>8} {'x pyskl':>7} {'infer/s':>8} {'x pyskl':>7} "
+          f"{'train GF/s':>10} {'%peak':>6} {'infer GF/s':>10} {'compile s':>9} {'temp MB':>8}")
+  lines += [head, "-" * len(head)]
+  for r in result["backbones"]:
+    temp = (r["train_xla_memory"] or {}).get("temp")
+    frac = r["train_fraction_of_matmul_peak"]
+    lines.append(
+        f"{r['backbone']:<8} {r['train_samples_per_s']:8.2f} {_fmt(r['train_ratio_to_pyskl']):>7} "
+        f"{r['infer_samples_per_s']:8.2f} {_fmt(r['infer_ratio_to_pyskl']):>7} "
+        f"{_fmt(r['train_gflops'], '.1f'):>10} {_fmt(frac and 100 * frac, '.0f'):>6} "
+        f"{_fmt(r['infer_gflops'], '.1f'):>10} "
+        f"{r['train_compile_s'] + r['infer_compile_s']:9.1f} "
+        f"{_fmt(temp and temp / 2**20, '.0f'):>8}")
+  for e in result.get("ensemble", []):
+    lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, vmapped): "
+                 f"{e['step_s']:.2f} s/step vs 4 x one step {_fmt(e.get('members_x_single_step_s'))}"
+                 f" s: {_fmt(e.get('speedup_vs_sequential'))}x")
+  p = result.get("pipeline")
+  if p:
+    lines.append(f"\ninput pipeline ({p['dataset']}): {p['samples_per_s']:.0f} samples/s; train "
+                 "steps consume " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                              p["train_consumption_samples_per_s"].items()))
+  for w in result["warnings"]:
+    lines.append(f"WARNING: {w}")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  accel = jax.default_backend() != "cpu"
+  parser.add_argument("--backbones", default=",".join(BACKBONES))
+  parser.add_argument("--batch", type=int, default=None,
+                      help="batch size (default 16 on CPU, the reference; 64 on accelerators)")
+  parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--frames", type=int, default=100)
+  parser.add_argument("--persons", type=int, default=2)
+  parser.add_argument("--classes", type=int, default=60)
+  parser.add_argument("--conv_impl", default="custom_vjp", choices=layers.TEMPORAL_CONV_IMPLS,
+                      help="how (k x 1) convs are differentiated: the custom_vjp of layers.py or "
+                           "XLA's own gradient (the 'before' figures)")
+  parser.add_argument("--tiny", action="store_true",
+                      help="tiny models (8 channels, 2 blocks) and T=16: a smoke test, not a benchmark")
+  parser.add_argument("--ensemble_backbones", default="stgcn",
+                      help="backbones for the 4-member ensemble comparison ('' to skip)")
+  parser.add_argument("--ensemble_steps", type=int, default=1)
+  parser.add_argument("--ensemble_warmup", type=int, default=0)
+  parser.add_argument("--pipeline", default=True, action=argparse.BooleanOptionalAction)
+  parser.add_argument("--pipeline_clips", type=int, default=64)
+  parser.add_argument("--pipeline_batches", type=int, default=8)
+  parser.add_argument("--matmul_n", type=int, default=None, help="default 2048 (256 with --tiny)")
+  parser.add_argument("--json", default=None, help="write the results here")
+  args = parser.parse_args(argv)
+  if args.batch is None:
+    args.batch = 64 if accel else 16
+  if args.tiny:
+    args.frames = min(args.frames, 16)
+    args.pipeline_clips = min(args.pipeline_clips, 8)
+    args.pipeline_batches = min(args.pipeline_batches, 2)
+  if args.matmul_n is None:
+    args.matmul_n = 256 if args.tiny else 2048
+  return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+  """Every measurement; returns the result dict (what ``--json`` writes)."""
+  names = [n for n in args.backbones.split(",") if n]
+  unknown = sorted(set(names) - set(BACKBONES))
+  if unknown:
+    raise ValueError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
+  nproc = os.cpu_count() or 1
+  load_start = [round(v, 2) for v in os.getloadavg()]
+  warnings = []
+  if load_start[0] > nproc + 0.5:  # the reference harness's threshold (BACKBONES.md section 10)
+    warnings.append(f"the machine was busy before the run (1-min load {load_start[0]} on {nproc} "
+                    "cpus): timings are upper bounds")
+  layers.set_temporal_conv_impl(args.conv_impl)
+  meter = ContentionMeter().start()
+  started = time.perf_counter()
+  with precision(args.dtype):
+    peak = matmul_peak_gflops(args.matmul_n, args.steps, jnp.float32)
+  result: dict[str, Any] = {
+      "command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
+      "args": vars(args),
+      "reference": REFERENCE,
+      "machine": {"nproc": nproc, "cpu_model": cpu_model(), "backend": jax.default_backend(),
+                  "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
+                  "load_avg_start": load_start, "conv_impl": args.conv_impl, "matmul_n": args.matmul_n,
+                  "matmul_gflops": peak, "matmul_dtype": args.dtype},
+      "backbones": [], "ensemble": [], "pipeline": None, "warnings": warnings,
+  }
+  for name in names:
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    with precision(args.dtype):
+      result["backbones"].append(bench_backbone(name, args, peak))
+  single = {r["backbone"]: r["train_step_s"] for r in result["backbones"]}
+  for name in [n for n in args.ensemble_backbones.split(",") if n]:
+    print(f"[bench] ensemble {name} ...", file=sys.stderr, flush=True)
+    with precision(args.dtype):
+      result["ensemble"].append(bench_ensemble(name, args, single.get(name)))
+  if args.pipeline:
+    print("[bench] input pipeline ...", file=sys.stderr, flush=True)
+    result["pipeline"] = bench_pipeline(
+        args, {r["backbone"]: r["train_samples_per_s"] for r in result["backbones"]})
+  share = meter.stop()
+  m = result["machine"]
+  m["other_cpu_share"] = share
+  m["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+  m["wall_s"] = time.perf_counter() - started
+  if share is not None and share > 0.15:
+    warnings.append(f"other processes used {share:.0%} of the CPU during the run: contended, "
+                    "timings are upper bounds")
+  return result
+
+
+def main(argv=None) -> dict[str, Any]:
+  args = parse_args(argv)
+  result = run(args)
+  print(format_table(result))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2, default=str)
+  return result
+
+
+if __name__ == "__main__":
+  main()

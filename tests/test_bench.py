@@ -1,0 +1,62 @@
+"""The benchmark's code path on a tiny config, and the exactness of the fast temporal-conv gradient."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import bench
+from stgcn_jax.models import layers
+
+
+def test_bench_writes_expected_fields(tmp_path):
+  out = tmp_path / "bench.json"
+  result = bench.main(["--backbones=stgcn", "--batch=2", "--steps=1", "--tiny", "--no-pipeline",
+                       f"--json={out}"])
+  saved = json.loads(out.read_text())
+  assert saved["machine"].keys() >= {"nproc", "cpu_model", "load_avg_start", "matmul_gflops",
+                                     "other_cpu_share", "conv_impl"}
+  assert saved["reference"]["train_samples_per_s"] == bench.REFERENCE["train_samples_per_s"]
+  (row,) = saved["backbones"]
+  for key in ("train_samples_per_s", "infer_samples_per_s", "train_compile_s", "infer_compile_s",
+              "train_gflops", "train_fraction_of_matmul_peak", "peak_memory_bytes"):
+    assert row[key] > 0, key
+  assert row["shape"] == [2, 2, 16, 25, 3]
+  assert row["train_loss_finite"]
+  assert row["train_ratio_to_pyskl"] is None  # a tiny run is not comparable with the reference
+  (ens,) = saved["ensemble"]
+  assert ens["members"] == 4 and ens["speedup_vs_sequential"] > 0
+  assert saved["pipeline"] is None
+  assert "stgcn" in bench.format_table(result)
+
+
+@pytest.mark.parametrize("kt,stride,dilation,frames", [
+    (9, 1, 1, 12), (9, 2, 1, 12), (9, 2, 1, 11), (3, 1, 3, 10), (3, 2, 4, 9), (5, 2, 2, 8)])
+def test_temporal_conv_gradient_equals_xla(kt, stride, dilation, frames):
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (3, frames, 4, 5))
+  w = jax.random.normal(kw, (kt, 1, 5, 6))
+  fast = lambda x, w: layers.temporal_conv(x, w, stride, dilation)
+  slow = lambda x, w: layers._temporal_conv(x, w, stride, dilation)  # pylint: disable=protected-access
+  y, fast_vjp = jax.vjp(fast, x, w)
+  y_ref, slow_vjp = jax.vjp(slow, x, w)
+  np.testing.assert_array_equal(y, y_ref)
+  g = jax.random.normal(kg, y.shape)
+  for got, want in zip(fast_vjp(g), slow_vjp(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_conv_gradient_under_vmap():
+  x = jax.random.normal(jax.random.key(1), (2, 3, 10, 4, 5))
+  w = jax.random.normal(jax.random.key(2), (2, 9, 1, 5, 5))
+
+  def loss(impl):
+    f = lambda x, w: jnp.sum(jnp.sin(impl(x, w, 2, 1)))
+    return jax.vmap(jax.grad(f, argnums=(0, 1)))(x, w)
+
+  fast = loss(layers.temporal_conv)
+  slow = loss(layers._temporal_conv)  # pylint: disable=protected-access
+  for got, want in zip(fast, slow):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -59,12 +59,14 @@ def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
   pruned = [np.asarray(p)[~np.asarray(m)] for p, m in zip(jax.tree.leaves(params),
                                                           jax.tree.leaves(masks))]
   assert sum(x.size for x in pruned) > 0 and all(np.all(x == 0) for x in pruned)
+  report = sparsity.sparsity_report(params, masks)
+  assert report["nonzero_params"] == results["nonzero_params"]
+  assert report["prunable_sparsity"] == pytest.approx(results["prunable_sparsity"])
   log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   phases = [r["phase"] for r in log if r["split"] == "sparsity"]
   assert phases == ["warmup", "finetune"]
   scores = np.load(workdir / "scores.npz")
   np.testing.assert_allclose(scores["scores"].sum(-1), 1.0, rtol=1e-5)
-  assert sparsity.sparsity_report is not None
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):

@@ -35,6 +35,7 @@ class Backbone(nn.Module):
   inflate_stages: tuple[int, ...] = (5, 8)
   down_stages: tuple[int, ...] = (5, 8)
   num_person: int = 2
+  tcn_dropout: float = 0.0
 
   def specs(self):
     return layers.block_specs(self.in_channels, self.base_channels, self.ch_ratio,
@@ -42,15 +43,18 @@ class Backbone(nn.Module):
 
   def run_blocks(self, x_NMTVC: jax.Array, train: bool, data_bn_type: str | None,
                  make_block) -> jax.Array:
-    """Data BN, then ``make_block(i, cin, cout, stride, residual)(x, train)`` for every block.
+    """Data BN, then ``make_block(i, cout, stride, residual, dropout)(x, train)`` for every block.
+
+    ``dropout`` is ``tcn_dropout``, except 0 for block 0 (pyskl never drops out in the first block).
 
     Call from the subclass's compact ``__call__``; returns features ``(N, M, T', V, C')``.
     """
     self.check_input(x_NMTVC)
     n, m = x_NMTVC.shape[:2]
     x = layers.data_bn(x_NMTVC, data_bn_type, train)
-    for i, (cin, cout, stride, res_kind) in enumerate(self.specs()):
-      x = make_block(i, cin, cout, stride, res_kind)(x, train)
+    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
+      dropout = 0.0 if i == 0 else self.tcn_dropout
+      x = make_block(i, cout, stride, res_kind, dropout)(x, train)
     return x.reshape((n, m) + x.shape[1:])
 
   def check_input(self, x_NMTVC: jax.Array) -> None:

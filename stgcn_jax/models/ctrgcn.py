@@ -92,14 +92,12 @@ class CTRGCN(Backbone):
   data_bn_type: str = "MVC"
   kernel_size: int = 5
   dilations: tuple[int, ...] = (1, 2)
-  tcn_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
     a = adjacency(self.layout, self.graph_mode)
 
-    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
-      dropout = 0.0 if i == 0 else self.tcn_dropout
+    def block(i, cout, stride, res_kind, dropout):
       return CTRGCNBlock(cout, a, stride, res_kind, self.kernel_size, self.dilations, dropout,
                          name=f"block{i}")
 

@@ -87,7 +87,6 @@ class DGSTGCN(Backbone):
   gcn_ada_act: str = "softmax"
   gcn_ctr_act: str = "tanh"
   tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
-  tcn_dropout: float = 0.0
   tcn_num_joints: int = 25
 
   @nn.compact
@@ -101,8 +100,7 @@ class DGSTGCN(Backbone):
     gcn_opts = (self.gcn_ratio, self.gcn_ctr, self.gcn_ada, self.gcn_subset_wise,
                 self.gcn_ada_act, self.gcn_ctr_act)
 
-    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
-      dropout = 0.0 if i == 0 else self.tcn_dropout
+    def block(i, cout, stride, res_kind, dropout):
       return DGBlock(cout, a, stride, res_kind, gcn_opts, self.tcn_ms_cfg, num_joints,
                      dropout, name=f"block{i}")
 

@@ -62,15 +62,13 @@ class STGCN(Backbone):
   gcn_conv_pos: str = "pre"
   gcn_with_res: bool = False
   tcn_type: str = "unit_tcn"
-  tcn_dropout: float = 0.0
   tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
     a = adjacency(self.layout, self.graph_mode)
 
-    def block(i, cin, cout, stride, res_kind):  # block 0 never has tcn dropout (pyskl)
-      dropout = 0.0 if i == 0 else self.tcn_dropout
+    def block(i, cout, stride, res_kind, dropout):
       return STGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_conv_pos,
                         self.gcn_with_res, self.tcn_type, self.tcn_ms_cfg, dropout=dropout,
                         name=f"block{i}")

@@ -288,6 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   pbar = _progress(total, step, config.progress_bar)
   val_pipe = _pipeline(config, info, False, num_clips=1)
+  t_log, step_log = time.time(), step
   try:
     while step < total:
       phase = sparsity.phase_at(step, sp_cfg)
@@ -306,8 +307,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           raise RunError(f"the loss became {loss.tolist()} at step {step} (epoch "
                          f"{step / steps_per_epoch:.2f}, phase {phase}); lower --learning_rate "
                          "or check the data for NaN/Inf")
+        now = time.time()
+        rate = (step - step_log) / max(now - t_log, 1e-9)  # includes compiles and checkpoints
+        t_log, step_log = now, step
         logger.write(step, {"split": "train", "epoch": step / steps_per_epoch, "phase": phase,
-                            **record})
+                            "elapsed_s": now - t_start, "steps_per_s": rate, **record})
         if pbar is not None:
           pbar.set_postfix(loss=f"{np.mean(loss):.3f}", acc=f"{np.mean(record['accuracy']):.3f}",
                            phase=phase)
@@ -337,6 +341,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   results = _final_evaluation(config, trainer, state, test_src, info, workdir)
   results["train_time_s"] = train_time
+  results["hardware"] = {"platform": jax.default_backend(), "device_count": jax.device_count(),
+                         "device_kind": jax.devices()[0].device_kind,
+                         "process_count": jax.process_count()}
   record = _sparsity_record(trainer, state)
   if "members" in record:  # joint ensemble: per-member counts, top level = dense size and sums
     for member, counts in zip(results["members"], record["members"]):

@@ -11,23 +11,13 @@ import dataclasses
 
 from stgcn_jax import graph as graph_lib
 from stgcn_jax.models.base import Backbone, GCNHead, Recognizer
+from stgcn_jax.models.aagcn import AAGCN
+from stgcn_jax.models.ctrgcn import CTRGCN
+from stgcn_jax.models.dgstgcn import DGSTGCN
 from stgcn_jax.models.stgcn import STGCN
 
-BACKBONES: dict[str, type[Backbone]] = {"stgcn": STGCN}
-
-
-def _register_optional():
-  # Imported lazily so a syntax problem in one backbone cannot hide the others' errors.
-  from stgcn_jax.models.aagcn import AAGCN
-  from stgcn_jax.models.ctrgcn import CTRGCN
-  from stgcn_jax.models.dgstgcn import DGSTGCN
-  BACKBONES.update(aagcn=AAGCN, ctrgcn=CTRGCN, dgstgcn=DGSTGCN)
-
-
-try:
-  _register_optional()
-except ImportError:  # pragma: no cover - during development of a backbone
-  pass
+BACKBONES: dict[str, type[Backbone]] = {"stgcn": STGCN, "aagcn": AAGCN, "ctrgcn": CTRGCN,
+                                        "dgstgcn": DGSTGCN}
 
 HEAD_OPTIONS = ("head_dropout",)
 

@@ -12,7 +12,8 @@ For each backbone, at the reference shape (batch 16, M=2, T=100, V=25, C=3, 60 c
   * achieved GFLOP/s from XLA's cost analysis, and as a fraction of a dense f32 matmul's rate
     measured in the same run;
   * the ratio to pyskl's figures (``spec/BACKBONES.md`` section 10, hard-coded below).
-Once per run: the vmapped 4-member ensemble step against 4x one step (``--ensemble_backbones``),
+Once per run: the 4-member ensemble step (members vmapped, ``lax.map``-ped or unrolled,
+``--ensemble_batching``) against 4x one step (``--ensemble_backbones``),
 the input pipeline's rate on NTU-shaped synthetic clips next to the train step's consumption
 rate, the load average and the share of CPU time other processes used during the run (the
 machine is shared: a busy machine makes every figure an upper bound on time).
@@ -246,13 +247,15 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
   return row
 
 
-def bench_ensemble(name: str, args, single_step_s: float | None) -> dict[str, Any]:
-  """The vmapped 4-member ensemble fine-tune step against 4x one member's step."""
+def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) -> dict[str, Any]:
+  """The 4-member ensemble fine-tune step (members batched as ``batching``) against 4x one
+  member's step."""
   options = TINY_OPTIONS if args.tiny else {}
   model = get_model(name, args.classes, **options)
   shape = (args.batch, args.persons, args.frames, 25, 3)
   batch = make_batch(shape, args.classes, jax.random.key(2))
-  cfg = sparse_config(args.batch, mode="ensemble", ensemble_sparsities=(0.6, 0.8, 0.95, 0.99))
+  cfg = sparse_config(args.batch, mode="ensemble", ensemble_sparsities=(0.6, 0.8, 0.95, 0.99),
+                      ensemble_batching=batching)
   state = sp.create_ensemble_state(model, jax.random.key(0), batch["x"], cfg)
   step_jit = jax.jit(sp.make_ensemble_train_step(model, cfg, "finetune"), donate_argnums=0)
   step, compile_s, info = compile_jitted(step_jit, state, batch)
@@ -265,7 +268,7 @@ def bench_ensemble(name: str, args, single_step_s: float | None) -> dict[str, An
 
   times = time_calls(once, args.ensemble_steps, warmup=args.ensemble_warmup)
   members = len(cfg.ensemble_sparsities)
-  out = {"backbone": name, "members": members, "compile_s": compile_s,
+  out = {"backbone": name, "batching": batching, "members": members, "compile_s": compile_s,
          "step_s": statistics.median(times), "step_s_all": times,
          "xla_gflop_per_step": info["flops"] / 1e9 if info["flops"] else None,
          "xla_memory": info["memory"]}
@@ -323,7 +326,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{r['train_compile_s'] + r['infer_compile_s']:9.1f} "
         f"{_fmt(temp and temp / 2**20, '.0f'):>8}")
   for e in result.get("ensemble", []):
-    lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, vmapped): "
+    lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, {e['batching']}): "
                  f"{e['step_s']:.2f} s/step vs 4 x one step {_fmt(e.get('members_x_single_step_s'))}"
                  f" s: {_fmt(e.get('speedup_vs_sequential'))}x")
   p = result.get("pipeline")
@@ -355,6 +358,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="tiny models (8 channels, 2 blocks) and T=16: a smoke test, not a benchmark")
   parser.add_argument("--ensemble_backbones", default="stgcn",
                       help="backbones for the 4-member ensemble comparison ('' to skip)")
+  parser.add_argument("--ensemble_batching", default="vmap,map,unroll",
+                      help="how the ensemble step runs its members: some of vmap, map, unroll")
   parser.add_argument("--ensemble_steps", type=int, default=1)
   parser.add_argument("--ensemble_warmup", type=int, default=0)
   parser.add_argument("--pipeline", default=True, action=argparse.BooleanOptionalAction)
@@ -407,9 +412,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       result["backbones"].append(bench_backbone(name, args, peak))
   single = {r["backbone"]: r["train_step_s"] for r in result["backbones"]}
   for name in [n for n in args.ensemble_backbones.split(",") if n]:
-    print(f"[bench] ensemble {name} ...", file=sys.stderr, flush=True)
-    with precision(args.dtype):
-      result["ensemble"].append(bench_ensemble(name, args, single.get(name)))
+    for batching in [b for b in args.ensemble_batching.split(",") if b]:
+      print(f"[bench] ensemble {name} ({batching}) ...", file=sys.stderr, flush=True)
+      with precision(args.dtype):
+        result["ensemble"].append(bench_ensemble(name, args, single.get(name), batching))
   if args.pipeline:
     print("[bench] input pipeline ...", file=sys.stderr, flush=True)
     result["pipeline"] = bench_pipeline(

@@ -15,6 +15,7 @@ bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -147,7 +148,8 @@ class _Trainer:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     make_step = ens.make_ensemble_train_step if self.ensemble else sparsity.make_train_step
-    make_eval = ens.make_ensemble_eval_step if self.ensemble else sparsity.make_eval_step
+    make_eval = (functools.partial(ens.make_ensemble_eval_step, batching=sp_cfg.ensemble_batching)
+                 if self.ensemble else sparsity.make_eval_step)
     switch = ens.start_finetune_ensemble if self.ensemble else sparsity.start_finetune
     jit_step = lambda f: jax.jit(f, in_shardings=(self.replicated, self.batch_sharding),
                                  out_shardings=(self.replicated, self.replicated),

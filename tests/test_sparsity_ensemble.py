@@ -1,4 +1,5 @@
-"""Multi-level sparsity ensembles: vmapped step == the members' own steps; fusion; budget."""
+"""Multi-level sparsity ensembles: the joint step (vmap, lax.map, unrolled) == the members' own steps;
+fusion; budget."""
 
 import jax
 import jax.numpy as jnp
@@ -11,13 +12,14 @@ from stgcn_jax.models import get_model
 SPARSITIES = (0.6, 0.8, 0.95, 0.99)
 
 
-def test_vmapped_ensemble_step_equals_member_steps():
+@pytest.mark.parametrize("batching", ["vmap", "map", "unroll"])
+def test_ensemble_step_equals_member_steps(batching):
   model = get_model("stgcn", 5, base_channels=8, num_stages=2, inflate_stages=(2,),
                     down_stages=(2,))
   x = jax.random.normal(jax.random.key(1), (2, 2, 16, 25, 3))
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   cfg = sp.resolve(dict(mode="ensemble", warmup_epochs=1, num_epochs=4, steps_per_epoch=1,
-                        ensemble_sparsities=SPARSITIES))
+                        ensemble_sparsities=SPARSITIES, ensemble_batching=batching))
   ens = sp.create_ensemble_state(model, jax.random.key(0), x, cfg)
   assert ens.step.shape == (4,)
   members = [sp.member_state(ens, i) for i in range(4)]
@@ -43,7 +45,7 @@ def test_vmapped_ensemble_step_equals_member_steps():
     for a, b in zip(jax.tree.leaves(got.masks), jax.tree.leaves(m.masks)):
       np.testing.assert_array_equal(a, b)
 
-  logits = jax.jit(sp.make_ensemble_eval_step(model))(ens, x)
+  logits = jax.jit(sp.make_ensemble_eval_step(model, batching))(ens, x)
   assert logits.shape == (4, 2, 5)
   one_eval = jax.jit(sp.make_eval_step(model))
   for i in range(4):
@@ -79,3 +81,8 @@ def test_parameter_budget_is_066_and_honest_total():
   assert budget["honest"] > budget["budget"]
   stacked = jax.tree.map(lambda *m: jnp.stack(m), *masks)
   assert sp.parameter_budget(params, stacked)["budget"] == budget["budget"]
+
+
+def test_unknown_ensemble_batching_is_refused():
+  with pytest.raises(ValueError, match="config.ensemble_batching must be one of"):
+    sp.resolve(dict(mode="ensemble", ensemble_batching="loop"))

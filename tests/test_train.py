@@ -95,6 +95,23 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):
     np.testing.assert_array_equal(a, b)
 
 
+def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
+  workdir = tmp_path / "ens"
+  run(workdir, data_dir, "--mode=ensemble", "--config.ensemble_batching=unroll", "--epochs=2",
+      "--warmup_epochs=1")
+  results = json.loads((workdir / "results.json").read_text())
+  levels = [m["sparsity"] for m in results["members"]]
+  assert levels == [0.6, 0.8, 0.95, 0.99]
+  for member in results["members"]:
+    assert abs(member["prunable_sparsity"] - member["sparsity"]) < 0.01
+  assert results["prunable_nonzero"] == sum(m["prunable_nonzero"] for m in results["members"])
+  scores = np.load(workdir / "scores.npz")
+  assert scores["member_scores"].shape == (4, 20, 4)
+  np.testing.assert_allclose(scores["scores"], scores["member_scores"].sum(0), rtol=1e-6)
+  fused_top1 = np.mean(scores["scores"].argmax(-1) == scores["labels"])
+  assert results["top1"] == pytest.approx(fused_top1)
+
+
 def test_four_devices_match_one(tmp_path, data_dir):
   flags = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.steps_per_epoch=2")
   one, four = tmp_path / "one", tmp_path / "four"

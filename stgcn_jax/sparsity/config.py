@@ -11,6 +11,10 @@ Fields:
     along a leading axis, see ``ensemble.py``).
   sparsity: fraction in [0, 1) of prunable weights set to zero.
   ensemble_sparsities: the member sparsities for mode 'ensemble'.
+  ensemble_batching: how one jitted ensemble step runs its members: 'vmap' (SPARSE.md section 5:
+    batched, so every conv becomes a grouped conv), 'map' (``jax.lax.map``: an XLA loop over the
+    members) or 'unroll' (the members traced one after another: longer compiles, one member's
+    kernels each).
   mask_method: 'uniform' | 'erk' | 'global' | 'per_block' | 'predefined'.
   mask_path: the .npz file / orbax directory for 'predefined'.
   mask_head, mask_attention: also prune the classifier head / the AA-GCN attention layers.
@@ -35,6 +39,7 @@ import dataclasses
 import ml_collections
 
 MODES = ("generator", "dense", "lth", "ensemble")
+ENSEMBLE_BATCHING = ("vmap", "map", "unroll")
 SCORE_SCOPES = ("per_tensor", "global", "per_block")
 
 
@@ -44,6 +49,7 @@ class SparseConfig:
   mode: str = "generator"
   sparsity: float = 0.8
   ensemble_sparsities: tuple[float, ...] = (0.6, 0.8, 0.95, 0.99)
+  ensemble_batching: str = "vmap"
   mask_method: str = "uniform"
   mask_path: str = ""
   mask_head: bool = False
@@ -113,6 +119,9 @@ def _check(cfg: SparseConfig) -> None:
   check_sparsity(cfg.sparsity, "config.sparsity")
   for i, s in enumerate(cfg.ensemble_sparsities):
     check_sparsity(s, f"config.ensemble_sparsities[{i}]")
+  if cfg.ensemble_batching not in ENSEMBLE_BATCHING:
+    raise ValueError(f"config.ensemble_batching must be one of {ENSEMBLE_BATCHING}, "
+                     f"got {cfg.ensemble_batching!r}")
   if cfg.mask_method not in METHODS:
     raise ValueError(f"config.mask_method must be one of {METHODS}, got {cfg.mask_method!r}")
   if cfg.lambda_schedule not in LAMBDA_SCHEDULES:

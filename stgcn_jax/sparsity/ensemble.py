@@ -2,9 +2,12 @@
 
 Joint training: members of one backbone at several sparsities are stacked along a leading axis of
 every array in the ``TrainState`` (own params, masks, BN statistics, optimizer state, rng) and
-trained by one ``jax.vmap``-ed step, each with its own CE loss on the same batch. Inference is one
-vmapped call. Post-hoc fusion (the paper's default) sums the clip-averaged softmax scores of
-separately trained members.
+trained by one jitted step, each with its own CE loss on the same batch. The step runs the members
+by ``jax.vmap`` (``ensemble_batching="vmap"``, SPARSE.md section 5), by ``jax.lax.map`` (``"map"``)
+or unrolled one after another (``"unroll"``); inference likewise is one call. vmap turns every conv
+into a grouped conv, which XLA runs slowly on CPU and GPU (experiments/BENCHMARKS.md).
+Post-hoc fusion (the paper's default) sums the clip-averaged softmax scores of separately trained
+members.
 
 >>> ens = create_ensemble_state(model, key, x, cfg, sparsities=(0.6, 0.8, 0.95, 0.99))
 >>> step = jax.jit(make_ensemble_train_step(model, cfg, "warmup"))
@@ -21,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax.sparsity.config import resolve
+from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, resolve
 from stgcn_jax.sparsity.masks import PrunableSpec, path_str
 from stgcn_jax.sparsity.steps import (build_optimizer, create_train_state, make_eval_step,
                                       make_train_step, start_finetune)
@@ -59,18 +62,36 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
                        for k, s in zip(keys, sparsities)])
 
 
+def over_members(fn, batching: str = "vmap"):
+  """``fn(member, shared)`` applied to every member of a stacked first argument, the second shared:
+  ``"vmap"`` (one batched computation), ``"map"`` (``jax.lax.map``, an XLA loop over the members)
+  or ``"unroll"`` (the members traced one after another into the same function)."""
+  if batching == "vmap":
+    return jax.vmap(fn, in_axes=(0, None))
+  if batching == "map":
+    return lambda stacked, shared: jax.lax.map(lambda member: fn(member, shared), stacked)
+  if batching == "unroll":
+    def unrolled(stacked, shared):
+      n = jax.tree.leaves(stacked)[0].shape[0]
+      return stack_states([fn(member_state(stacked, i), shared) for i in range(n)])
+    return unrolled
+  raise ValueError(f"ensemble batching must be one of {ENSEMBLE_BATCHING}, got {batching!r}")
+
+
 def make_ensemble_train_step(model, config, phase: str):
-  """``step(stacked_state, batch) -> (stacked_state, metrics)``: ``make_train_step`` vmapped over
-  the members (the batch is shared); every metric has shape ``(members,)``."""
-  return jax.vmap(make_train_step(model, config, phase), in_axes=(0, None))
+  """``step(stacked_state, batch) -> (stacked_state, metrics)``: ``make_train_step`` over the
+  members (the batch is shared), batched as ``config.ensemble_batching`` says; every metric has
+  shape ``(members,)``."""
+  cfg = resolve(config)
+  return over_members(make_train_step(model, cfg, phase), cfg.ensemble_batching)
 
 
 start_finetune_ensemble = jax.vmap(start_finetune)
 
 
-def make_ensemble_eval_step(model):
-  """``eval_step(stacked_state, x) -> logits (members, B, [clips,] classes)``, one vmapped call."""
-  return jax.vmap(make_eval_step(model), in_axes=(0, None))
+def make_ensemble_eval_step(model, batching: str = "vmap"):
+  """``eval_step(stacked_state, x) -> logits (members, B, [clips,] classes)`` in one call."""
+  return over_members(make_eval_step(model), batching)
 
 
 def clip_average_softmax(logits: jax.Array, clip_axis: int | None = -2) -> jax.Array:

@@ -214,11 +214,13 @@ def table_rows(runs: list[dict], root: str = "") -> list[dict]:
       sparsity = "+".join(f"{float(s):g}" for s in c.get("ensemble_sparsities", []))
     else:
       sparsity = f"{r['sparsity']:g}"
+    generator = r["mode"] in ("generator", "ensemble")
     rows.append(dict(
         run=os.path.relpath(r["workdir"], root) if root else r["workdir"],
         backbone=r["key"][0], dataset=r["key"][1], modality=r["key"][2], mode=r["mode"],
-        sparsity=sparsity, warmup_epochs=c.get("warmup_epochs", ""),
-        penalty_lambda=c.get("penalty_lambda", ""),
+        # Only the generator (and its joint ensembles) has a warm-up and a penalty.
+        sparsity=sparsity, warmup_epochs=c.get("warmup_epochs", "") if generator else "",
+        penalty_lambda=c.get("penalty_lambda", "") if generator else "",
         init=("pretrained" if c.get("pretrained") else "random") if r["mode"] == "lth" else "",
         seed=c.get("seed", ""), top1=res.get("top1"), top5=res.get("top5"),
         mean_class_accuracy=res.get("mean_class_accuracy"),

@@ -166,7 +166,8 @@ def _hardware(results: dict) -> str:
   hw = results.get("hardware")
   if not hw:
     return "?"
-  kind = hw["device_kind"] if hw["platform"] != "cpu" else f"CPU ({os.cpu_count()} cores)"
+  kind = (hw["device_kind"] if hw["platform"] != "cpu"
+          else f"CPU ({hw.get('cpu_count') or '?'} cores)")
   return f"{hw['device_count']}x {kind}" if hw["device_count"] > 1 else kind
 
 

@@ -345,7 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results["train_time_s"] = train_time
   results["hardware"] = {"platform": jax.default_backend(), "device_count": jax.device_count(),
                          "device_kind": jax.devices()[0].device_kind,
-                         "process_count": jax.process_count()}
+                         "process_count": jax.process_count(), "cpu_count": os.cpu_count()}
   record = _sparsity_record(trainer, state)
   if "members" in record:  # joint ensemble: per-member counts, top level = dense size and sums
     for member, counts in zip(results["members"], record["members"]):

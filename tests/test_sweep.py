@@ -1,6 +1,7 @@
 """``python -m experiments.sweep``: the grid, resuming, the fused ensemble row and the table."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,6 +60,7 @@ def test_grid_fuses_the_multi_level_ensemble_and_resumes(tmp_path):
   assert len(table) == 2 + 5  # header, rule, 4 runs, the ensemble
   for level in ("0.6", "0.8", "0.95", "0.99"):
     assert any(row.startswith(f"| stgcn s={level} |") for row in table)
+  assert f"| CPU ({os.cpu_count()} cores) |" in table[2]  # hardware from the run's results.json
   ensemble_row = table[-1]
   assert ensemble_row.startswith("| stgcn ensemble 0.6+0.8+0.95+0.99 |")
   assert "| 0.66 (" in ensemble_row

@@ -75,7 +75,7 @@ class AAGCN(Backbone):
   gcn_attention: bool = True
   gcn_coff_embedding: int = 4
   tcn_type: str = "unit_tcn"
-  tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+  tcn_ms_cfg: tuple = layers.MS_CFG
 
   @nn.compact
   def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:

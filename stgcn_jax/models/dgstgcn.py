@@ -86,7 +86,7 @@ class DGSTGCN(Backbone):
   gcn_subset_wise: bool = False
   gcn_ada_act: str = "softmax"
   gcn_ctr_act: str = "tanh"
-  tcn_ms_cfg: tuple = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+  tcn_ms_cfg: tuple = layers.MS_CFG
   tcn_num_joints: int = 25
 
   @nn.compact

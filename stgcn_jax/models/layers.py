@@ -235,6 +235,10 @@ def max_pool_time(x: Array, stride: int) -> Array:
                            ((0, 0), (1, 1), (0, 0), (0, 0)))
 
 
+# pyskl's default multi-branch temporal conv: four dilated 3x1 convs, a max-pool and a 1x1 conv.
+MS_CFG = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+
+
 class MultiBranchTCN(nn.Module):
   """pyskl ``mstcn`` / ``dgmstcn``: parallel temporal branches, concat, BN-ReLU-1x1, BN.
 
@@ -245,7 +249,7 @@ class MultiBranchTCN(nn.Module):
   """
   features: int
   stride: int = 1
-  ms_cfg: Sequence[Any] = ((3, 1), (3, 2), (3, 3), (3, 4), ("max", 3), "1x1")
+  ms_cfg: Sequence[Any] = MS_CFG
   mid_channels: float | None = None
   global_joint: bool = False
   num_joints: int = 25

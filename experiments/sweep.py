@@ -11,10 +11,26 @@ checkpoints, so a sweep that was stopped is continued by running the same comman
 ``--parallel`` > 1 on a GPU each process gets an equal share of its memory
 (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless you set it).
 
+Dense seed-ensemble control (``--dense_seeds=N``, default 4 = the size of the multi-level
+ensemble; 0 or 1 turns it off): an ensemble of N dense models also gains from seed diversity alone,
+so for every backbone whose grid has sparsity 0 the sweep also trains N - 1 more dense runs with
+``--seed=K``, K = BASE+1 .. BASE+N-1, where BASE is the runs' seed (the last ``--seed=`` after
+``--``, else ``--config.seed=``, else 0). The BASE run is the ordinary dense cell
+``ROOT/BACKBONE_s0``; the others are ``ROOT/BACKBONE_s0_seedK``, whose command is the dense cell's
+with ``--seed=K`` appended (after the flags from ``--``, so it wins). They are scheduled, skipped,
+resumed and listed by ``--dry_run`` like every other cell (after the grid's cells).
+
 At the end, for every backbone with all of 0.6/0.8/0.95/0.99 done, the post-hoc multi-level
-ensemble is fused (``experiments.fuse``, into ``ROOT/BACKBONE_ensemble``), and ``ROOT/table.md``
-gets one row per run and ensemble: top-1/top-5/mean class accuracy, realised sparsity, wall time,
-hardware and the command of the row. ``--table_only`` rebuilds the table from finished runs.
+ensemble is fused (``experiments.fuse``, into ``ROOT/BACKBONE_ensemble``), and, with all N dense
+seed runs done, so is the dense seed ensemble (the same code path, equal weights, into
+``ROOT/BACKBONE_dense_seed_ensemble``). ``ROOT/table.md`` gets one row per run and ensemble: the
+run seed (``seeds["run"]`` of ``results.json`` if present, else the command's ``--seed``, else 0;
+an ensemble lists its members'), top-1/top-5/mean class accuracy, realised sparsity, the
+parameter budget of an ensemble, wall time, hardware and the command of the row. The rows
+"BACKBONE dense (seed K)" follow the dense row and "BACKBONE dense seed ensemble (N seeds)"
+follows the multi-level ensemble row: the multi-level ensemble's gain over it is what sparsity
+levels add beyond seed diversity; mind the budgets (about N dense models against 0.66 of one).
+``--table_only`` rebuilds the table from finished runs.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ import shlex
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 from absl import app, flags
 
@@ -40,27 +57,77 @@ _ROOT = flags.DEFINE_string("root", "runs/sweep", "Directory of the runs' workdi
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only fuse and write the table.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands and exit.")
+_DENSE_SEEDS = flags.DEFINE_integer(
+    "dense_seeds", len(ENSEMBLE_LEVELS), "Size of the dense seed-ensemble control: for backbones "
+    "with sparsity 0 in the grid, also train dense runs with --seed=BASE+1..BASE+N-1 and fuse them "
+    "with the dense cell (0 or 1 = no control).")
 
 
 class SweepError(ValueError):
   """A sweep that cannot start (bad grid)."""
 
 
-def cell_name(backbone: str, sparsity: float) -> str:
-  return f"{backbone}_s{sparsity:g}"
+class Cell(NamedTuple):
+  """One run of the sweep: a grid cell (``seed`` None: the seed of the flags after ``--``) or an
+  extra dense run of the seed-ensemble control (``sparsity`` 0, ``seed`` its ``--seed``)."""
+  backbone: str
+  sparsity: float
+  seed: int | None = None
+
+  @property
+  def name(self) -> str:
+    return cell_name(self.backbone, self.sparsity, self.seed)
+
+
+def cell_name(backbone: str, sparsity: float, seed: int | None = None) -> str:
+  name = f"{backbone}_s{sparsity:g}"
+  return name if seed is None else f"{name}_seed{seed}"
 
 
 def run_command(config: str, backbone: str, sparsity: float, workdir: str,
-                extra: list[str]) -> list[str]:
-  """The ``experiments.run`` command line of one cell."""
+                extra: list[str], seed: int | None = None) -> list[str]:
+  """The ``experiments.run`` command line of one cell (``--seed=SEED`` last, so that it wins)."""
   cmd = [sys.executable, "-m", "experiments.run", f"--config={config}", f"--backbone={backbone}",
          f"--sparsity={sparsity:g}", f"--workdir={workdir}"]
   if sparsity == 0:
     cmd.append("--mode=dense")
-  return cmd + list(extra)
+  return cmd + list(extra) + ([] if seed is None else [f"--seed={seed}"])
 
 
-def _grid(backbones, sparsities) -> list[tuple[str, float]]:
+def _cell_command(config: str, root: str, cell: Cell, extra: list[str]) -> list[str]:
+  return run_command(config, cell.backbone, cell.sparsity, os.path.join(root, cell.name), extra,
+                     cell.seed)
+
+
+def command_seed(args: list[str]) -> int:
+  """The seed that ``experiments.run`` gets from these flags: the last ``--seed``, else the last
+  ``--config.seed`` (the shortcut wins over the field in run.py), else 0 (the config's default)."""
+  found = {}
+  for i, arg in enumerate(args):
+    for name in ("seed", "config.seed"):
+      for prefix in (f"--{name}", f"-{name}"):
+        if arg.startswith(prefix + "="):
+          found[name] = (arg, arg[len(prefix) + 1:])
+        elif arg == prefix and i + 1 < len(args):
+          found[name] = (f"{arg} {args[i + 1]}", args[i + 1])
+  arg, value = found.get("seed") or found.get("config.seed") or ("", "0")
+  try:
+    return int(value)
+  except ValueError:
+    raise SweepError(f"{arg} (after --): expected an integer seed") from None
+
+
+def dense_seed_cells(cells: list[Cell], dense_seeds: int, base_seed: int) -> list[Cell]:
+  """The extra dense runs of the seed-ensemble control: --seed=BASE+1..BASE+N-1 for every backbone
+  whose grid has a dense cell (that cell is the BASE member)."""
+  if dense_seeds < 0:
+    raise SweepError(f"--dense_seeds={dense_seeds}: expected 0 or more (the size of the dense "
+                     "seed ensemble; 0 or 1 = no control)")
+  backbones = dict.fromkeys(c.backbone for c in cells if c.sparsity == 0 and c.seed is None)
+  return [Cell(b, 0.0, base_seed + k) for b in backbones for k in range(1, dense_seeds)]
+
+
+def _grid(backbones, sparsities) -> list[Cell]:
   from stgcn_jax.models import BACKBONES  # pylint: disable=import-outside-toplevel
   unknown = [b for b in backbones if b not in BACKBONES]
   if unknown:
@@ -73,7 +140,7 @@ def _grid(backbones, sparsities) -> list[tuple[str, float]]:
   bad = [s for s in values if not 0 <= s < 1]
   if bad:
     raise SweepError(f"--sparsities: {bad} outside [0, 1)")
-  return [(b, s) for b in backbones for s in values]
+  return [Cell(b, s) for b in backbones for s in values]
 
 
 def _child_env(parallel: int) -> dict:
@@ -103,13 +170,12 @@ def _add_time(workdir: str, seconds: float, rc: int) -> None:
 def run_grid(cells, config: str, root: str, extra: list[str], parallel: int) -> dict:
   """Runs the unfinished cells, ``parallel`` at a time; returns {name: returncode}."""
   todo = []
-  for backbone, sparsity in cells:
-    workdir = os.path.join(root, cell_name(backbone, sparsity))
+  for cell in cells:
+    workdir = os.path.join(root, cell.name)
     if os.path.exists(os.path.join(workdir, "results.json")):
       print(f"done already: {workdir}")
       continue
-    todo.append((cell_name(backbone, sparsity), workdir,
-                 run_command(config, backbone, sparsity, workdir, extra)))
+    todo.append((cell.name, workdir, _cell_command(config, root, cell, extra)))
   env = _child_env(parallel)
   running, codes = {}, {}
   try:
@@ -175,47 +241,86 @@ def _pct(x) -> str:
   return "" if x is None else f"{100 * x:.1f}"
 
 
-def write_table(cells, config: str, root: str, extra: list[str]) -> str:
-  """Fuses the multi-level ensembles and writes ``ROOT/table.md``; returns its text."""
+def _run_seed(results: dict, command: list[str]) -> int:
+  """``seeds["run"]`` of results.json (written by newer runs), else the command's seed."""
+  seeds = results.get("seeds")
+  run = seeds.get("run") if isinstance(seeds, dict) else None
+  if isinstance(run, int) and not isinstance(run, bool):
+    return run
+  return command_seed(command)
+
+
+def _budget(report: dict) -> str:
+  budget = report["parameter_budget"] or {}
+  if not budget:
+    return "?"
+  return f"{budget['prunable_budget']:.2f} ({budget['total_budget']:.2f} of all params)"
+
+
+def _ensemble_row(label: str, members: list[str], seeds: dict, out: str, note: str = "") -> dict:
   from experiments import fuse  # pylint: disable=import-outside-toplevel
+  report = fuse.run_fusion(workdirs=members, out=out)
+  return dict(row=label, seed=",".join(str(seeds[w]) for w in members),
+              top1=report["fused"]["top1"], top5=report["fused"]["top5"],
+              mca=report["fused"]["mean_class_accuracy"], realised=None,
+              budget=_budget(report) + note, time="(the members')", hardware="",
+              command=f"python -m experiments.fuse --workdirs={','.join(members)} --out={out}")
+
+
+def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> str:
+  """Fuses the multi-level and dense seed ensembles and writes ``ROOT/table.md``; returns its text.
+
+  ``cells`` are the grid's cells and the extra dense seed runs (``dense_seed_cells``).
+  """
   rows = []
-  for backbone in dict.fromkeys(b for b, _ in cells):
-    done = {}
-    for b, sparsity in cells:
-      workdir = os.path.join(root, cell_name(b, sparsity))
-      if b != backbone or not os.path.exists(os.path.join(workdir, "results.json")):
+  for backbone in dict.fromkeys(c.backbone for c in cells):
+    grid = [c for c in cells if c.backbone == backbone and c.seed is None]
+    extra_seeds = [c for c in cells if c.backbone == backbone and c.seed is not None]
+    order = []  # display order: the extra dense seed runs right after the dense cell
+    for cell in grid:
+      order.append(cell)
+      if cell.sparsity == 0 and not any(c.sparsity == 0 for c in order[:-1]):
+        order.extend(extra_seeds)
+    done, seeds = {}, {}
+    for cell in order:
+      workdir = os.path.join(root, cell.name)
+      if not os.path.exists(os.path.join(workdir, "results.json")):
         continue
       res = _read(os.path.join(workdir, "results.json"))
-      done[sparsity] = workdir
+      done[cell] = workdir
+      command = _cell_command(config, root, cell, extra)
+      seeds[workdir] = _run_seed(res, command)
       wall = _wall(workdir)
+      label = ("dense" if cell.seed is None else f"dense (seed {cell.seed})"
+               ) if cell.sparsity == 0 else f"s={cell.sparsity:g}"
       rows.append(dict(
-          row=f"{backbone} {'dense' if sparsity == 0 else f's={sparsity:g}'}",
+          row=f"{backbone} {label}", seed=str(seeds[workdir]),
           top1=res["top1"], top5=res["top5"], mca=res["mean_class_accuracy"],
           realised=res.get("prunable_sparsity"), budget=None,
           time="" if wall is None else f"{wall / 60:.1f} min", hardware=_hardware(res),
-          command=shlex.join(["python"] + run_command(config, backbone, sparsity, workdir,
-                                                      extra)[1:])))
-    levels = [s for s in ENSEMBLE_LEVELS if s in done]
-    if len(levels) == len(ENSEMBLE_LEVELS):
-      workdirs = [done[s] for s in levels]
-      out = os.path.join(root, f"{backbone}_ensemble")
-      report = fuse.run_fusion(workdirs=workdirs, out=out)
-      budget = report["parameter_budget"] or {}
-      rows.append(dict(
-          row=f"{backbone} ensemble {'+'.join(f'{s:g}' for s in levels)}",
-          top1=report["fused"]["top1"], top5=report["fused"]["top5"],
-          mca=report["fused"]["mean_class_accuracy"], realised=None,
-          budget=(f"{budget['prunable_budget']:.2f} ({budget['total_budget']:.2f} of all params)"
-                  if budget else "?"),
-          time="(the members')", hardware="",
-          command=f"python -m experiments.fuse --workdirs={','.join(workdirs)} --out={out}"))
-  lines = ["| run | top-1 | top-5 | mean class | realised sparsity | budget | wall time | hardware "
-           "| command |", "|---|---|---|---|---|---|---|---|---|"]
+          command=shlex.join(["python"] + command[1:])))
+    levels = {c.sparsity: w for c, w in done.items() if c.seed is None}
+    if all(s in levels for s in ENSEMBLE_LEVELS):
+      label = f"{backbone} ensemble {'+'.join(f'{s:g}' for s in ENSEMBLE_LEVELS)}"
+      rows.append(_ensemble_row(label, [levels[s] for s in ENSEMBLE_LEVELS], seeds,
+                                os.path.join(root, f"{backbone}_ensemble")))
+    if extra_seeds:
+      dense = [next(c for c in grid if c.sparsity == 0)] + extra_seeds
+      members = [done[c] for c in dense if c in done]
+      n = len(dense)
+      if len(members) == n:
+        rows.append(_ensemble_row(f"{backbone} dense seed ensemble ({n} seeds)", members, seeds,
+                                  os.path.join(root, f"{backbone}_dense_seed_ensemble"),
+                                  note=f": {n} dense models"))
+      else:
+        print(f"{backbone} dense seed ensemble: {len(members)} of {n} runs finished, not fused")
+  lines = ["| run | seed | top-1 | top-5 | mean class | realised sparsity | budget | wall time "
+           "| hardware | command |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     realised = "" if r["realised"] is None else f"{r['realised']:.4f}"
-    lines.append(f"| {r['row']} | {_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['mca'])} | "
-                 f"{realised} | {r['budget'] or ''} | {r['time']} | {r['hardware']} | "
-                 f"`{r['command']}` |")
+    lines.append(f"| {r['row']} | {r['seed']} | {_pct(r['top1'])} | {_pct(r['top5'])} | "
+                 f"{_pct(r['mca'])} | {realised} | {r['budget'] or ''} | {r['time']} | "
+                 f"{r['hardware']} | `{r['command']}` |")
   text = "\n".join(lines) + "\n"
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text)
@@ -226,14 +331,14 @@ def main(argv):
   extra = argv[1:]  # everything after "--" (absl leaves unparsed positionals here)
   try:
     cells = _grid(_BACKBONES.value, _SPARSITIES.value)
+    cells += dense_seed_cells(cells, _DENSE_SEEDS.value, command_seed(extra))
   except SweepError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
   root = _ROOT.value
   if _DRY_RUN.value:
-    for backbone, sparsity in cells:
-      workdir = os.path.join(root, cell_name(backbone, sparsity))
-      print(shlex.join(run_command(_CONFIG.value, backbone, sparsity, workdir, extra)))
+    for cell in cells:
+      print(shlex.join(_cell_command(_CONFIG.value, root, cell, extra)))
     return
   os.makedirs(root, exist_ok=True)
   failed = []

@@ -5,6 +5,12 @@ train state is replicated, and one jitted, donated step runs the same code on on
 accelerators (multi-host with ``config.distributed``). BatchNorm statistics therefore cover the
 global batch, exactly as on one device.
 
+Model selection never sees the test split: ``val`` is held out from the training data
+(``config.val_fraction``, by performer where the names carry one, else stratified by class; or the
+dataset's own ``val`` split) and validated every ``config.eval_every_epochs``. BatchNorm statistics
+are re-estimated exactly (``precise_bn``, ``config.precise_bn_batches`` training batches) after the
+warm-up -> fine-tune switch, before every validation and after training.
+
 The workdir holds ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (orbax: the train state,
 the data-iterator position, the phase), ``best/`` (best by validation, when validation runs),
 ``model/`` (the final masked model, loadable by ``checkpoint.load_model``), ``results.json`` and
@@ -29,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from stgcn_jax import checkpoint, data, models, sparsity
+from stgcn_jax import checkpoint, data, models, precise_bn, sparsity
 from stgcn_jax.sparsity import ensemble as ens
 from stgcn_jax.train_state import abstract_state
 
@@ -148,8 +154,8 @@ class _Trainer:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     make_step = ens.make_ensemble_train_step if self.ensemble else sparsity.make_train_step
-    make_eval = (functools.partial(ens.make_ensemble_eval_step, batching=sp_cfg.ensemble_batching)
-                 if self.ensemble else sparsity.make_eval_step)
+    per_member = ((lambda f: ens.over_members(f, sp_cfg.ensemble_batching)) if self.ensemble
+                  else (lambda f: f))
     switch = ens.start_finetune_ensemble if self.ensemble else sparsity.start_finetune
     jit_step = lambda f: jax.jit(f, in_shardings=(self.replicated, self.batch_sharding),
                                  out_shardings=(self.replicated, self.replicated),
@@ -157,16 +163,27 @@ class _Trainer:
     self.steps = {phase: jit_step(make_step(model, sp_cfg, phase)) for phase in sparsity.PHASES}
     self.switch = jax.jit(switch, in_shardings=self.replicated, out_shardings=self.replicated,
                           donate_argnums=0)
-    self.eval = jax.jit(make_eval(model), in_shardings=(self.replicated, self.batch_sharding),
-                        out_shardings=self.replicated)
+    jit_eval = lambda f: jax.jit(per_member(f), in_shardings=(self.replicated, self.batch_sharding),
+                                 out_shardings=self.replicated)
+    # The model a phase trains: dense in the generator's warm-up, params * masks otherwise.
+    masked = {phase: not (phase == "warmup" and sp_cfg.warmup_steps > 0) for phase in sparsity.PHASES}
+    self.evals = {phase: jit_eval(sparsity.make_eval_step(model, masked=masked[phase]))
+                  for phase in sparsity.PHASES}
+    self.moments = {phase: jit_eval(precise_bn.make_moments_fn(model, masked=masked[phase]))
+                    for phase in sparsity.PHASES}
+    self.batch_metrics = {phase: jit_eval(_batch_metrics_fn(model, masked[phase]))
+                          for phase in sparsity.PHASES}
 
-  def create_state(self, key, sample_x, variables):
+  def create_state(self, seeds: dict, sample_x, variables):
     if self.ensemble:
-      state = ens.create_ensemble_state(self.model, key, sample_x, self.sp_cfg,
-                                        variables=variables)
+      members = seeds["members"]
+      state = ens.create_ensemble_state(
+          self.model, [jax.random.key(m["init"]) for m in members], sample_x, self.sp_cfg,
+          variables=variables, mask_keys=[jax.random.key(m["mask"]) for m in members])
     else:
-      state = sparsity.create_train_state(self.model, key, sample_x, self.sp_cfg,
-                                          variables=variables)
+      state = sparsity.create_train_state(self.model, jax.random.key(seeds["init"]), sample_x,
+                                          self.sp_cfg, variables=variables,
+                                          mask_key=jax.random.key(seeds["mask"]))
     return jax.device_put(state, self.replicated)
 
   def global_batch(self, batch: dict, keys=("x", "label")) -> dict:
@@ -176,6 +193,61 @@ class _Trainer:
     if not self.ensemble:
       return [state]
     return [ens.member_state(state, i) for i in range(len(self.sp_cfg.ensemble_sparsities))]
+
+
+def _batch_metrics_fn(model, masked: bool):
+  """``(state, batch) -> {'loss', 'accuracy'}``: CE and accuracy of one batch in training mode
+  (batch statistics, no dropout, nothing updated)."""
+  def fn(state, batch):
+    params = sparsity.apply_masks(state.params, state.masks) if masked else state.params
+    logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["x"],
+                            train=True, mutable=["batch_stats"],
+                            rngs={"dropout": jax.random.key(0)})
+    import optax  # pylint: disable=import-outside-toplevel
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    return {"loss": ce, "accuracy": acc}
+  return fn
+
+
+def run_seeds(config) -> dict:
+  """The run's seeds, derived from ``config.seed`` and the sparsity (``ens.member_seed``), so that
+  runs of different sparsity (sweep cells, ensemble members) are independent: ``init`` (weights,
+  dropout), ``data`` (order, augmentation) and ``mask`` (the mask draw; the run seed itself when
+  ``config.nested_masks``). A joint ensemble has one ``init``/``mask`` pair per member and the run
+  seed as its shared data seed."""
+  seed = int(config.seed)
+
+  def one(s: float) -> dict:
+    member = ens.member_seed(seed, s)
+    return {"sparsity": float(s), "init": member, "data": member,
+            "mask": seed if config.nested_masks else member}
+
+  if config.mode == "ensemble":
+    return {"run": seed, "data": seed, "nested_masks": bool(config.nested_masks),
+            "members": [one(s) for s in config.ensemble_sparsities]}
+  return {"run": seed, "nested_masks": bool(config.nested_masks),
+          **one(0.0 if config.mode == "dense" else config.sparsity)}
+
+
+def _train_val_sources(config, info, data_dir):
+  """(train source, validation source or None, a note on how val was made)."""
+  train_src = data.load(config.dataset, data_dir, config.train_split)
+  if config.val_split:
+    return train_src, data.load(config.dataset, data_dir, config.val_split), config.val_split
+  if "val" in info.default_splits and info.default_splits["val"] != info.resolve_split(
+      config.test_split):
+    return train_src, data.load(config.dataset, data_dir, "val"), "the dataset's val split"
+  if not config.val_fraction:
+    return train_src, None, "none"
+  train_idx, val_idx, how = data.holdout(train_src, config.val_fraction, config.seed)
+  if len(val_idx) == 0:
+    raise RunError(f"--config.val_fraction={config.val_fraction} holds out no sample of the "
+                   f"{len(train_src)} training samples; raise it or set it to 0")
+  note = (f"{len(val_idx)} of {len(train_src)} training samples held out "
+          f"({'whole performers' if how == 'performer' else 'stratified by class'})")
+  return (data.Subset(train_src, train_idx, "train-val"),
+          data.Subset(train_src, val_idx, "val"), note)
 
 
 def _sparsity_record(trainer, state) -> dict:
@@ -189,14 +261,16 @@ def _sparsity_record(trainer, state) -> dict:
   return {"members": [{k: r[k] for k in keys} for r in reports]}
 
 
-def _evaluate(trainer, state, source, pipeline, batch_size: int, seed: int) -> dict:
-  """Clip-averaged softmax scores of every sample of ``source`` exactly once."""
+def _evaluate(trainer, state, source, pipeline, batch_size: int, seed: int,
+              phase: str = "finetune") -> dict:
+  """Clip-averaged softmax scores of every sample of ``source`` exactly once, with the model that
+  ``phase`` trains (dense in the warm-up)."""
   it = data.BatchIterator(source, pipeline, batch_size, train=False, seed=seed, num_epochs=1)
   n, scores, labels = len(source), None, np.zeros(len(source), np.int64)
   seen = np.zeros(n, bool)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   for batch in it:
-    logits = trainer.eval(state, trainer.global_batch(batch, ("x",))["x"])
+    logits = trainer.evals[phase](state, trainer.global_batch(batch, ("x",))["x"])
     probs = jax.nn.softmax(logits, axis=-1).mean(axis=-2)          # (..., B, classes)
     probs = np.asarray(multihost_utils.process_allgather(probs, tiled=True))
     index = np.asarray(multihost_utils.process_allgather(batch["index"], tiled=True))
@@ -244,6 +318,48 @@ def _save(mngr, state, step: int, meta: dict, metrics: dict | None = None) -> No
   mngr.wait_until_finished()
 
 
+def _precise_bn(trainer, state, phase: str, source, pipeline, config, seed: int):
+  """``state`` with exact population BN statistics over ``config.precise_bn_batches`` training
+  batches (at most one pass over ``source``; the same batches every time), for the model that
+  ``phase`` trains."""
+  if not config.precise_bn_batches:
+    return state
+  it = data.BatchIterator(source, pipeline, config.batch_size // jax.process_count(), train=True,
+                          seed=seed, num_epochs=1, prefetch=False)
+  count = min(int(config.precise_bn_batches), it.steps_per_epoch)
+  moments = []
+  for _, batch in zip(range(count), it):
+    moments.append(trainer.moments[phase](state, trainer.global_batch(batch, ("x",))["x"]))
+  it.close()
+  stats = precise_bn.precise_batch_stats(state.batch_stats, moments)
+  return state.replace(batch_stats=jax.device_put(stats, trainer.replicated))
+
+
+def _first_batch(source, pipeline, config, seed: int) -> dict:
+  it = data.BatchIterator(source, pipeline, config.batch_size // jax.process_count(), train=True,
+                          seed=seed, num_epochs=1, prefetch=False)
+  batch = next(it)
+  it.close()
+  return batch
+
+
+def _switch_record(trainer, state) -> dict:
+  """Per block, the norm of the weights the mask removes (per member for an ensemble)."""
+  host = jax.device_get(state)
+  spec = sparsity.prunable_spec(trainer.sp_cfg)
+  members = trainer.members(host)
+  norms = [{b: float(v) for b, v in sparsity.group_norms(m.params, m.masks, spec).items()}
+           for m in members]
+  return {"masked_norm": norms[0] if len(norms) == 1 else norms,
+          "masked_norm_total": [sum(n.values()) for n in norms] if len(norms) > 1
+                               else sum(norms[0].values())}
+
+
+def _fixed_batch_metrics(trainer, state, batch, phase: str) -> dict:
+  out = jax.device_get(trainer.batch_metrics[phase](state, trainer.global_batch(batch)))
+  return {k: np.asarray(v).tolist() for k, v in out.items()}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates on the test split and writes the workdir; returns ``results.json``."""
   t_start = time.time()
@@ -253,28 +369,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   data_dir, info = _dataset(config)
   model = _build_model(config, info)
-  train_src = data.load(config.dataset, data_dir, config.train_split)
+  train_src, val_src, val_note = _train_val_sources(config, info, data_dir)
   test_src = data.load(config.dataset, data_dir, config.test_split)
+  seeds = run_seeds(config)
   per_process = config.batch_size // jax.process_count()
-  train_it = data.BatchIterator(train_src, _pipeline(config, info, True), per_process,
-                                train=True, seed=config.seed)
+  if config.train_repeat < 1:
+    raise RunError(f"config.train_repeat must be >= 1, got {config.train_repeat}")
+  train_pipe = _pipeline(config, info, True)
+  if len(train_src) // jax.process_count() < per_process:
+    raise RunError(f"the {config.train_split!r} split has {len(train_src)} training samples, fewer "
+                   f"than one batch of {config.batch_size}; lower --batch_size")
+  train_it = data.BatchIterator(train_src, train_pipe, per_process, train=True, seed=seeds["data"],
+                                repeat=config.train_repeat)
   steps_per_epoch = config.steps_per_epoch or train_it.steps_per_epoch
-  if steps_per_epoch < 1:
-    raise RunError(f"the {config.train_split!r} split has {len(train_src)} samples, fewer than one "
-                   f"batch of {config.batch_size}; lower --batch_size")
   sp_cfg = sparsity.resolve(config, steps_per_epoch=steps_per_epoch)
   trainer = _Trainer(config, model, sp_cfg)
+  bn_seed = seeds["data"] + 1  # the precise-BN batches: their own, fixed stream
 
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({**config.to_dict(), "steps_per_epoch": steps_per_epoch}, f, indent=2, default=str)
+    json.dump({**config.to_dict(), "steps_per_epoch": steps_per_epoch, "seeds": seeds,
+               "validation": val_note}, f, indent=2, default=str)
   variables = _pretrained(config, model)
   sample_x = jnp.zeros((1, config.num_person, config.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
-  state = trainer.create_state(jax.random.key(config.seed), sample_x, variables)
+  state = trainer.create_state(seeds, sample_x, variables)
 
   mngr = _checkpoint_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  best_mngr = (_checkpoint_manager(os.path.join(workdir, "best"), 1, best=True)
-               if config.eval_every_epochs else None)
+  validate = bool(config.eval_every_epochs) and val_src is not None
+  best_mngr = _checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
   logger = _Logger(workdir, config.tensorboard)
   if mngr.latest_step() is not None:
     restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
@@ -287,17 +409,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if step == 0:
     logger.write(0, {"split": "sparsity", "phase": sparsity.phase_at(0, sp_cfg),
                      **_sparsity_record(trainer, state)})
+    print(f"validation: {val_note}")
 
   pbar = _progress(total, step, config.progress_bar)
   val_pipe = _pipeline(config, info, False, num_clips=1)
   t_log, step_log = time.time(), step
   try:
     while step < total:
-      phase = sparsity.phase_at(step, sp_cfg)
+      phase = "warmup" if step < sp_cfg.warmup_steps else "finetune"
       if phase == "finetune" and step == sp_cfg.warmup_steps and step > 0:
-        state = trainer.switch(state)
-        logger.write(step, {"split": "sparsity", "phase": "finetune",
-                            **_sparsity_record(trainer, state)})
+        state = _switch(trainer, state, step, train_src, train_pipe, config, bn_seed, logger,
+                        pbar)
       batch = trainer.global_batch(next(train_it))
       state, metrics = trainer.steps[phase](state, batch)
       step += 1
@@ -322,13 +444,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if epoch_end or step == total:
         epoch = math.ceil(step / steps_per_epoch)
         metrics_val = None
-        if config.eval_every_epochs and (epoch % config.eval_every_epochs == 0 or step == total):
-          val = _evaluate(trainer, state, test_src, val_pipe, _eval_batch(config), config.seed)
+        if validate and (epoch % config.eval_every_epochs == 0 or step == total):
+          state = _precise_bn(trainer, state, phase, train_src, train_pipe, config, bn_seed)
+          val = _evaluate(trainer, state, val_src, val_pipe, _eval_batch(config), config.seed,
+                          phase)
           scores = val["scores"] if val["scores"].ndim == 2 else val["scores"].sum(0)
           acc = _accuracy_report(scores, val["labels"])
-          metrics_val = {"top1": acc["top1"]}
-          logger.write(step, {"split": "val", "epoch": epoch, "top1": acc["top1"],
+          logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": acc["top1"],
                               "top5": acc["top5"]})
+          # The best model is one of the kind the run delivers: sparse for the generator.
+          if phase == "finetune" or sp_cfg.warmup_steps == 0:
+            metrics_val = {"top1": acc["top1"]}
         if epoch % config.checkpoint_every_epochs == 0 or step == total:
           meta = {"iterator": train_it.get_state(), "step": step, "epoch": epoch,
                   "phase": sparsity.phase_at(step, sp_cfg)}
@@ -341,7 +467,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_it.close()
   train_time = time.time() - t_start
 
+  # The final model: its test accuracy with the running (EMA) statistics, for the record, then
+  # with the exact population statistics that the saved model carries.
+  test_pipe = _pipeline(config, info, False)
+  ema = _accuracy_report(*_test_scores(trainer, state, test_src, test_pipe, config))
+  state = _precise_bn(trainer, state, "finetune", train_src, train_pipe, config, bn_seed)
   results = _final_evaluation(config, trainer, state, test_src, info, workdir)
+  results["precise_bn_batches"] = int(config.precise_bn_batches)
+  results["without_precise_bn"] = {k: ema[k] for k in ("top1", "top5", "mean_class_accuracy")}
+  results["validation"] = val_note
+  results["seeds"] = seeds
+  if best_mngr is not None and best_mngr.best_step() is not None:
+    best_step = best_mngr.best_step()
+    best = best_mngr.restore(best_step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state(state)))).state
+    acc = _accuracy_report(*_test_scores(trainer, best, test_src, test_pipe, config))
+    val_top1 = [json.loads(line)["top1"] for line in open(os.path.join(workdir, "metrics.jsonl"))
+                if '"split": "val"' in line and json.loads(line)["step"] == best_step]
+    results["best_by_val"] = {"step": int(best_step), "epoch": best_step / steps_per_epoch,
+                              "val_top1": val_top1[-1] if val_top1 else None,
+                              **{k: acc[k] for k in ("top1", "top5", "mean_class_accuracy")}}
   results["train_time_s"] = train_time
   results["hardware"] = {"platform": jax.default_backend(), "device_count": jax.device_count(),
                          "device_kind": jax.devices()[0].device_kind,
@@ -368,8 +513,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def _switch(trainer, state, step, train_src, train_pipe, config, bn_seed, logger, pbar):
+  """The warm-up -> fine-tune switch, logged: per block the masked-out norm that the prune
+  removes, and one fixed training batch's loss / accuracy just before and just after it."""
+  batch = _first_batch(train_src, train_pipe, config, bn_seed)
+  before = _fixed_batch_metrics(trainer, state, batch, "warmup")
+  norms = _switch_record(trainer, state)
+  state = trainer.switch(state)
+  after = _fixed_batch_metrics(trainer, state, batch, "finetune")
+  state = _precise_bn(trainer, state, "finetune", train_src, train_pipe, config, bn_seed)
+  logger.write(step, {"split": "switch", "phase": "finetune", **norms,
+                      "before": before, "after": after, **_sparsity_record(trainer, state)})
+  message = (f"switch at step {step}: masked-out norm {np.round(norms['masked_norm_total'], 4)}; "
+             f"fixed batch loss {np.round(before['loss'], 3)} -> {np.round(after['loss'], 3)}, "
+             f"accuracy {np.round(before['accuracy'], 3)} -> {np.round(after['accuracy'], 3)}")
+  (pbar.write if pbar is not None else print)(message)
+  return state
+
+
 def _eval_batch(config) -> int:
   return (config.eval_batch_size or config.batch_size) // jax.process_count()
+
+
+def _test_scores(trainer, state, test_src, pipe, config) -> tuple[np.ndarray, np.ndarray]:
+  out = _evaluate(trainer, state, test_src, pipe, _eval_batch(config), config.seed)
+  scores = out["scores"] if out["scores"].ndim == 2 else out["scores"].sum(0)
+  return scores, out["labels"]
 
 
 def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:

@@ -158,3 +158,53 @@ def test_make_iterator_over_the_store(store):
   batches = list(it)
   assert [int(b["mask"].sum()) for b in batches] == [8, 8, 5]
   assert batches[0]["x"].shape == (8, 2, 2, 16, 25, 3)
+
+
+def test_repeat_makes_one_epoch_several_passes_with_their_own_augmentation():
+  it = data.BatchIterator(_ListSource(10), _first_frame, 5, train=True, seed=0, shard=(0, 1),
+                          repeat=3, prefetch=False)
+  assert it.steps_per_epoch == 6
+  batches = [next(it) for _ in range(it.steps_per_epoch)]
+  seen = np.concatenate([b["index"] for b in batches])
+  assert sorted(seen.tolist()) == sorted(list(range(10)) * 3)     # every sample, 3 times
+  # The three copies of one sample are not three identical clips.
+  x = np.concatenate([b["x"] for b in batches])
+  copies = x[seen == 4]
+  assert len(copies) == 3 and len({float(c.max()) for c in copies}) > 1
+  # Resuming mid-epoch needs the same repeat factor.
+  state = it.get_state()
+  other = data.BatchIterator(_ListSource(10), _first_frame, 5, train=True, seed=0, shard=(0, 1))
+  with pytest.raises(ValueError, match="repeat"):
+    other.set_state(state)
+
+
+def test_holdout_by_performer_is_disjoint_and_keeps_every_class(store):
+  train = data.load("synthetic", store, "train")
+  train_idx, val_idx, how = data.holdout(train, 0.2, seed=0)
+  assert how == "performer"
+  assert len(set(train_idx) & set(val_idx)) == 0
+  assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(train)))
+  names = [train[int(i)]["frame_dir"] for i in range(len(train))]
+  people = lambda idx: {data.holdout.__globals__["performer_of"](names[i]) for i in idx}
+  assert not people(train_idx) & people(val_idx)
+  labels = np.array([train[int(i)]["label"] for i in range(len(train))])
+  assert set(labels[val_idx]) == set(labels[train_idx]) == set(labels)
+  # Seeded: the same seed gives the same split, another seed another one.
+  np.testing.assert_array_equal(data.holdout(train, 0.2, seed=0)[1], val_idx)
+  assert not np.array_equal(data.holdout(train, 0.2, seed=1)[1], val_idx)
+  # Disjoint from test: the test split's clips are other performers' (a cross-subject split).
+  test = data.load("synthetic", store, "test")
+  test_names = {test[i]["frame_dir"] for i in range(len(test))}
+  assert not test_names & {names[i] for i in val_idx}
+
+
+def test_holdout_without_performers_is_stratified_by_class():
+  source = _ListSource(60)
+  for i, record in enumerate(source.records):
+    record["frame_dir"] = f"clip{i}"
+  train_idx, val_idx, how = data.holdout(source, 0.1, seed=0)
+  assert how == "class" and len(set(train_idx) & set(val_idx)) == 0
+  labels = np.arange(60) % 3
+  assert [int(np.sum(labels[val_idx] == c)) for c in range(3)] == [2, 2, 2]
+  subset = data.Subset(source, val_idx, "val")
+  assert len(subset) == 6 and subset[0] is source.records[val_idx[0]]

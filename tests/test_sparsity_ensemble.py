@@ -86,3 +86,31 @@ def test_parameter_budget_is_066_and_honest_total():
 def test_unknown_ensemble_batching_is_refused():
   with pytest.raises(ValueError, match="config.ensemble_batching must be one of"):
     sp.resolve(dict(mode="ensemble", ensemble_batching="loop"))
+
+
+def test_members_are_independent_unless_nested_masks():
+  from stgcn_jax import train
+  import ml_collections
+  model = get_model("stgcn", 5, base_channels=8, num_stages=2, inflate_stages=(2,),
+                    down_stages=(2,))
+  x = jnp.zeros((1, 2, 16, 25, 3))
+  for nested in (False, True):
+    config = ml_collections.ConfigDict(dict(seed=0, mode="ensemble", nested_masks=nested,
+                                            ensemble_sparsities=SPARSITIES))
+    seeds = train.run_seeds(config)
+    cfg = sp.resolve(dict(mode="ensemble", ensemble_sparsities=SPARSITIES, nested_masks=nested,
+                          mask_cover_channels=False))   # moving kept weights breaks nesting
+    ens = sp.create_ensemble_state(
+        model, [jax.random.key(m["init"]) for m in seeds["members"]], x, cfg,
+        mask_keys=[jax.random.key(m["mask"]) for m in seeds["members"]])
+    members = [sp.member_state(ens, i) for i in range(4)]
+    kernel = lambda t: np.asarray(t["backbone"]["block1"]["tcn"]["conv"]["kernel"])
+    # Initial weights differ between members.
+    assert not np.allclose(kernel(members[0].params), kernel(members[1].params))
+    # kept(0.99) inside kept(0.6)?  Only with nested masks.
+    kept_hi, kept_lo = kernel(members[3].masks), kernel(members[0].masks)
+    assert bool(np.all(kept_lo[kept_hi])) == nested
+  # Every sparsity gets its own seed, a function of the run seed and the sparsity only.
+  assert len({sp.ensemble.member_seed(0, s) for s in SPARSITIES + (0.0,)}) == 5
+  assert sp.ensemble.member_seed(0, 0.8) == sp.ensemble.member_seed(0, 0.8)
+  assert sp.ensemble.member_seed(0, 0.8) != sp.ensemble.member_seed(1, 0.8)

@@ -84,3 +84,45 @@ def test_penalty_shrinks_masked_out_weights_in_warmup():
       assert float(metrics["penalty"]) > 0
   assert results[1.0] < before
   assert results[1.0] < results[0.0]
+
+
+def test_proximal_update_zeroes_a_block_below_the_threshold_and_shrinks_the_others():
+  params, masks = small_tree()
+  norm0 = np.sqrt(2**2 + 4**2 + 6**2 + 1**2)           # block0's masked-out norm
+  norm1 = np.sqrt(18.0)                                # block1's
+  threshold = (norm1 + norm0) / 2                      # between the two: block1 below it
+  out, alive = sp.penalty.proximal_group_lasso(params, masks, threshold)
+  b0, b1 = out["backbone"]["block0"], out["backbone"]["block1"]
+  m1 = np.asarray(masks["backbone"]["block1"]["gcn"]["conv"]["kernel"])
+  k1 = np.asarray(b1["gcn"]["conv"]["kernel"])
+  assert np.all(k1[~m1] == 0.0)                        # exactly zero, not small
+  np.testing.assert_array_equal(k1[m1], 3.0)           # kept weights untouched
+  assert not np.asarray(alive["backbone"]["block1"]["gcn"]["conv"]["kernel"])[~m1].any()
+  # block0 is shrunk by exactly `threshold` in norm, along its own direction.
+  norms = sp.group_norms(out, masks)
+  assert float(norms["block0"]) == pytest.approx(norm0 - threshold, rel=1e-6)
+  assert float(norms["block1"]) == 0.0
+  np.testing.assert_array_equal(b0["gcn"]["conv"]["bias"], 9.0)           # not prunable
+  np.testing.assert_array_equal(out["cls_head"]["fc_cls"]["kernel"], 5.0)
+  # Once zero, it stays exactly zero under any positive threshold.
+  again, _ = sp.penalty.proximal_group_lasso(out, masks, 1e-9)
+  assert np.all(np.asarray(again["backbone"]["block1"]["gcn"]["conv"]["kernel"])[~m1] == 0.0)
+
+
+def test_proximal_warmup_reaches_exact_zeros():
+  model = get_model("stgcn", 4, base_channels=4, num_stages=2, inflate_stages=(),
+                    down_stages=())
+  x = jax.random.normal(jax.random.key(1), (4, 2, 8, 25, 3))
+  batch = {"x": x, "label": jnp.array([0, 1, 2, 3], jnp.int32)}
+  cfg = sp.resolve(dict(mode="generator", sparsity=0.8, warmup_epochs=8, num_epochs=10,
+                        steps_per_epoch=1, penalty_update="proximal", penalty_lambda=5.0,
+                        learning_rate=0.4, batch_size=128))
+  state = sp.create_train_state(model, jax.random.key(0), x, cfg)
+  step = jax.jit(sp.make_train_step(model, cfg, "warmup"))
+  state, first = step(state, batch)
+  assert float(first["penalty"]) > 0     # the norm before the first proximal step
+  for _ in range(3):
+    state, metrics = step(state, batch)
+  assert float(sp.group_lasso(state.params, state.masks)) == 0.0
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) == pytest.approx(
+      float(metrics["ce"]))              # the loss is CE only: the penalty acts by the prox

@@ -160,3 +160,22 @@ def test_unknown_phase_and_bad_config():
     sp.resolve(dict(mode="sparse"))
   with pytest.raises(ValueError, match="warmup_epochs must be in"):
     sp.resolve(dict(warmup_epochs=200))
+
+
+def test_lr_warmup_schedule_values():
+  from stgcn_jax.sparsity import optim
+  cfg = sp.resolve(dict(learning_rate=0.1, base_batch_size=128, batch_size=64, num_epochs=10,
+                        warmup_epochs=5, steps_per_epoch=10, lr_warmup_epochs=2))
+  lr = optim.make_schedule(cfg)
+  peak = 0.05
+  assert float(lr(0)) == 0.0
+  assert float(lr(10)) == pytest.approx(peak / 2)                # linear over 20 steps
+  assert float(lr(20)) == pytest.approx(peak)
+  assert float(lr(60)) == pytest.approx(peak * 0.5 * (1 + np.cos(np.pi * 40 / 80)), rel=1e-5)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-9)
+  no_warmup = optim.make_schedule(sp.resolve(dict(learning_rate=0.1, base_batch_size=128,
+                                                  batch_size=64, num_epochs=10,
+                                                  warmup_epochs=5, steps_per_epoch=10)))
+  assert float(no_warmup(0)) == pytest.approx(peak)
+  with pytest.raises(ValueError, match="lr_warmup_epochs"):
+    sp.resolve(dict(num_epochs=10, warmup_epochs=5, lr_warmup_epochs=10))

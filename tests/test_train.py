@@ -46,8 +46,12 @@ def final_params(workdir):
 
 def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
   workdir = tmp_path / "run"
-  run(workdir, data_dir, "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1")
+  run(workdir, data_dir, "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1",
+      "--config.eval_every_epochs=1")
   results = json.loads((workdir / "results.json").read_text())
+  # Validation on held-out training clips selects the best fine-tuned model, tested at the end.
+  assert "held out" in results["validation"]
+  assert results["best_by_val"]["epoch"] >= 2 and 0 <= results["best_by_val"]["top1"] <= 1
   assert results["num_samples"] == 20 and len(results["confusion_matrix"]) == 4
   assert abs(results["prunable_sparsity"] - 0.8) < 0.01
   # The latest training checkpoint: masked-out weights are exactly 0 after fine-tuning.
@@ -63,10 +67,42 @@ def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
   assert report["nonzero_params"] == results["nonzero_params"]
   assert report["prunable_sparsity"] == pytest.approx(results["prunable_sparsity"])
   log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  phases = [r["phase"] for r in log if r["split"] == "sparsity"]
+  phases = [r["phase"] for r in log if r["split"] in ("sparsity", "switch")]
   assert phases == ["warmup", "finetune"]
   scores = np.load(workdir / "scores.npz")
   np.testing.assert_allclose(scores["scores"].sum(-1), 1.0, rtol=1e-5)
+  # The switch is logged: masked-out norms per block, a fixed batch before and after the prune.
+  switch = [r for r in log if r["split"] == "switch"]
+  assert len(switch) == 1 and set(switch[0]["masked_norm"]) == {"block0", "block1"}
+  assert {"loss", "accuracy"} <= set(switch[0]["before"]) and switch[0]["step"] > 0
+  assert set(results["without_precise_bn"]) >= {"top1", "top5"}
+  assert results["seeds"]["run"] == 0 and results["seeds"]["init"] != 0
+
+
+def test_eval_mode_matches_batch_statistics_on_training_clips(tmp_path, data_dir):
+  """The saved model in eval mode (population BN statistics) scores the training clips as the
+  same weights do with batch statistics: the collapse of a sparse model in eval mode is gone."""
+  workdir = tmp_path / "run"
+  run(workdir, data_dir, "--sparsity=0.9", "--epochs=10", "--warmup_epochs=5",
+      "--learning_rate=0.8")
+  model, variables = checkpoint.load_model(str(workdir / "model"))
+  c = json.loads((workdir / "config.json").read_text())
+  info = data.info("synthetic", data_dir)
+  pipe = data.Pipeline(data.PipelineConfig(
+      clip_len=c["clip_len"], num_clips=1, test_mode=False, modality=c["modality"],
+      normalize=c["normalize"], align_spine=c["align_spine"], rotate=0.0,
+      num_person=c["num_person"]), info)
+  source = data.load("synthetic", data_dir, "train")
+  it = data.BatchIterator(source, pipe, 16, train=True, seed=5, num_epochs=1, prefetch=False)
+  hits_eval, hits_train, n = 0, 0, 0
+  for batch in it:
+    eval_logits = model.apply(variables, batch["x"], train=False)
+    train_logits, _ = model.apply(variables, batch["x"], train=True, mutable=["batch_stats"])
+    hits_eval += int(np.sum(np.argmax(eval_logits, -1) == batch["label"]))
+    hits_train += int(np.sum(np.argmax(train_logits, -1) == batch["label"]))
+    n += len(batch["label"])
+  assert max(hits_eval, hits_train) / n > 0.35      # it learned something (chance: 0.25)
+  assert abs(hits_eval - hits_train) / n <= 0.05
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):

@@ -1,14 +1,18 @@
 """Configs for ``python -m experiments.run``.
 
-``python -m experiments.run --backbone=ctrgcn --sparsity=0.95`` uses ``get_config()`` (the built-in
-synthetic dataset, a reduced CTR-GCN, a few CPU minutes; it should reach well above chance, ~10%).
+``python -m experiments.run --backbone=ctrgcn --sparsity=0.95`` uses ``get_config()``: the built-in
+synthetic dataset (10 classes; chance 10 %), a reduced CTR-GCN (4 blocks of 16-64 channels, one
+person, clips of 24 frames), lr 0.1 at batch 16 with a 1-epoch LR warm-up, 12 epochs of which 7
+are the dense warm-up; about 3 minutes on a 2-core CPU and about 94 % test top-1 (README).
 ``--config=experiments/configs/default.py:ntu60_xsub`` selects a named variant, and any field is
 overridden with ``--config.FIELD=VALUE`` (e.g. ``--config.num_epochs=20``).
 
 Variants (the paper's recipe, SPARSE.md section 7, on real data):
   ``ntu60_xsub``, ``ntu60_xview``, ``ntu120_xsub``, ``ntu120_xset``: clip 100, 2 persons, batch 128
     (lr 0.1 scaled linearly), 100 epochs with 60 warm-up, rotation +-0.2 rad, 10-clip test.
-  ``nw_ucla``: cross-view NW-UCLA (views 1-2 train, 3 test), clip 52, 1 person.
+  ``nw_ucla``: cross-view NW-UCLA (views 1-2 train, 3 test), clip 52, 1 person, near CTR-GCN's
+    published NW-UCLA recipe: lr 0.1 at batch 16, a 5-epoch LR warm-up, the training set repeated
+    5 times per epoch, 30 (long) epochs of which 18 warm-up, cosine decay.
   ``test``: tiny channels, T=16, 2 blocks, for tests.
 """
 
@@ -50,7 +54,12 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   # Loop.
   c.seed = 0
   c.log_every_steps = 50
-  c.eval_every_epochs = 0         # 1-clip validation every N epochs (0 = only the final test)
+  # Validation (model selection; the test split is only for the final report).
+  c.val_split = ""                # a split of the dataset; "" -> its own "val" split if it has one,
+  c.val_fraction = 0.1            # else this fraction of train held out (by performer, else by class)
+  c.eval_every_epochs = 5         # 1-clip validation every N epochs, best/ by it (0 = none)
+  c.precise_bn_batches = 50       # exact BN statistics over N train batches (0 = running averages)
+  c.train_repeat = 1              # one epoch = this many passes over the training data
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 2
   c.tensorboard = False
@@ -58,12 +67,17 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   c.progress_bar = True
 
   if variant == "synthetic":
-    c.clip_len = 32
+    c.clip_len = 24
+    c.num_person = 1
     c.rotate = 0.1
-    c.model.base_channels = 16
-    c.batch_size = 32
-    c.num_epochs = 20
-    c.warmup_epochs = 12
+    c.model.update(base_channels=16, num_stages=4, inflate_stages=(2, 3), down_stages=(2, 3))
+    c.batch_size = 16
+    c.learning_rate = 0.8         # per batch 128: 0.1 at batch 16
+    c.lr_warmup_epochs = 1.0
+    c.num_epochs = 12
+    c.warmup_epochs = 7
+    c.eval_every_epochs = 4
+    c.num_clips_test = 5
     c.log_every_steps = 10
   elif variant.startswith(("ntu60_", "ntu120_")):
     c.dataset = variant
@@ -72,6 +86,11 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
     c.clip_len = 52
     c.num_person = 1
     c.batch_size = 16
+    c.learning_rate = 0.8         # per batch 128: 0.1 at batch 16
+    c.lr_warmup_epochs = 5.0
+    c.train_repeat = 5
+    c.num_epochs = 30
+    c.warmup_epochs = 18
   elif variant == "test":
     c.clip_len = 16
     c.num_clips_test = 2
@@ -80,6 +99,8 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
     c.num_epochs = 2
     c.warmup_epochs = 1
     c.log_every_steps = 5
+    c.eval_every_epochs = 0       # tests that validate ask for it
+    c.precise_bn_batches = 4
     c.progress_bar = False
   else:
     raise ValueError(f"unknown config variant {variant!r}; expected synthetic, ntu60_xsub, "

@@ -24,6 +24,7 @@ Typical use::
 """
 
 from stgcn_jax.data.builders import CONTRACT, dataset_dir, write_dataset
+from stgcn_jax.data.holdout import Subset, holdout
 from stgcn_jax.data.iterator import BatchIterator
 from stgcn_jax.data.pipeline import Pipeline, PipelineConfig
 from stgcn_jax.data.records import ConversionReport, DataError, check_record
@@ -33,8 +34,8 @@ from stgcn_jax.data.synthetic import build_synthetic, ensure_synthetic, generate
 from stgcn_jax.data import transforms
 
 __all__ = ["CONTRACT", "BatchIterator", "ConversionReport", "DataError", "DatasetInfo", "Pipeline",
-           "PipelineConfig", "SkeletonSource", "build_synthetic", "check_record", "dataset_dir",
-           "default_data_dir", "ensure_synthetic", "exists", "generate_synthetic", "info", "load",
+           "PipelineConfig", "SkeletonSource", "Subset", "build_synthetic", "check_record", "dataset_dir",
+           "default_data_dir", "ensure_synthetic", "exists", "generate_synthetic", "holdout", "info", "load",
            "make_iterator", "transforms", "write_dataset"]
 
 

@@ -51,13 +51,19 @@ class BatchIterator:
     prefetch: build the next batch in a background thread while the caller works.
     num_threads: threads that transform the clips of one batch in parallel (0: in the calling /
       prefetch thread). numpy releases the GIL in the heavy steps, so this helps on many cores.
+    repeat: training only: one epoch is ``repeat`` passes over the source, each in its own random
+      order and with its own augmentation (the repeat factor of small datasets, as mmaction2's
+      ``RepeatDataset``).
   """
 
   def __init__(self, source, pipeline, batch_size: int, *, train: bool, seed: int = 0,
                num_epochs: int | None = None, shard: tuple[int, int] | None = None,
-               prefetch: bool = True, num_threads: int = 0):
+               prefetch: bool = True, num_threads: int = 0, repeat: int = 1):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if int(repeat) < 1 or (int(repeat) > 1 and not train):
+      raise ValueError(f"repeat must be >= 1 (and 1 for evaluation), got {repeat}")
+    self.repeat = int(repeat)
     self.source, self.pipeline, self.batch_size = source, pipeline, int(batch_size)
     self.train, self.seed = bool(train), int(seed)
     self.num_epochs = num_epochs if num_epochs is not None else (None if train else 1)
@@ -79,15 +85,17 @@ class BatchIterator:
     """Batches per epoch on this process."""
     b, n = self.batch_size, self.shard[1]
     if self.train:
-      return (self.size // n) // b
+      return (self.size * self.repeat // n) // b
     return math.ceil(self.size / (b * n)) if self.size else 0
 
   def _epoch_indices(self, epoch: int) -> np.ndarray:
     """This process's source positions for ``epoch`` (-1 marks eval padding)."""
     p, n = self.shard
-    if self.train:
-      perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
-      return perm[p::n][: self.size // n]
+    if self.train:  # virtual positions v: sample v % size of pass v // size of the epoch
+      perm = np.concatenate(
+          [np.random.default_rng([self.seed, epoch] + ([r] if r else [])).permutation(self.size)
+           + r * self.size for r in range(self.repeat)])
+      return perm[p::n][: self.size * self.repeat // n]
     per_process = self.steps_per_epoch * self.batch_size
     padded = np.full(per_process * n, -1, np.int64)
     padded[: self.size] = np.arange(self.size)
@@ -95,9 +103,10 @@ class BatchIterator:
 
   def _make_batch(self, epoch: int, batch: int) -> dict:
     idx = self._epoch_indices(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
-    real = idx[idx >= 0]
-    records = (self.source.__getitems__(real) if hasattr(self.source, "__getitems__")
-               else [self.source[int(i)] for i in real])
+    real = idx[idx >= 0]            # virtual positions (= source positions unless repeat > 1)
+    src = real % max(self.size, 1)
+    records = (self.source.__getitems__(src) if hasattr(self.source, "__getitems__")
+               else [self.source[int(i)] for i in src])
     def one(i, record):
       return self.pipeline(record, np.random.RandomState([self.seed & 0xFFFFFFFF, epoch, int(i)]))
     clips = list(self._pool.map(one, real, records) if self._pool is not None
@@ -117,7 +126,7 @@ class BatchIterator:
     if self.train:
       if x.shape[1] != 1:
         raise ValueError(f"training clips must have num_clips == 1, got shape {x.shape}")
-      return {"x": x[:, 0], "label": label, "index": idx}
+      return {"x": x[:, 0], "label": label, "index": idx % max(self.size, 1)}
     return {"x": x, "label": label, "mask": mask, "index": idx}
 
   # ------------------------------------------------------------------ iteration
@@ -155,12 +164,18 @@ class BatchIterator:
 
   def get_state(self) -> dict:
     """The position of the next batch, as a small JSON-able dict."""
-    return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
-            "shard": list(self.shard), "size": self.size}
+    state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+             "shard": list(self.shard), "size": self.size}
+    if self.repeat > 1:
+      state["repeat"] = self.repeat
+    return state
 
   def set_state(self, state: dict) -> None:
     """Resumes at a position from :meth:`get_state` (same source, seed, shard and batch size)."""
-    for key, mine in (("seed", self.seed), ("shard", list(self.shard)), ("size", self.size)):
+    state = dict(state)
+    state.setdefault("repeat", 1)
+    for key, mine in (("seed", self.seed), ("shard", list(self.shard)), ("size", self.size),
+                      ("repeat", self.repeat)):
       if key in state and list(np.atleast_1d(state[key])) != list(np.atleast_1d(mine)):
         raise ValueError(f"iterator state {key}={state[key]!r} does not match this iterator's "
                          f"{key}={mine!r}")

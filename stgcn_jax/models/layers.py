@@ -170,6 +170,9 @@ class BatchNorm(nn.Module):
   Training normalises with the biased batch variance and updates ``var`` with the *unbiased* one
   (momentum 0.1 in PyTorch's convention); evaluation uses the running statistics. Statistics are
   taken over every axis but the last, so under a sharded ``jit`` they cover the global batch.
+  When the collection ``bn_moments`` is mutable in a training-mode call, the batch's mean, biased
+  variance and element count per channel are stored there as well (``stgcn_jax.precise_bn`` averages
+  them into exact population statistics).
   """
   epsilon: float = 1e-5
   momentum: float = 0.1
@@ -192,6 +195,10 @@ class BatchNorm(nn.Module):
         m = self.momentum
         ra_mean.value = (1 - m) * ra_mean.value + m * lax.stop_gradient(mean)
         ra_var.value = (1 - m) * ra_var.value + m * lax.stop_gradient(unbiased)
+      if self.is_mutable_collection("bn_moments") and not self.is_initializing():
+        self.put_variable("bn_moments", "mean", lax.stop_gradient(mean))
+        self.put_variable("bn_moments", "var", lax.stop_gradient(var))
+        self.put_variable("bn_moments", "count", jnp.asarray(x.size // c, jnp.float32))
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * lax.rsqrt(var + self.epsilon)

@@ -6,7 +6,7 @@ See ``/work/shared/spec/SPARSE.md`` for the method; ``config.py`` lists the conf
 from stgcn_jax.sparsity.config import MODES, SparseConfig, default_config, resolve
 from stgcn_jax.sparsity.ensemble import (clip_average_softmax, create_ensemble_state, fuse_scores,
                                          make_ensemble_eval_step, make_ensemble_train_step,
-                                         member_state, parameter_budget, stack_states,
+                                         member_seed, member_state, parameter_budget, stack_states,
                                          start_finetune_ensemble)
 from stgcn_jax.sparsity.lottery import (init_scores, masks_from_scores, prunable_subset,
                                         ste_params, topk_masks)
@@ -16,7 +16,8 @@ from stgcn_jax.sparsity.masks import (METHODS, PrunableSpec, apply_masks, block_
                                       prunable_tree, save_masks, validate_masks)
 from stgcn_jax.sparsity.optim import (make_optimizer, make_schedule, mask_optimizer_state,
                                       masked_updates)
-from stgcn_jax.sparsity.penalty import group_lasso, group_norms, penalty_weight
+from stgcn_jax.sparsity.penalty import (group_lasso, group_norms, penalty_weight,
+                                        proximal_group_lasso)
 from stgcn_jax.sparsity.report import format_report, scalar_summary, sparsity_report
 from stgcn_jax.sparsity.steps import (PHASES, build_optimizer, create_train_state, make_eval_step,
                                       make_train_step, phase_at, prunable_spec, start_finetune)

@@ -17,11 +17,20 @@ Fields:
     kernels each).
   mask_method: 'uniform' | 'erk' | 'global' | 'per_block' | 'predefined'.
   mask_path: the .npz file / orbax directory for 'predefined'.
+  mask_cover_channels: 'uniform' / 'erk' masks keep at least one weight of every output channel
+    (same counts per tensor; ``masks.cover_output_channels``): no constant channel for BatchNorm.
   mask_head, mask_attention: also prune the classifier head / the AA-GCN attention layers.
   warmup_epochs: dense warm-up epochs (0 = no warm-up: sparse from step 0).
   penalty_lambda: the group-lasso weight (0 = no penalty).
   lambda_schedule: 'constant' or 'ramp' (``penalty_lambda * min(1, epoch / warmup_epochs)``); the
     epoch is ``step // steps_per_epoch``.
+  penalty_update: how the warm-up applies the group lasso: 'gradient' (its subgradient is added to
+    the loss's, SPARSE.md section 3) or 'proximal' (after each optimizer step, block
+    soft-thresholding of each block's masked-out weights by ``lr * lambda / (1 - momentum)``, which
+    reaches exact zeros in finitely many steps; the loss is then CE only).
+  nested_masks: ensemble members / sweep cells of different sparsity draw their masks from the same
+    key (so kept(0.99) is inside kept(0.95) ... for 'uniform' with mask_cover_channels=False, which
+    moves kept weights); default False: independent draws.
   learn_scores: generator mode only: reproduce the reference code (scores trained with the weights
     by a straight-through estimator and thresholded every step; dense threshold during warm-up).
   score_scope: threshold scope of learned scores ('per_tensor', 'global', 'per_block') for 'lth' and
@@ -29,7 +38,13 @@ Fields:
   learning_rate: lr for a batch of ``base_batch_size`` (scaled linearly to ``batch_size``).
   base_batch_size, batch_size, num_epochs, steps_per_epoch: the schedule's length.
   lr_by_epoch: cosine constant within an epoch (the reference sparse recipe) instead of per step.
+  lr_warmup_epochs: linear LR warm-up from 0 over this many epochs, then the cosine decay to 0 over
+    the remaining epochs (0: cosine from step 0).
   weight_decay, momentum, nesterov: SGD (decay added to the gradient before momentum).
+  grad_clip_norm: clip the gradient (after decay, before momentum) to this global norm (0: off).
+    A channel whose kept weights are all pruned has a variance that falls towards 0 while the
+    penalty empties its masked-out weights, and BatchNorm's gradient grows as 1/sqrt(var + eps)
+    on the way: clipping keeps those spikes from throwing the masked-out weights out again.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import ml_collections
 
 MODES = ("generator", "dense", "lth", "ensemble")
 ENSEMBLE_BATCHING = ("vmap", "map", "unroll")
+PENALTY_UPDATES = ("gradient", "proximal")
 SCORE_SCOPES = ("per_tensor", "global", "per_block")
 
 
@@ -52,11 +68,14 @@ class SparseConfig:
   ensemble_batching: str = "vmap"
   mask_method: str = "uniform"
   mask_path: str = ""
+  mask_cover_channels: bool = True
   mask_head: bool = False
   mask_attention: bool = False
   warmup_epochs: int = 60
   penalty_lambda: float = 1.0
   lambda_schedule: str = "constant"
+  penalty_update: str = "gradient"
+  nested_masks: bool = False
   learn_scores: bool = False
   score_scope: str = "per_tensor"
   learning_rate: float = 0.1
@@ -65,6 +84,8 @@ class SparseConfig:
   num_epochs: int = 100
   steps_per_epoch: int = 1
   lr_by_epoch: bool = False
+  lr_warmup_epochs: float = 0.0
+  grad_clip_norm: float = 0.0
   weight_decay: float = 5e-4
   momentum: float = 0.9
   nesterov: bool = True
@@ -127,6 +148,12 @@ def _check(cfg: SparseConfig) -> None:
   if cfg.lambda_schedule not in LAMBDA_SCHEDULES:
     raise ValueError(f"config.lambda_schedule must be one of {LAMBDA_SCHEDULES}, "
                      f"got {cfg.lambda_schedule!r}")
+  if cfg.penalty_update not in PENALTY_UPDATES:
+    raise ValueError(f"config.penalty_update must be one of {PENALTY_UPDATES}, "
+                     f"got {cfg.penalty_update!r}")
+  if not 0 <= cfg.lr_warmup_epochs < cfg.num_epochs:
+    raise ValueError(f"config.lr_warmup_epochs must be in [0, num_epochs={cfg.num_epochs}), "
+                     f"got {cfg.lr_warmup_epochs!r}")
   if cfg.score_scope not in SCORE_SCOPES:
     raise ValueError(f"config.score_scope must be one of {SCORE_SCOPES}, got {cfg.score_scope!r}")
   for name in ("steps_per_epoch", "batch_size", "base_batch_size", "num_epochs"):
@@ -135,5 +162,8 @@ def _check(cfg: SparseConfig) -> None:
   if cfg.mode in ("generator", "ensemble") and not 0 <= cfg.warmup_epochs <= cfg.num_epochs:
     raise ValueError(f"config.warmup_epochs must be in [0, num_epochs={cfg.num_epochs}], "
                      f"got {cfg.warmup_epochs!r}")
+  if cfg.grad_clip_norm < 0:
+    raise ValueError(f"config.grad_clip_norm must be >= 0 (0 = no clipping), got "
+                     f"{cfg.grad_clip_norm!r}")
   if cfg.penalty_lambda < 0:
     raise ValueError(f"config.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")

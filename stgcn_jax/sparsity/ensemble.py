@@ -25,10 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, resolve
-from stgcn_jax.sparsity.masks import PrunableSpec, path_str
+from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
 from stgcn_jax.sparsity.steps import (build_optimizer, create_train_state, make_eval_step,
                                       make_train_step, start_finetune)
 from stgcn_jax.train_state import TrainState
+
+
+def member_seed(seed: int, sparsity: float) -> int:
+  """A 31-bit seed for the member / run of ``sparsity`` under the run seed ``seed``: different
+  sparsities (and seeds) give independent streams (``numpy.random.SeedSequence``)."""
+  words = [int(seed) & 0xFFFFFFFF, int(round(check_sparsity(sparsity) * 1_000_000))]
+  return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
@@ -42,9 +49,12 @@ def member_state(state: TrainState, i: int) -> TrainState:
 
 
 def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[float] | None = None,
-                          *, variables=None) -> TrainState:
+                          *, variables=None, mask_keys=None) -> TrainState:
   """A stacked ``TrainState`` of generator members, one per sparsity (default
-  ``config.ensemble_sparsities``), each with its own init, mask and dropout keys."""
+  ``config.ensemble_sparsities``), each with its own init, mask and dropout keys.
+
+  ``key`` is one key (split into one per member) or a sequence of per-member keys; ``mask_keys``
+  optionally gives each member's mask key (the same key for all gives nested 'uniform' masks)."""
   cfg = resolve(config)
   if cfg.uses_scores:
     raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
@@ -56,10 +66,14 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
   if not sparsities:
     raise ValueError("an ensemble needs at least one member sparsity")
   tx = build_optimizer(cfg)
-  keys = jax.random.split(key, len(sparsities))
+  keys = list(key) if isinstance(key, (list, tuple)) else jax.random.split(key, len(sparsities))
+  mask_keys = list(mask_keys) if mask_keys is not None else [None] * len(sparsities)
+  if len(keys) != len(sparsities) or len(mask_keys) != len(sparsities):
+    raise ValueError(f"{len(sparsities)} members need as many keys and mask keys, got "
+                     f"{len(keys)} and {len(mask_keys)}")
   return stack_states([create_train_state(model, k, sample_x, cfg, tx=tx, sparsity=s,
-                                          variables=variables)
-                       for k, s in zip(keys, sparsities)])
+                                          variables=variables, mask_key=mk)
+                       for k, mk, s in zip(keys, mask_keys, sparsities)])
 
 
 def over_members(fn, batching: str = "vmap"):

@@ -159,6 +159,53 @@ def _random_keep(rng: np.random.Generator, shape, n_zero: int) -> np.ndarray:
   return keep.reshape(shape)
 
 
+def cover_output_channels(keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """``keep`` with the same number of kept entries, moved so that every output channel (last axis)
+  keeps at least one weight while any channel keeps two or more: for each dead channel, one kept
+  entry of the channel that keeps the most moves to a random position of the dead one.
+
+  An output channel whose weights are all pruned computes a constant; the BatchNorm after it then
+  sees variance ~0, scales it by 1/sqrt(eps) in eval mode (where any lag of the running mean becomes
+  a large activation) and gives the masked-out weights of that channel gradients amplified by as
+  much while the warm-up's penalty empties them. At 95 % sparsity a 16-input 1x1 conv loses 44 %
+  of its output channels that way by chance (0.95 ** 16)."""
+  keep = keep.copy()
+  cols = keep.reshape(-1, keep.shape[-1])
+  for j in rng.permutation(cols.shape[1]):
+    if cols[:, j].any():
+      continue
+    counts = cols.sum(0)
+    donor = int(np.argmax(counts))
+    if counts[donor] < 2:
+      break
+    cols[rng.choice(np.flatnonzero(cols[:, donor])), donor] = False
+    cols[rng.integers(cols.shape[0]), j] = True
+  return cols.reshape(keep.shape)
+
+
+def channel_floor_counts(sizes: dict[str, int], channels: dict[str, int],
+                         counts: dict[str, int]) -> dict[str, int]:
+  """Kept counts with the same total as ``counts`` in which every tensor keeps at least one weight
+  per output channel (``channels``): tensors below that floor are raised to it, and the weights
+  this costs are taken from the other tensors in proportion to what they keep above their floor
+  (largest remainders). Where the total cannot cover every floor, ``counts`` is returned."""
+  floor = {p: min(channels[p], sizes[p]) for p in sizes}
+  total = sum(counts.values())
+  if sum(floor.values()) > total:
+    return dict(counts)
+  raised = {p: max(counts[p], floor[p]) for p in sizes}
+  excess = sum(raised.values()) - total
+  if excess == 0:
+    return raised
+  spare = {p: raised[p] - floor[p] for p in sizes if raised[p] > floor[p] and counts[p] > floor[p]}
+  pool = sum(spare.values())
+  cut = {p: excess * v / pool for p, v in spare.items()}
+  take = {p: int(np.floor(c)) for p, c in cut.items()}
+  for p in sorted(cut, key=lambda q: cut[q] - take[q], reverse=True)[:excess - sum(take.values())]:
+    take[p] += 1
+  return {p: raised[p] - take.get(p, 0) for p in sizes}
+
+
 def keep_largest(values_flat, n_zero: int):
   """Flat bool: False at the ``n_zero`` smallest entries (exact count, ties broken by position).
   numpy in, numpy out; jax in, jax out (jittable, ``n_zero`` static)."""
@@ -216,7 +263,7 @@ def _erk_counts(sizes: dict[str, int], densities: dict[str, float], total_keep: 
 
 def make_masks(params, sparsity, *, key=None, method: str = "uniform",
                spec: PrunableSpec | None = None, path: str | None = None,
-               erk_power_scale: float = 1.0):
+               erk_power_scale: float = 1.0, cover_channels: bool = False):
   """A bool mask tree with the structure of ``params`` (arrays or ``ShapeDtypeStruct``s).
 
   Args:
@@ -228,6 +275,8 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
     spec: the prunable predicate (default ``PrunableSpec()``).
     path: the npz file or orbax checkpoint directory for ``predefined``.
     erk_power_scale: the ERK exponent (1.0 = ERK, 0.0 = uniform densities).
+    cover_channels: 'uniform' and 'erk': keep at least one weight of every output channel where
+      the tensor's count allows (``cover_output_channels``; the counts are unchanged).
 
   Returns:
     The mask tree; non-prunable leaves are all True.
@@ -249,8 +298,16 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
                      f"(spec={spec}); first paths: {[p for p, _ in leaves[:5]]}")
   keep: dict[str, np.ndarray] = {}
   if method == "uniform":
+    sizes = {p: _size(leaf) for p, leaf in prunable.items()}
+    counts = {p: n - num_pruned(n, s) for p, n in sizes.items()}
+    if cover_channels:
+      counts = channel_floor_counts(sizes, {p: int(leaf.shape[-1]) for p, leaf in
+                                            prunable.items()}, counts)
     for p, leaf in prunable.items():
-      keep[p] = _random_keep(_leaf_rng(key, p), leaf.shape, num_pruned(_size(leaf), s))
+      rng = _leaf_rng(key, p)
+      keep[p] = _random_keep(rng, leaf.shape, sizes[p] - counts[p])
+      if cover_channels:
+        keep[p] = cover_output_channels(keep[p], rng)
   elif method == "erk":
     sizes = {p: _size(leaf) for p, leaf in prunable.items()}
     dens = erk_densities({p: tuple(leaf.shape) for p, leaf in prunable.items()}, s,
@@ -258,7 +315,10 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
     total = sum(sizes.values())
     counts = _erk_counts(sizes, dens, total - num_pruned(total, s))
     for p, leaf in prunable.items():
-      keep[p] = _random_keep(_leaf_rng(key, p), leaf.shape, sizes[p] - counts[p])
+      rng = _leaf_rng(key, p)
+      keep[p] = _random_keep(rng, leaf.shape, sizes[p] - counts[p])
+      if cover_channels:
+        keep[p] = cover_output_channels(keep[p], rng)
   else:  # global / per_block: threshold i.i.d. kaiming-uniform scores
     if s >= 0.95:
       warnings.warn(f"mask method {method!r} at sparsity {s}: thresholding kaiming-uniform scores "

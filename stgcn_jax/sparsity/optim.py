@@ -49,9 +49,19 @@ def masked_updates() -> optax.GradientTransformationExtraArgs:
 
 
 def make_schedule(config: SparseConfig) -> Callable[[Any], jax.Array]:
-  """Cosine decay to 0 over ``num_epochs * steps_per_epoch`` steps from
-  ``learning_rate * batch_size / base_batch_size`` (constant within an epoch if ``lr_by_epoch``)."""
+  """The learning rate at a step: peak ``learning_rate * batch_size / base_batch_size``.
+
+  Without LR warm-up, cosine decay to 0 over ``num_epochs * steps_per_epoch`` steps (constant
+  within an epoch if ``lr_by_epoch``). With ``lr_warmup_epochs = w``, a linear ramp from 0 to the
+  peak over ``w * steps_per_epoch`` steps, then the cosine decay to 0 over the remaining steps
+  (``optax.warmup_cosine_decay_schedule``).
+  """
   peak = config.learning_rate * config.batch_size / config.base_batch_size
+  if config.lr_warmup_epochs > 0:
+    warmup = max(1, int(round(config.lr_warmup_epochs * config.steps_per_epoch)))
+    if config.lr_by_epoch:
+      raise ValueError("config.lr_by_epoch=True and config.lr_warmup_epochs > 0 cannot be combined")
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, config.total_steps, end_value=0.0)
   if not config.lr_by_epoch:
     return optax.cosine_decay_schedule(peak, config.total_steps, alpha=0.0)
   by_epoch = optax.cosine_decay_schedule(peak, config.num_epochs, alpha=0.0)
@@ -70,8 +80,10 @@ def make_optimizer(config: SparseConfig, *, frozen=None,
     decay_mask: optional per-leaf bool tree (or callable): which leaves get weight decay (default:
       all, as the reference recipe).
   """
-  parts = [optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-           optax.sgd(make_schedule(config), momentum=config.momentum or None,
+  parts = [optax.add_decayed_weights(config.weight_decay, mask=decay_mask)]
+  if config.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  parts += [optax.sgd(make_schedule(config), momentum=config.momentum or None,
                      nesterov=config.nesterov and bool(config.momentum))]
   if frozen is not None:
     parts.append(optax.masked(optax.set_to_zero(), frozen))

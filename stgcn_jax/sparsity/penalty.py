@@ -54,3 +54,32 @@ def penalty_weight(epoch, penalty_lambda: float = 1.0, schedule: str = "constant
   if warmup_epochs <= 0:
     return jnp.asarray(penalty_lambda, jnp.float32)
   return penalty_lambda * jnp.minimum(1.0, jnp.asarray(epoch, jnp.float32) / warmup_epochs)
+
+
+def proximal_group_lasso(params, masks, threshold, spec: PrunableSpec | None = None):
+  """The group lasso's proximal operator on the masked-out weights: per block ``l``,
+  ``W_l * (1 - M_l)`` is scaled by ``max(0, 1 - threshold / ||W_l * (1 - M_l)||)`` (block
+  soft-thresholding); kept weights and non-prunable leaves are unchanged. A block whose masked-out
+  norm is at most ``threshold`` comes out with its masked-out part exactly 0.
+
+  Returns ``(params, alive)``: ``alive`` is a bool tree like ``masks``, False exactly on the
+  masked-out entries of the blocks that were set to 0 (their momentum is reset by the caller)."""
+  spec = spec or PrunableSpec()
+  norms = group_norms(params, masks, spec)
+  factors = {b: jnp.maximum(0.0, 1.0 - threshold / jnp.maximum(n, 1e-30)) for b, n in norms.items()}
+
+  def shrink(kp, w, m):
+    path = path_str(kp)
+    if not spec(path):
+      return w
+    keep = m.astype(w.dtype)
+    return w * keep + (w * (1 - keep)) * factors[block_of(path)].astype(w.dtype)
+
+  def alive(kp, m):
+    path = path_str(kp)
+    if not spec(path):
+      return m
+    return m | (factors[block_of(path)] > 0)
+
+  return (jax.tree_util.tree_map_with_path(shrink, params, masks),
+          jax.tree_util.tree_map_with_path(alive, masks))

@@ -28,7 +28,7 @@ from stgcn_jax.sparsity.config import SparseConfig, resolve
 from stgcn_jax.sparsity.masks import (PrunableSpec, apply_masks, make_masks, ones_like_masks,
                                       validate_masks)
 from stgcn_jax.sparsity.optim import make_optimizer, make_schedule, mask_optimizer_state
-from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight
+from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight, proximal_group_lasso
 from stgcn_jax.train_state import TrainState
 
 PHASES = ("warmup", "finetune")
@@ -53,7 +53,7 @@ def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
 
 
 def create_train_state(model, key, sample_x, config, *, variables=None, masks=None, tx=None,
-                       sparsity: float | None = None) -> TrainState:
+                       sparsity: float | None = None, mask_key=None) -> TrainState:
   """A fresh ``TrainState``.
 
   Args:
@@ -65,11 +65,14 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
     masks: optional mask tree (overrides ``mask_method``; validated against params).
     tx: optional optimizer (``ensemble.py`` shares one between members).
     sparsity: overrides ``config.sparsity`` (ensemble members).
+    mask_key: the key of the mask draw (default: one split from ``key``).
   """
   cfg = resolve(config)
   s = cfg.sparsity if sparsity is None else float(sparsity)
   spec = prunable_spec(cfg)
   k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
+  if mask_key is not None:
+    k_mask = mask_key
   if variables is None:
     variables = model.init(k_init, sample_x)
   params = variables["params"]
@@ -82,7 +85,7 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
     masks = ones_like_masks(params)
   elif masks is None:
     masks = make_masks(params, s, key=k_mask, method=cfg.mask_method, spec=spec,
-                       path=cfg.mask_path or None)
+                       path=cfg.mask_path or None, cover_channels=cfg.mask_cover_channels)
   else:
     validate_masks(masks, params)
   tx = tx or build_optimizer(cfg)
@@ -120,6 +123,7 @@ def make_train_step(model, config, phase: str):
   schedule = make_schedule(cfg)
   warm = phase == "warmup" and cfg.mode != "lth"
   use_penalty = warm and cfg.mode in ("generator", "ensemble")
+  proximal = use_penalty and cfg.penalty_update == "proximal" and not cfg.learn_scores
   masked = phase == "finetune" and cfg.mode in ("generator", "ensemble")
 
   def loss_fn(trained, state: TrainState, batch, dropout_key):
@@ -140,11 +144,11 @@ def make_train_step(model, config, phase: str):
       pen = group_lasso(params, target, spec)
       epoch = state.step // cfg.steps_per_epoch
       lam = penalty_weight(epoch, cfg.penalty_lambda, cfg.lambda_schedule, cfg.warmup_epochs)
-      if cfg.penalty_lambda == 0:
+      if cfg.penalty_lambda == 0 or proximal:  # proximal: applied after the step, not by gradient
         pen = jax.lax.stop_gradient(pen)
     else:
       pen, lam = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-    loss = ce + lam * pen
+    loss = ce + (0.0 if proximal else lam) * pen
     acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
     aux = {"ce": ce, "penalty": pen, "accuracy": acc, "lambda": lam}
     return loss, (new_vars["batch_stats"], aux)
@@ -159,6 +163,11 @@ def make_train_step(model, config, phase: str):
     trained = optax.apply_updates(trained, updates)
     if upd_masks is not None:  # belt and braces: p * 1 = p, and pruned entries stay exactly 0
       trained = apply_masks(trained, upd_masks)
+    if proximal:  # block soft-thresholding at the step size of heavy-ball SGD, lr / (1 - momentum)
+      threshold = aux["lambda"] * schedule(state.step) / (1.0 - cfg.momentum)
+      trained, alive = proximal_group_lasso(trained, state.masks, threshold, spec)
+      # A group set to 0 also forgets its momentum, which would otherwise push it out again.
+      opt_state = mask_optimizer_state(opt_state, trained, alive)
     new_state = state.with_trainable(trained, step=state.step + 1, opt_state=opt_state,
                                      batch_stats=batch_stats)
     if new_state.scores is not None:
@@ -170,10 +179,11 @@ def make_train_step(model, config, phase: str):
   return train_step
 
 
-def make_eval_step(model):
-  """``eval_step(state, x) -> logits``: eval mode, ``params * masks``; ``x`` is ``(B, M, T, V, C)``
-  or ``(B, clips, M, T, V, C)`` (logits ``(B, clips, classes)``)."""
+def make_eval_step(model, masked: bool = True):
+  """``eval_step(state, x) -> logits``: eval mode, ``params * masks`` (the dense params if not
+  ``masked``: the model a generator's warm-up trains); ``x`` is ``(B, M, T, V, C)`` or
+  ``(B, clips, M, T, V, C)`` (logits ``(B, clips, classes)``)."""
   def eval_step(state: TrainState, x):
-    return model.apply({"params": apply_masks(state.params, state.masks),
-                        "batch_stats": state.batch_stats}, x, train=False)
+    params = apply_masks(state.params, state.masks) if masked else state.params
+    return model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=False)
   return eval_step

@@ -55,6 +55,8 @@ def _config():
       config.mode = "dense"
     if config.num_epochs < config.warmup_epochs and _FLAGS["warmup_epochs"].value is None:
       config.warmup_epochs = int(round(0.6 * config.num_epochs))
+    if config.lr_warmup_epochs >= config.num_epochs:  # a short run: warm the LR up over 10 % of it
+      config.lr_warmup_epochs = 0.1 * config.num_epochs
   return config
 
 

@@ -21,7 +21,6 @@ bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -203,7 +203,6 @@ def _batch_metrics_fn(model, masked: bool):
     logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["x"],
                             train=True, mutable=["batch_stats"],
                             rngs={"dropout": jax.random.key(0)})
-    import optax  # pylint: disable=import-outside-toplevel
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
     return {"loss": ce, "accuracy": acc}

@@ -323,23 +323,20 @@ def _precise_bn(trainer, state, phase: str, source, pipeline, config, seed: int)
   ``phase`` trains."""
   if not config.precise_bn_batches:
     return state
-  it = data.BatchIterator(source, pipeline, config.batch_size // jax.process_count(), train=True,
-                          seed=seed, num_epochs=1, prefetch=False)
-  count = min(int(config.precise_bn_batches), it.steps_per_epoch)
-  moments = []
-  for _, batch in zip(range(count), it):
-    moments.append(trainer.moments[phase](state, trainer.global_batch(batch, ("x",))["x"]))
-  it.close()
+  moments = [trainer.moments[phase](state, trainer.global_batch(batch, ("x",))["x"])
+             for batch in _bn_batches(source, pipeline, config, seed, config.precise_bn_batches)]
   stats = precise_bn.precise_batch_stats(state.batch_stats, moments)
   return state.replace(batch_stats=jax.device_put(stats, trainer.replicated))
 
 
-def _first_batch(source, pipeline, config, seed: int) -> dict:
+def _bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
+  """The first ``count`` (at most one epoch of) training batches of the fixed stream ``seed``:
+  the precise-BN batches, and the switch's fixed batch (the first of them)."""
   it = data.BatchIterator(source, pipeline, config.batch_size // jax.process_count(), train=True,
                           seed=seed, num_epochs=1, prefetch=False)
-  batch = next(it)
+  batches = [batch for _, batch in zip(range(min(int(count), it.steps_per_epoch)), it)]
   it.close()
-  return batch
+  return batches
 
 
 def _switch_record(trainer, state) -> dict:
@@ -444,11 +441,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         epoch = math.ceil(step / steps_per_epoch)
         metrics_val = None
         if validate and (epoch % config.eval_every_epochs == 0 or step == total):
-          state = _precise_bn(trainer, state, phase, train_src, train_pipe, config, bn_seed)
-          val = _evaluate(trainer, state, val_src, val_pipe, _eval_batch(config), config.seed,
-                          phase)
-          scores = val["scores"] if val["scores"].ndim == 2 else val["scores"].sum(0)
-          acc = _accuracy_report(scores, val["labels"])
+          # Validated (and kept as best) with exact statistics; training goes on with its own.
+          val_state = _precise_bn(trainer, state, phase, train_src, train_pipe, config, bn_seed)
+          acc = _accuracy_report(*_scores(trainer, val_state, val_src, val_pipe, config, phase))
           logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": acc["top1"],
                               "top5": acc["top5"]})
           # The best model is one of the kind the run delivers: sparse for the generator.
@@ -459,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   "phase": sparsity.phase_at(step, sp_cfg)}
           _save(mngr, state, step, meta)
           if best_mngr is not None and metrics_val is not None:
-            _save(best_mngr, state, step, meta, metrics_val)
+            _save(best_mngr, val_state, step, meta, metrics_val)
   finally:
     if pbar is not None:
       pbar.close()
@@ -469,23 +464,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The final model: its test accuracy with the running (EMA) statistics, for the record, then
   # with the exact population statistics that the saved model carries.
   test_pipe = _pipeline(config, info, False)
-  ema = _accuracy_report(*_test_scores(trainer, state, test_src, test_pipe, config))
+  summary = ("top1", "top5", "mean_class_accuracy")
+  ema = (_accuracy_report(*_scores(trainer, state, test_src, test_pipe, config))
+         if config.precise_bn_batches else None)
   state = _precise_bn(trainer, state, "finetune", train_src, train_pipe, config, bn_seed)
   results = _final_evaluation(config, trainer, state, test_src, info, workdir)
   results["precise_bn_batches"] = int(config.precise_bn_batches)
-  results["without_precise_bn"] = {k: ema[k] for k in ("top1", "top5", "mean_class_accuracy")}
+  results["without_precise_bn"] = {k: (ema or results)[k] for k in summary}
   results["validation"] = val_note
   results["seeds"] = seeds
   if best_mngr is not None and best_mngr.best_step() is not None:
     best_step = best_mngr.best_step()
-    best = best_mngr.restore(best_step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state(state)))).state
-    acc = _accuracy_report(*_test_scores(trainer, best, test_src, test_pipe, config))
+    if best_step == step:  # the final model itself (the same precise-BN batches): already tested
+      acc = results
+    else:
+      best = best_mngr.restore(best_step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state(state)))).state
+      acc = _accuracy_report(*_scores(trainer, best, test_src, test_pipe, config))
     val_top1 = [json.loads(line)["top1"] for line in open(os.path.join(workdir, "metrics.jsonl"))
                 if '"split": "val"' in line and json.loads(line)["step"] == best_step]
     results["best_by_val"] = {"step": int(best_step), "epoch": best_step / steps_per_epoch,
                               "val_top1": val_top1[-1] if val_top1 else None,
-                              **{k: acc[k] for k in ("top1", "top5", "mean_class_accuracy")}}
+                              **{k: acc[k] for k in summary}}
   results["train_time_s"] = train_time
   results["hardware"] = {"platform": jax.default_backend(), "device_count": jax.device_count(),
                          "device_kind": jax.devices()[0].device_kind,
@@ -515,7 +515,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _switch(trainer, state, step, train_src, train_pipe, config, bn_seed, logger, pbar):
   """The warm-up -> fine-tune switch, logged: per block the masked-out norm that the prune
   removes, and one fixed training batch's loss / accuracy just before and just after it."""
-  batch = _first_batch(train_src, train_pipe, config, bn_seed)
+  batch = _bn_batches(train_src, train_pipe, config, bn_seed, 1)[0]
   before = _fixed_batch_metrics(trainer, state, batch, "warmup")
   norms = _switch_record(trainer, state)
   state = trainer.switch(state)
@@ -534,8 +534,10 @@ def _eval_batch(config) -> int:
   return (config.eval_batch_size or config.batch_size) // jax.process_count()
 
 
-def _test_scores(trainer, state, test_src, pipe, config) -> tuple[np.ndarray, np.ndarray]:
-  out = _evaluate(trainer, state, test_src, pipe, _eval_batch(config), config.seed)
+def _scores(trainer, state, source, pipe, config, phase: str = "finetune"
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """(clip-averaged softmax scores, summed over ensemble members; labels) of ``source``."""
+  out = _evaluate(trainer, state, source, pipe, _eval_batch(config), config.seed, phase)
   scores = out["scores"] if out["scores"].ndim == 2 else out["scores"].sum(0)
   return scores, out["labels"]
 

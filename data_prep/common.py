@@ -12,10 +12,10 @@ import numpy as np
 
 from stgcn_jax import graph
 from stgcn_jax.data import ConversionReport, DataError
-from stgcn_jax.data.records import repair_non_finite
+from stgcn_jax.data.records import FLOAT32_MAX, all_zero_message, repair_non_finite
 
 __all__ = ["DataError", "ConversionReport", "base_parser", "run_cli", "require_path",
-           "finite_or_repair", "dedupe", "default_data_dir"]
+           "finite_or_repair", "clean_keypoint", "dedupe", "default_data_dir"]
 
 
 def default_data_dir() -> str:
@@ -64,12 +64,29 @@ def require_path(path: str, what: str, *, is_dir: bool | None = None) -> str:
   return path
 
 
-def finite_or_repair(keypoint: np.ndarray, where: str, report: ConversionReport) -> np.ndarray:
-  """Applies the NaN/inf repair rule (joint -> 0) and notes the repair in ``report``."""
-  keypoint, message = repair_non_finite(keypoint, where)
+def finite_or_repair(keypoint: np.ndarray, where: str, report: ConversionReport,
+                     max_abs: float = FLOAT32_MAX) -> np.ndarray:
+  """Applies the coordinate repair rule (NaN, inf, beyond float32 or beyond ``max_abs`` ->
+  the joint becomes 0, missing) and notes the repair in ``report``."""
+  keypoint, message = repair_non_finite(keypoint, where, max_abs)
   if message is not None:
-    report.repair("non_finite", message)
+    report.repair("bad_coordinate", message)
   return keypoint
+
+
+def clean_keypoint(keypoint: np.ndarray, where: str, report: ConversionReport,
+                   max_abs: float = FLOAT32_MAX) -> np.ndarray | None:
+  """The coordinate repair rule of :func:`finite_or_repair`, then the all-zero rule: ``None``
+  (and the sample rejected in ``report``, named) when no joint is left in any frame. A sample is
+  counted once: as rejected when the repair leaves nothing, else as repaired if it was fixed."""
+  repaired, message = repair_non_finite(keypoint, where, max_abs)
+  empty = all_zero_message(repaired, where)
+  if empty is not None:
+    report.reject("all_zero", empty if message is None else f"{empty} after the repair: {message}")
+    return None
+  if message is not None:
+    report.repair("bad_coordinate", message)
+  return repaired
 
 
 def dedupe(items: list, key: Callable, where: Callable, report: ConversionReport) -> list:

@@ -11,21 +11,38 @@ count as ``total_frames``. Protocols (NTU README): NTU-60 xsub trains on perform
 on even setups. Samples in the official missing-skeleton list (``ntu_missing_skeletons.txt``,
 shipped here; ``--missing FILE`` replaces it) are skipped and counted.
 
-Bodies: bodies are tracked by their 64-bit bodyID; the two with the largest motion energy (the sum
-over x, y, z of the standard deviation over the body's non-zero frames, ST-GCN's ``get_nonzero_std``)
-are kept, the most energetic first. Frames without a body are zero frames.
+Sources: every entry of a ``--src`` folder whose name ends in ``.skeleton`` in any letter case
+(``.SKELETON`` copies from case-folding file systems are accepted) is a sample; the sample name is
+the rest of the file name, upper-cased (``s001c001p001r001a011.skeleton`` is
+``S001C001P001R001A011``). Other entries are not samples and are ignored.
 
-Rules for bad input (each counted in the final summary): a truncated or malformed file (wrong value
-count, non-numeric value, a body with a joint count other than 25, trailing data), a file with no
-body in any frame, or a name that is not ``SsssCcccPpppRrrrAaaa``: rejected with file and line.
-NaN / inf coordinates: the joint becomes 0 (repaired). CRLF line endings are accepted.
+Bodies: bodies are tracked by their 64-bit bodyID; the two with the largest motion energy (the sum
+over x, y, z of the standard deviation over the body's non-zero frames, ST-GCN's
+``get_nonzero_std``) are kept, the most energetic first. Frames without a body are zero frames.
+
+Rules for bad input (each counted in the final summary, with a message naming the file):
+* a directory, FIFO, device or dangling symbolic link named ``*.skeleton``: rejected as
+  ``not_a_file`` (only regular files are ever read, so a FIFO cannot hang the run); a file that
+  cannot be read (permissions, I/O error) or is larger than 256 MiB: rejected as ``unreadable``.
+  The other files convert.
+* a truncated or malformed file (wrong value count, non-numeric value, a negative count, a frame or
+  body count larger than the remaining lines can hold, a body with a joint count other than 25, the
+  same bodyID twice in one frame, trailing data), a file with no body in any frame, or a name that
+  is not ``SsssCcccPpppRrrrAaaa``: rejected with file and line (and frame / body where it applies).
+* a coordinate that is NaN, infinite, or larger in magnitude than 100 m (``MAX_ABS_METRES``; the
+  Kinect v2 sees a few metres): the joint becomes 0 (missing), the sample is kept and counted as
+  repaired. Such joints are ignored when bodies are ranked by motion energy.
+* a sequence in which every joint is 0 in every frame (after the repair): rejected as ``all_zero``.
+* ``--missing FILE`` that is not UTF-8 text with one sample name per line (``#`` comments allowed):
+  one error line naming the file (and line), exit status 2.
+CRLF line endings and a UTF-8 byte-order mark are accepted.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
+import stat
 import sys
 
 import numpy as np
@@ -34,10 +51,16 @@ from data_prep import common
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
 
 NUM_JOINTS = 25
+VALUES_PER_JOINT = 12
+LINES_PER_BODY = 2 + NUM_JOINTS            # info line, joint count, one line per joint
+MAX_ABS_METRES = 100.0                     # coordinate rule: |x|, |y|, |z| beyond this -> joint 0
+MAX_FILE_BYTES = 256 * 2**20               # the largest official file is a few MB
+SUFFIX = ".skeleton"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 MISSING_FILE = os.path.join(_HERE, "ntu_missing_skeletons.txt")
 CLASS_FILE = os.path.join(_HERE, "ntu_class_names.txt")
-_NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+_NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\Z", re.ASCII | re.IGNORECASE)
+_INT_RE = re.compile(r"^[+-]?[0-9]+\Z")
 XSUB60 = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 XSUB120 = XSUB60 + (45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83,
                     84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
@@ -45,9 +68,57 @@ DATASETS = {"ntu60": {"max_setup": 17, "num_classes": 60, "benchmarks": ("xsub",
             "ntu120": {"max_setup": 32, "num_classes": 120, "benchmarks": ("xsub", "xset")}}
 
 
+class Unreadable(DataError):
+  """A sample that is not a regular file (``reason`` ``not_a_file``) or cannot be read
+  (``unreadable``); the report counts it under ``reason``."""
+
+  def __init__(self, message: str, reason: str = "unreadable"):
+    super().__init__(message)
+    self.reason = reason
+
+
 def _read_list(path: str) -> list[str]:
   with open(path, encoding="utf-8") as f:
     return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def read_missing_list(path: str) -> set[str]:
+  """The sample names of a missing-skeleton list: UTF-8 text, one name per line, ``#`` comments.
+
+  A name may carry the ``.skeleton`` suffix; names are upper-cased. Raises one DataError naming the
+  file (and line) when it is unreadable, not UTF-8 text or holds a line that is not a sample name.
+  """
+  expected = "UTF-8 text with one NTU sample name SsssCcccPpppRrrrAaaa per line"
+  try:
+    with open(path, "rb") as f:
+      raw = f.read(MAX_FILE_BYTES + 1)
+  except OSError as err:
+    raise DataError(f"missing-skeleton list {path!r}: cannot read it ({err.strerror or err})") \
+        from None
+  if len(raw) > MAX_FILE_BYTES:
+    raise DataError(f"missing-skeleton list {path!r} is larger than {MAX_FILE_BYTES} bytes; "
+                    f"expected {expected}")
+  try:
+    text = raw.decode("utf-8").removeprefix("\ufeff")
+  except UnicodeDecodeError as err:
+    raise DataError(f"missing-skeleton list {path!r} is not UTF-8 text (byte {err.start} is "
+                    f"{raw[err.start:err.start + 1]!r}); expected {expected}") from None
+  names = set()
+  for number, line in enumerate(text.split("\n"), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    name = _stem(line)
+    if not _NAME_RE.match(name):
+      raise DataError(f"missing-skeleton list {path}:{number}: {line[:60]!r} is not a sample name; "
+                      f"expected {expected}")
+    names.add(name.upper())
+  return names
+
+
+def _stem(file_name: str) -> str:
+  """``file_name`` without a ``.skeleton`` suffix in any letter case."""
+  return file_name[:-len(SUFFIX)] if file_name.lower().endswith(SUFFIX) else file_name
 
 
 def parse_name(name: str) -> dict:
@@ -68,13 +139,69 @@ def is_train(meta: dict, dataset: str, benchmark: str) -> bool:
   raise DataError(f"unknown benchmark {benchmark!r}")
 
 
+def _file_kind(mode: int) -> str:
+  for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                     (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                     (stat.S_ISBLK, "a block device")):
+    if test(mode):
+      return kind
+  return "not a regular file"
+
+
+def _os_error(path: str, err: OSError) -> Unreadable:
+  if isinstance(err, FileNotFoundError) and os.path.islink(path):
+    return Unreadable(f"{path}: dangling symbolic link (its target {os.readlink(path)!r} does not "
+                      "exist)", "not_a_file")
+  return Unreadable(f"{path}: cannot read it ({err.strerror or err})")
+
+
+def check_regular_file(path: str) -> None:
+  """Raises :class:`Unreadable` naming ``path`` unless it is (a link to) a regular file."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as err:
+    raise _os_error(path, err) from None
+  if not stat.S_ISREG(mode):
+    raise Unreadable(f"{path}: is {_file_kind(mode)}, not a regular .skeleton file", "not_a_file")
+
+
+def read_bytes(path: str) -> bytes:
+  """The content of the regular file ``path``; :class:`Unreadable` for anything else.
+
+  The file is opened without blocking and checked on the open descriptor, so a FIFO (or a file
+  swapped for one) is rejected instead of waiting forever for a writer.
+  """
+  try:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+  except OSError as err:
+    raise _os_error(path, err) from None
+  with os.fdopen(fd, "rb") as f:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+      raise Unreadable(f"{path}: is {_file_kind(info.st_mode)}, not a regular .skeleton file",
+                       "not_a_file")
+    if info.st_size > MAX_FILE_BYTES:
+      raise Unreadable(f"{path}: {info.st_size} bytes, larger than any NTU file (limit "
+                       f"{MAX_FILE_BYTES})")
+    try:
+      return f.read(info.st_size + 1)  # st_size <= the limit, checked above
+    except OSError as err:
+      raise _os_error(path, err) from None
+
+
 class _Lines:
-  """Non-blank-aware line reader that reports 1-based line numbers."""
+  """Line reader over a whole file that reports 1-based line numbers (LF or CRLF)."""
 
   def __init__(self, path: str):
-    with open(path, "rb") as f:
-      self.lines = f.read().decode("utf-8", errors="replace").splitlines()
+    raw = read_bytes(path)
+    if len(raw) > MAX_FILE_BYTES:
+      raise Unreadable(f"{path}: larger than any NTU file (limit {MAX_FILE_BYTES} bytes)")
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    self.lines = [line.removesuffix("\r") for line in text.split("\n")]
     self.path, self.pos = path, 0
+
+  def remaining(self) -> int:
+    return len(self.lines) - self.pos
 
   def next(self, what: str) -> str:
     if self.pos >= len(self.lines):
@@ -85,11 +212,25 @@ class _Lines:
 
   def integer(self, what: str) -> int:
     line = self.next(what)
-    try:
-      return int(line.split()[0]) if len(line.split()) == 1 else int(line)
-    except ValueError:
+    if not _INT_RE.match(line.strip()):
       raise DataError(f"{self.path}:{self.pos}: expected {what} (one integer), got "
-                      f"{line.strip()[:60]!r}") from None
+                      f"{line.strip()[:60]!r}")
+    try:
+      return int(line)
+    except ValueError:                       # more digits than Python converts
+      raise DataError(f"{self.path}:{self.pos}: {what} {line.strip()[:60]!r} is out of range") \
+          from None
+
+  def count(self, what: str, per_item: int) -> int:
+    """A non-negative count of items that take at least ``per_item`` lines each."""
+    value = self.integer(what)
+    if value < 0:
+      raise DataError(f"{self.path}:{self.pos}: {what} is {value}, expected 0 or more")
+    if value * per_item > self.remaining():
+      raise DataError(f"{self.path}:{self.pos}: {what} is {value}, which needs at least "
+                      f"{value * per_item} more lines but the file has {self.remaining()}: "
+                      "unexpected end of file (truncated?) or a corrupted count")
+    return value
 
 
 def _is_float(text: str) -> bool:
@@ -100,25 +241,32 @@ def _is_float(text: str) -> bool:
     return False
 
 
-def read_skeleton(path: str) -> tuple[int, dict[int, np.ndarray]]:
-  """One .skeleton file -> (num_frames, {bodyID: (T, 25, 3) float64 xyz, 0 where absent})."""
+def read_bodies(path: str) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
+  """One .skeleton file -> (num_frames, {bodyID: (frame indices (n,), xyz (n, 25, 3) float64)}).
+
+  Every count is checked against the lines left in the file before anything is allocated, so the
+  memory used is proportional to the file's size. Raises DataError naming file and line.
+  """
   reader = _Lines(path)
-  num_frames = reader.integer("the frame count")
-  if num_frames < 0:
-    raise DataError(f"{path}:1: negative frame count {num_frames}")
-  bodies: dict[int, np.ndarray] = {}
+  num_frames = reader.count("the frame count", 1)
+  frames: dict[int, list[int]] = {}
+  coords: dict[int, list[np.ndarray]] = {}
   for t in range(num_frames):
-    num_bodies = reader.integer(f"the body count of frame {t}")
+    num_bodies = reader.count(f"the body count of frame {t}", LINES_PER_BODY)
+    seen: dict[int, int] = {}
     for b in range(num_bodies):
       info = reader.next(f"the info line of frame {t}, body {b}").split()
       if len(info) != 10:
         raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: body info line has "
                         f"{len(info)} values, expected 10")
-      try:
-        body_id = int(info[0])
-      except ValueError:
-        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: bodyID {info[0]!r} is not an "
-                        "integer") from None
+      if not _INT_RE.match(info[0]) or len(info[0]) > 21:
+        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: bodyID {info[0][:30]!r} is not "
+                        "a 64-bit integer")
+      body_id = int(info[0])
+      if body_id in seen:
+        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: bodyID {body_id} appears twice "
+                        f"in the frame (first on line {seen[body_id]})")
+      seen[body_id] = reader.pos
       num_joints = reader.integer(f"the joint count of frame {t}, body {b}")
       if num_joints != NUM_JOINTS:
         raise DataError(f"{path}:{reader.pos}: frame {t}, body {b} has {num_joints} joints, "
@@ -126,23 +274,35 @@ def read_skeleton(path: str) -> tuple[int, dict[int, np.ndarray]]:
       start = reader.pos
       rows = [reader.next(f"joint {v} of frame {t}, body {b}") for v in range(NUM_JOINTS)]
       values = " ".join(rows).split()
-      if len(values) != NUM_JOINTS * 12:
+      if len(values) != NUM_JOINTS * VALUES_PER_JOINT:
         for v, row in enumerate(rows):
-          if len(row.split()) != 12:
+          if len(row.split()) != VALUES_PER_JOINT:
             raise DataError(f"{path}:{start + v + 1}: frame {t}, body {b}, joint {v}: "
-                            f"{len(row.split())} values, expected 12")
+                            f"{len(row.split())} values, expected {VALUES_PER_JOINT}")
       try:
-        xyz = np.array(values, dtype=np.float64).reshape(NUM_JOINTS, 12)[:, :3]
+        xyz = np.array(values, dtype=np.float64).reshape(NUM_JOINTS, VALUES_PER_JOINT)[:, :3]
       except ValueError:
         v, bad = next((v, x) for v, row in enumerate(rows) for x in row.split() if not _is_float(x))
         raise DataError(f"{path}:{start + v + 1}: frame {t}, body {b}, joint {v}: non-numeric "
-                        f"value {bad!r}") from None
-      if body_id not in bodies:
-        bodies[body_id] = np.zeros((num_frames, NUM_JOINTS, 3))
-      bodies[body_id][t] = xyz
+                        f"value {bad[:30]!r}") from None
+      frames.setdefault(body_id, []).append(t)
+      coords.setdefault(body_id, []).append(xyz)
   rest = [i for i in range(reader.pos, len(reader.lines)) if reader.lines[i].strip()]
   if rest:
     raise DataError(f"{path}:{rest[0] + 1}: trailing data after the last frame")
+  return num_frames, {i: (np.array(frames[i]), np.stack(coords[i])) for i in frames}
+
+
+def read_skeleton(path: str) -> tuple[int, dict[int, np.ndarray]]:
+  """One .skeleton file -> (num_frames, {bodyID: (T, 25, 3) float64 xyz, 0 where absent}).
+
+  Dense per body (memory T x bodies); :func:`to_record` uses :func:`read_bodies` instead.
+  """
+  num_frames, sparse = read_bodies(path)
+  bodies = {}
+  for body_id, (frames, xyz) in sparse.items():
+    bodies[body_id] = np.zeros((num_frames, NUM_JOINTS, 3))
+    bodies[body_id][frames] = xyz
   return num_frames, bodies
 
 
@@ -155,37 +315,70 @@ def motion_energy(body: np.ndarray) -> float:
   return float(s[..., 0].std() + s[..., 1].std() + s[..., 2].std())
 
 
+def _usable(xyz: np.ndarray) -> np.ndarray:
+  """``xyz`` with the joints the coordinate rule would repair set to 0 (for ranking only)."""
+  with np.errstate(invalid="ignore"):
+    good = (np.isfinite(xyz) & (np.abs(xyz) <= MAX_ABS_METRES)).all(-1, keepdims=True)
+  return np.where(good, xyz, 0.0)
+
+
 def to_record(path: str, max_bodies: int = 2) -> dict:
-  name = os.path.basename(path).removesuffix(".skeleton")
+  """One .skeleton file -> a record with the ``max_bodies`` most energetic bodies.
+
+  ``keypoint`` is (M, T, 25, 3) float64 as read; apply the coordinate rule
+  (``common.clean_keypoint(..., max_abs=MAX_ABS_METRES)``) before storing it.
+  """
+  name = _stem(os.path.basename(path))
   meta = parse_name(name)
-  num_frames, bodies = read_skeleton(path)
+  name = name.upper()
+  num_frames, bodies = read_bodies(path)
   if num_frames == 0 or not bodies:
     raise DataError(f"{path}: zero-length sequence ({num_frames} frames, no body in any frame)")
   ids = list(bodies)
-  energy = [motion_energy(bodies[i]) for i in ids]
+  energy = [motion_energy(_usable(bodies[i][1])) for i in ids]
   order = sorted(range(len(ids)), key=lambda k: -energy[k])[:max_bodies]
-  kp = np.stack([bodies[ids[k]] for k in order])
+  kp = np.zeros((len(order), num_frames, NUM_JOINTS, 3))
+  for m, k in enumerate(order):
+    frames, xyz = bodies[ids[k]]
+    kp[m, frames] = xyz
   return {"keypoint": kp, "label": meta["action"] - 1, "frame_dir": name,
           "total_frames": num_frames, "img_shape": (0, 0), "meta": meta, "path": path}
 
 
-def collect(srcs: list[str], dataset: str, missing: set[str], report: ConversionReport) -> list[str]:
-  """The .skeleton paths of ``dataset``; other files are counted as rejected."""
+def _list_sources(src: str) -> list[str]:
+  common.require_path(src, "NTU skeleton folder", is_dir=True)
+  try:
+    names = os.listdir(src)
+  except OSError as err:
+    raise DataError(f"NTU skeleton folder {src!r}: cannot list it ({err.strerror or err})") \
+        from None
+  return sorted(os.path.join(src, n) for n in names if n.lower().endswith(SUFFIX))
+
+
+def collect(srcs: list[str], dataset: str, missing: set[str],
+            report: ConversionReport) -> list[str]:
+  """The .skeleton paths of ``dataset``; every other entry named ``*.skeleton`` is counted as
+  rejected (not a regular file, bad name, not in the dataset, missing list, duplicate)."""
   paths = []
   for src in srcs:
-    common.require_path(src, "NTU skeleton folder", is_dir=True)
-    paths += sorted(glob.glob(os.path.join(src, "*.skeleton")))
+    paths += _list_sources(src)
   if not paths:
     raise DataError(f"no .skeleton files in {srcs}")
   keep, seen = [], {}
   limits = DATASETS[dataset]
   for path in paths:
-    name = os.path.basename(path).removesuffix(".skeleton")
+    try:
+      check_regular_file(path)
+    except Unreadable as err:
+      report.reject(err.reason, str(err))
+      continue
+    name = _stem(os.path.basename(path))
     try:
       meta = parse_name(name)
     except DataError as err:
       report.reject("bad_name", f"{path}: {err}")
       continue
+    name = name.upper()
     if meta["setup"] > limits["max_setup"] or not 1 <= meta["action"] <= limits["num_classes"]:
       report.reject("not_in_dataset", f"{path}: setup {meta['setup']} / action {meta['action']} "
                                       f"is not part of {dataset}")
@@ -211,17 +404,23 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
       raise DataError(f"{dataset} has benchmarks {DATASETS[dataset]['benchmarks']}, not {bench!r}")
   missing_file = missing_file or MISSING_FILE
   common.require_path(missing_file, "missing-skeleton list", is_dir=False)
-  missing = set(_read_list(missing_file))
+  missing = read_missing_list(missing_file)
   report = report if report is not None else ConversionReport()
   paths = collect(srcs, dataset, missing, report)
   records, outs = [], []
   for path in paths:
     try:
       record = to_record(path)
+    except Unreadable as err:
+      report.reject(err.reason, str(err))
+      continue
     except DataError as err:
       report.reject("invalid", str(err))
       continue
-    record["keypoint"] = common.finite_or_repair(record["keypoint"], path, report)
+    keypoint = common.clean_keypoint(record["keypoint"], path, report, max_abs=MAX_ABS_METRES)
+    if keypoint is None:                    # all-zero: rejected (and named) by clean_keypoint
+      continue
+    record["keypoint"] = keypoint.astype(np.float32)
     report.keep()
     records.append(record)
   classes = _read_list(CLASS_FILE)[:DATASETS[dataset]["num_classes"]]

@@ -7,26 +7,33 @@
 (1020 clips), view 3 test (464). Labels become ``label - 1``; layout ``nw-ucla``; M = 1, C = 3.
 
 Rules for bad input (each counted in the final summary):
-* unreadable or malformed JSON, missing fields, a frame without 20 joints of 3 values, zero frames,
-  a label outside 1..10 or one that disagrees with the action id in the name, a name that is not
-  ``aAA_sSS_eEE_vVV``: the file is rejected with its path (and line / frame).
-* NaN or infinite coordinates: the joint is set to 0 (missing) and the clip is kept as repaired.
-* a ``file_name`` seen twice: the later file is rejected.
+* sample files are the ``*.json`` files in ``all_sqe``, the extension matched case-insensitively
+  (``.JSON`` counts too); other files there are not samples and are listed in one warning.
+* unreadable or malformed JSON, missing fields, a frame without 20 joints of 3 numbers (a string,
+  ``true`` or ``null`` coordinate is not a number), zero frames, a label outside 1..10 or one that
+  disagrees with the action id in the name, a name that is not ``aAA_sSS_eEE_vVV``, a
+  ``file_name`` field that disagrees with the file's own name (the view would be misread), a view
+  other than 1..3: the file is rejected with its path (and line / frame).
+* a coordinate that is NaN, infinite, beyond float32 or larger than 100 m in magnitude (the data
+  are Kinect camera-space metres, observed within 5.1 m): the joint is set to 0 (missing) and the
+  clip is kept as repaired; a clip with no non-zero joint left is rejected as ``all_zero``.
+* a sample name seen twice (``x.json`` and ``x.JSON``): the later file is rejected.
+* ``val_label.pkl`` is read with the restricted unpickler (no code from it runs); when it is
+  unreadable or not a list of ``{"file_name": ...}`` dicts, a warning names it and the conversion
+  goes on without the cross-check.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pickle
 import re
 import sys
 
 import numpy as np
 
 from data_prep import common
-from stgcn_jax.data import ConversionReport, DataError, write_dataset
+from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
 
 CLASS_NAMES = ["pick up with one hand", "pick up with two hands", "drop trash", "walk around",
                "sit down", "stand up", "donning", "doffing", "throw", "carry"]
@@ -34,31 +41,47 @@ ACTION_IDS = [1, 2, 3, 4, 5, 6, 8, 9, 11, 12]     # label k (1-based) <-> action
 _NAME_RE = re.compile(r"^a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)$")
 TRAIN_VIEWS, TEST_VIEWS = (1, 2), (3,)
 NUM_JOINTS = 20
+MAX_ABS = 100.0     # metres; Kinect v1 camera space, observed |value| <= 5.1
 
 
 def parse_file(path: str) -> dict:
-  """One NW-UCLA JSON file -> a record with an extra ``view``; raises DataError naming the file."""
+  """One NW-UCLA JSON file -> a record with an extra ``view``; raises DataError naming the file.
+
+  The keypoint is float64 as read: the coordinate rule (:func:`common.clean_keypoint`) is applied
+  by :func:`collect`.
+  """
   try:
-    with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+    with open(path, "rb") as f:
+      obj = json.loads(f.read().decode("utf-8-sig"))
   except json.JSONDecodeError as err:
     raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column "
                     f"{err.colno})") from None
   except (OSError, UnicodeDecodeError) as err:
     raise DataError(f"{path}: cannot read ({err})") from None
+  except (ValueError, RecursionError) as err:   # e.g. an integer of > 4300 digits, deep nesting
+    raise DataError(f"{path}: malformed JSON ({type(err).__name__}: {str(err)[:200]})") from None
   if not isinstance(obj, dict):
-    raise DataError(f"{path}: expected a JSON object with file_name, skeletons, label")
+    raise DataError(f"{path}: expected a JSON object with file_name, skeletons, label, got "
+                    f"{type(obj).__name__}")
   missing = [k for k in ("skeletons", "label") if k not in obj]
   if missing:
     raise DataError(f"{path}: missing field(s) {missing}")
-  name = str(obj.get("file_name") or os.path.splitext(os.path.basename(path))[0])
+  stem = os.path.splitext(os.path.basename(path))[0]
+  name = obj.get("file_name", stem)
+  if not isinstance(name, str):
+    raise DataError(f"{path}: field 'file_name' must be a string, got {_short(name)}")
+  if name != stem:
+    raise DataError(f"{path}: field 'file_name' says {name!r} but the file is named "
+                    f"{os.path.basename(path)!r} (expected {stem!r}); the name gives the view and "
+                    "so the split, fix the file name or the field")
   match = _NAME_RE.match(name)
   if not match:
     raise DataError(f"{path}: sample name {name!r} is not of the form aAA_sSS_eEE_vVV")
   action, view = int(match.group(1)), int(match.group(4))
   label = obj["label"]
   if isinstance(label, bool) or not isinstance(label, int) or not 1 <= label <= len(CLASS_NAMES):
-    raise DataError(f"{path}: unknown label {label!r}; expected an integer in 1..{len(CLASS_NAMES)}")
+    raise DataError(f"{path}: unknown label {_short(label)}; expected an integer in "
+                    f"1..{len(CLASS_NAMES)}")
   if ACTION_IDS[label - 1] != action:
     raise DataError(f"{path}: label {label} means action a{ACTION_IDS[label - 1]:02d}, but the name "
                     f"says a{action:02d}")
@@ -70,21 +93,53 @@ def parse_file(path: str) -> dict:
       n = len(frame) if isinstance(frame, list) else type(frame).__name__
       raise DataError(f"{path}: frame {t} has {n} joints, expected {NUM_JOINTS}")
     for v, joint in enumerate(frame):
-      if not isinstance(joint, list) or len(joint) != 3:
-        raise DataError(f"{path}: frame {t}, joint {v}: expected [x, y, z], got {joint!r}")
+      if (not isinstance(joint, list) or len(joint) != 3
+          or not _NUMBER_TYPES.issuperset(map(type, joint))):
+        raise DataError(f"{path}: frame {t}, joint {v}: expected [x, y, z] numbers, got "
+                        f"{_short(joint)}")
   try:
     kp = np.asarray(frames, dtype=np.float64)[None]
-  except (TypeError, ValueError) as err:
-    raise DataError(f"{path}: non-numeric coordinates ({err})") from None
+  except OverflowError:     # an integer literal beyond float64: inf, then the coordinate rule
+    kp = np.asarray([[[_to_float(x) for x in joint] for joint in frame] for frame in frames],
+                    dtype=np.float64)[None]
   return {"keypoint": kp, "label": label - 1, "frame_dir": name, "total_frames": len(frames),
           "img_shape": (0, 0), "view": view, "path": path}
+
+
+_NUMBER_TYPES = frozenset({int, float})     # exact types: bool (a subclass of int) is refused
+
+
+def _to_float(x) -> float:
+  try:
+    return float(x)
+  except OverflowError:
+    return float("inf") if x > 0 else float("-inf")
+
+
+def _short(value, limit: int = 80) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def list_files(seq_dir: str) -> tuple[list[str], list[str]]:
+  """The sample files (``*.json``, extension in any case) and the other names in ``seq_dir``."""
+  try:
+    names = sorted(os.listdir(seq_dir))
+  except OSError as err:
+    raise DataError(f"{seq_dir}: cannot list ({err.strerror or err})") from None
+  samples = [os.path.join(seq_dir, n) for n in names if n.lower().endswith(".json")]
+  others = [n for n in names if not n.lower().endswith(".json")]
+  return samples, others
 
 
 def collect(src: str, report: ConversionReport) -> dict[str, list[dict]]:
   """Parses every file under ``src/all_sqe`` into train / test record lists."""
   seq_dir = os.path.join(src, "all_sqe")
   common.require_path(seq_dir, "NW-UCLA folder (expected <src>/all_sqe)", is_dir=True)
-  paths = sorted(glob.glob(os.path.join(seq_dir, "*.json")))
+  paths, others = list_files(seq_dir)
+  if others:
+    print(f"warning: {seq_dir}: {len(others)} file(s) without a .json extension are not samples "
+          f"and were not read (first: {others[0]!r})", file=sys.stderr)
   if not paths:
     raise DataError(f"{seq_dir} holds no .json files")
   records = []
@@ -94,34 +149,40 @@ def collect(src: str, report: ConversionReport) -> dict[str, list[dict]]:
     except DataError as err:
       report.reject("invalid", str(err))
       continue
-    record["keypoint"] = common.finite_or_repair(record["keypoint"], path, report)
+    if record["view"] not in TRAIN_VIEWS + TEST_VIEWS:
+      report.reject("unknown_view", f"{path}: view {record['view']} is not 1, 2 or 3")
+      continue
     records.append(record)
   records = common.dedupe(records, lambda r: r["frame_dir"], lambda r: r["path"], report)
   splits = {"train": [], "test": []}
   for record in records:
-    if record["view"] in TRAIN_VIEWS:
-      splits["train"].append(record)
-    elif record["view"] in TEST_VIEWS:
-      splits["test"].append(record)
-    else:
-      report.reject("unknown_view", f"{record['path']}: view {record['view']} is not 1, 2 or 3")
+    keypoint = common.clean_keypoint(record["keypoint"], record["path"], report, max_abs=MAX_ABS)
+    if keypoint is None:
       continue
+    record["keypoint"] = keypoint
+    splits["train" if record["view"] in TRAIN_VIEWS else "test"].append(record)
     report.keep()
   _check_val_label(src, splits["test"])
   return splits
 
 
 def _check_val_label(src: str, test: list[dict]) -> None:
+  """Compares the view-3 test set with CTR-GCN's ``val_label.pkl``; problems are warnings."""
   path = os.path.join(src, "val_label.pkl")
   if not os.path.exists(path):
     return
   try:
-    with open(path, "rb") as f:
-      names = {str(d["file_name"]) for d in pickle.load(f)}
-  except Exception as err:  # pylint: disable=broad-except
+    entries = safe_pickle.load(path, "CTR-GCN test list")
+  except DataError as err:
     print(f"warning: {path}: cannot read CTR-GCN's test list ({err}); not cross-checked",
           file=sys.stderr)
     return
+  if not (isinstance(entries, list)
+          and all(isinstance(d, dict) and isinstance(d.get("file_name"), str) for d in entries)):
+    print(f"warning: {path}: not CTR-GCN's test list (expected a list of dicts with a 'file_name' "
+          f"string, got {_short(entries)}); not cross-checked", file=sys.stderr)
+    return
+  names = {d["file_name"] for d in entries}
   ours = {r["frame_dir"] for r in test}
   if names != ours:
     print(f"warning: {path}: the view-3 test set differs from CTR-GCN's list: "

@@ -5,23 +5,47 @@
   ``{"num_joints": V, "edges": [[child, parent], ...], "center": c}``)
 
 The pickle is ``{"split": {split: [frame_dir, ...]}, "annotations": [{"frame_dir", "label",
-"total_frames", "keypoint" (M, T, V, C), "keypoint_score" (M, T, V) for 2D, "img_shape"}, ...]}``
-(a bare list of annotations is one split named ``all``). Every split of the pickle becomes a split
-of the dataset; ``train`` / ``test`` roles go to the splits whose names contain "train" and "test"
-(or "val"). 2D keypoints with ``keypoint_score`` are stored as (x, y, score), as pyskl's GenSkeFeat
-builds them; float16 becomes float32.
+"total_frames", "keypoint" (M, T, V, C), "keypoint_score" (M, T, V) for 2D, "img_shape"}, ...]}``.
+Every split of the pickle becomes a split of the dataset; ``train`` / ``test`` roles go to the
+splits whose names contain "train" and "test" (or "val"). A bare list of annotations, or a dict
+without ``split``, has no split information: as in pyskl (``split=None`` uses every annotation), all
+annotations form one split named ``train``, which serves both roles (a note says so; hold out
+validation data with ``--config.val_fraction`` for honest figures). 2D keypoints with
+``keypoint_score`` are stored as (x, y, score), as pyskl's GenSkeFeat builds them; float16 becomes
+float32.
 
-Rules for bad input (each counted in the final summary):
-* an unreadable / truncated pickle, or one with no keypoints at all (a K400 metadata pickle whose
-  keypoints live in separate "kpfiles"; not supported): one error line, nothing written.
+Rules for bad input (each counted in the final summary; every message names the pickle and the
+annotation by index and frame_dir):
+* one error line (exit status 2), nothing written: an unreadable / truncated / corrupted pickle; one
+  with no keypoints at all (a K400 metadata pickle whose keypoints live in separate "kpfiles"; not
+  supported); ``split`` that is not a dict, is empty, has a name that is not ASCII letters, digits
+  and _ (or is ``all``, reserved by tfds) or a value that is not a list of frame_dirs; annotations
+  that mix kinds of keypoints (3D, 2D with score, 2D without score; the message names the first
+  annotations of each kind); ``--num-classes`` outside 1..100000; a ``--class-names`` file that is
+  not UTF-8 text, holds control characters, is empty or repeats a name; and, without
+  ``--num-classes`` / ``--class-names``, labels that leave a class in 0..max label without a usable
+  sample (an outlier label would make phantom classes; the message names the empty classes and the
+  annotations above the first gap; pass ``--num-classes`` for a subset that lacks classes).
 * labels: ``--label-base auto`` treats labels as 1-based when the smallest is 1 and none is 0;
   a label that is not an integer in [0, num_classes) after the shift is rejected.
-* an annotation without keypoint / frame_dir / label, with a joint count other than the layout's,
-  a channel count other than the first sample's, or zero frames or persons: rejected.
-* NaN / inf coordinates: the joint becomes 0 (repaired). ``total_frames`` that disagrees with the
-  keypoint's T is set to T (repaired). ``keypoint_score`` next to 3D keypoints is ignored (repaired).
-* a duplicate frame_dir: the later annotation is rejected; a split entry naming no annotation and
-  an annotation in no split are rejected (counted, not written).
+* an annotation is rejected when it has no keypoint / frame_dir / label; keypoint (or
+  keypoint_score) that is not a real-valued array (object, string, complex, bool dtypes; ragged
+  nested lists); a joint count other than the layout's; zero frames or persons; keypoint_score of
+  another shape; more persons than frames with more than 10 persons, or with total_frames equal to
+  the person count (the array was stored as (T, M, V, C); the message suggests the transpose); an
+  img_shape that is not (height, width[, channels]) with positive integer sides up to 1e6 (None,
+  missing or (0, 0): unknown).
+* coordinates (``common.clean_keypoint``): a joint with NaN / inf / beyond-float32 values, or with
+  |value| beyond 1e6 (3D and 2D data of unknown units) or beyond 10 x max(img_shape) (2D pixel data
+  with a known img_shape), becomes 0 (repaired); an annotation with no non-zero joint is rejected.
+  ``total_frames`` that disagrees with the keypoint's T is set to T (repaired).
+  ``keypoint_score`` next to 3D keypoints is ignored (repaired).
+* a duplicate frame_dir: the later annotation is rejected; a split entry that is not a string or
+  names no annotation, and an annotation in no split, are rejected (counted, not written).
+* leakage: a frame_dir listed both in a training split and in an evaluation split of the same
+  benchmark (``xsub_train`` / ``xsub_val``; or the splits of the train and test roles) is kept in
+  the training split only and rejected from the evaluation split, named; an evaluation split that
+  would lose every sample this way is one error.
 
 Only numpy arrays and builtins are unpickled; any other global in the file is refused.
 """
@@ -29,100 +53,179 @@ Only numpy arrays and builtins are unpickled; any other global in the file is re
 from __future__ import annotations
 
 import os
-import pickle
 import re
+import reprlib
 import sys
+import unicodedata
 
 import numpy as np
 
 from data_prep import common
 from stgcn_jax import graph
-from stgcn_jax.data import ConversionReport, DataError, write_dataset
+from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "tuple"),
-}
-_SPLIT_RE = re.compile(r"^\w+$")
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*$")
+UNSPLIT = "train"                # the one split of a pickle without split information
+MAX_CLASSES = 100_000
+MAX_PERSONS_WITHOUT_FRAMES = 10  # more persons than frames and more than this: (T, M, V, C)
+MAX_IMG_SIDE = 1_000_000
+MAX_ABS_UNKNOWN_UNITS = 1e6      # coordinate bound for 3D and 2D data of unknown units
+PIXEL_BOUND_FACTOR = 10          # 2D pixel data: |coordinate| <= 10 x the image's longer side
+MAX_CLASS_NAME_FILE = 16 << 20
 _KINDS = {"3d": "3D keypoints (x, y, z)", "2d": "2D keypoints (x, y) without score",
           "2d+score": "2D keypoints with keypoint_score"}
 _CHANNELS = {"3d": ["x", "y", "z"], "2d": ["x", "y"], "2d+score": ["x", "y", "score"]}
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
 
 
-class _SafeUnpickler(pickle.Unpickler):
-
-  def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
-      return super().find_class(module, name)
-    raise pickle.UnpicklingError(f"global {module}.{name} is not allowed (only numpy arrays and "
-                                 "builtins are)")
+def _short(value) -> str:
+  """A repr of ``value`` short enough for one message line."""
+  return _REPR.repr(value)
 
 
 def read_pickle(path: str):
-  common.require_path(path, "pyskl annotation file", is_dir=False)
-  try:
-    with open(path, "rb") as f:
-      return _SafeUnpickler(f).load()
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-          IndexError, KeyError) as err:
-    raise DataError(f"{path}: cannot unpickle ({type(err).__name__}: {err}); the file is "
-                    "truncated, corrupted or not a pyskl annotation pickle") from None
+  """The annotation pickle at ``path``, through the project's restricted unpickler."""
+  return safe_pickle.load(path, "pyskl annotation file")
 
 
-def _annotations_and_splits(obj, path: str) -> tuple[list, dict]:
+def _annotations_and_splits(obj, path: str) -> tuple[list, dict, bool]:
+  """(annotations, split name -> entries, whether the pickle had no split information)."""
   if isinstance(obj, list):
-    return obj, {"all": [a.get("frame_dir") for a in obj if isinstance(a, dict)]}
+    return obj, _unsplit(obj), True
   if not isinstance(obj, dict) or "annotations" not in obj:
+    keys = sorted(map(_short, obj))[:10] if isinstance(obj, dict) else None
     raise DataError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
                     f"annotations), got {type(obj).__name__}"
-                    + (f" with keys {sorted(obj)[:10]}" if isinstance(obj, dict) else ""))
+                    + (f" with keys {', '.join(keys)}" if keys is not None else ""))
   annotations, splits = obj["annotations"], obj.get("split")
   if not isinstance(annotations, list):
     raise DataError(f"{path}: 'annotations' must be a list, got {type(annotations).__name__}")
   if splits is None:
-    splits = {"all": [a.get("frame_dir") for a in annotations if isinstance(a, dict)]}
+    return annotations, _unsplit(annotations), True
   if not isinstance(splits, dict):
-    raise DataError(f"{path}: 'split' must be a dict of split name -> [frame_dir, ...]")
-  for name in splits:
-    if not isinstance(name, str) or not _SPLIT_RE.match(name):
-      raise DataError(f"{path}: split name {name!r} must be letters, digits and _")
-  return annotations, splits
+    raise DataError(f"{path}: 'split' must be a dict of split name -> [frame_dir, ...], got "
+                    f"{type(splits).__name__}")
+  if not splits:
+    raise DataError(f"{path}: 'split' is empty; expected {{split name: [frame_dir, ...]}} (leave "
+                    f"'split' out to use every annotation as one split {UNSPLIT!r})")
+  for name, entries in splits.items():
+    if not isinstance(name, str) or not _SPLIT_RE.match(name) or name.lower() == "all":
+      raise DataError(f"{path}: split name {_short(name)} must be ASCII letters, digits and _ "
+                      "with at least one letter or digit, and not 'all' (reserved by tfds)")
+    if not isinstance(entries, (list, tuple)):
+      raise DataError(f"{path}: split {name!r} must be a list of frame_dir strings, got "
+                      f"{type(entries).__name__} {_short(entries)}")
+  return annotations, splits, False
 
 
-def _label_shift(annotations: list, label_base: str, path: str) -> int:
-  labels = [a.get("label") for a in annotations if isinstance(a, dict)]
-  ints = [int(x) for x in labels if isinstance(x, (int, np.integer)) and not isinstance(x, bool)]
-  if label_base == "auto":
-    one_based = bool(ints) and min(ints) == 1 and 0 not in ints
-    if one_based:
-      print(f"note: {path}: labels run {min(ints)}..{max(ints)} with no 0; treating them as "
-            "1-based (pass --label-base 0 to keep them)")
-    return 1 if one_based else 0
-  return int(label_base)
+def _unsplit(annotations: list) -> dict:
+  return {UNSPLIT: [a.get("frame_dir") for a in annotations
+                    if isinstance(a, dict) and isinstance(a.get("frame_dir"), str)]}
+
+
+def _is_label(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _label_shift(annotations: list, label_base, path: str) -> int:
+  if label_base != "auto":
+    if str(label_base) not in ("0", "1"):
+      raise DataError(f"label base must be 'auto', 0 or 1, got {label_base!r}")
+    return int(label_base)
+  ints = [int(a["label"]) for a in annotations if isinstance(a, dict) and _is_label(a.get("label"))]
+  one_based = bool(ints) and min(ints) == 1
+  if one_based:
+    print(f"note: {path}: labels run {min(ints)}..{max(ints)} with no 0; treating them as "
+          "1-based (pass --label-base 0 to keep them)")
+  return 1 if one_based else 0
+
+
+def _real_array(value, where: str, field: str) -> np.ndarray:
+  """``value`` (an ndarray or nested lists) as an array of real numbers, else DataError."""
+  if isinstance(value, np.ndarray):
+    array = value
+  elif isinstance(value, (list, tuple)):
+    try:
+      array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:
+      raise DataError(f"{where}: {field} given as nested lists is not a regular array "
+                      f"({str(err).splitlines()[0][:120]})") from None
+  else:
+    raise DataError(f"{where}: {field} must be a numpy array, got {type(value).__name__} "
+                    f"{_short(value)}")
+  if array.dtype.kind not in "iuf":
+    raise DataError(f"{where}: {field} must hold real numbers (float or int), got dtype "
+                    f"{array.dtype}")
+  return array
+
+
+def _img_shape(ann: dict, where: str) -> tuple[int, int]:
+  """(height, width) from ``img_shape``; (0, 0) when missing or None (unknown)."""
+  value = ann.get("img_shape")
+  if value is None:
+    return (0, 0)
+  bad = DataError(f"{where}: img_shape must be (height, width) in pixels, positive integers up "
+                  f"to {MAX_IMG_SIDE} (or None when unknown), got {_short(value)}")
+  if not isinstance(value, (tuple, list, np.ndarray)):
+    raise bad
+  try:
+    shape = np.asarray(value)
+  except (ValueError, TypeError, OverflowError, RecursionError):
+    raise bad from None
+  if shape.ndim != 1 or not 2 <= shape.size <= 3 or shape.dtype.kind not in "iuf":
+    raise bad
+  hw = shape[:2].astype(np.float64)
+  if not np.isfinite(hw).all() or (hw != np.round(hw)).any():
+    raise bad
+  if (hw == 0).all():
+    return (0, 0)
+  if not ((hw >= 1) & (hw <= MAX_IMG_SIDE)).all():
+    raise bad
+  return int(hw[0]), int(hw[1])
+
+
+def _check_axis_order(shape: tuple, total, where: str) -> None:
+  """Rejects a keypoint that was stored as (T, M, V, C): more persons than frames and either more
+  than a plausible crowd or ``total_frames`` equal to the person count."""
+  m, t = shape[:2]
+  total = int(total) if _is_label(total) else None
+  if m > t and (m > MAX_PERSONS_WITHOUT_FRAMES or total == m):
+    raise DataError(
+        f"{where}: keypoint shape {shape} reads as {m} persons in {t} frame(s)"
+        + (f" while total_frames is {total}" if total is not None else "")
+        + "; the array looks stored as (T, M, V, C). pyskl's keypoint is (M, T, V, C): store "
+        "keypoint.transpose(1, 0, 2, 3) (and keypoint_score.transpose(1, 0, 2))")
 
 
 def _record(ann, i: int, path: str, layout: graph.Layout, shift: int,
-            num_classes: int | None, report: ConversionReport) -> dict:
-  """One annotation -> record; raises DataError for a rejected annotation."""
+            num_classes: int | None, report: ConversionReport) -> dict | None:
+  """One annotation -> record; raises DataError for a rejected annotation; ``None`` when the
+  all-zero rule rejected it (already counted in ``report``)."""
   if not isinstance(ann, dict):
     raise DataError(f"{path}: annotation {i} is a {type(ann).__name__}, expected a dict")
   name = ann.get("frame_dir")
-  where = f"{path}: annotation {i} ({name!r})"
+  where = f"{path}: annotation {i} ({_short(name)})"
   if not isinstance(name, str) or not name:
-    raise DataError(f"{where}: missing or empty 'frame_dir'")
+    raise DataError(f"{where}: missing or empty 'frame_dir' (expected a non-empty string)")
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    raise DataError(f"{where}: frame_dir is not valid Unicode text") from None
+  if "label" not in ann:
+    raise DataError(f"{where}: no 'label' field")
+  if not _is_label(ann["label"]):
+    raise DataError(f"{where}: label must be an integer, got {_short(ann['label'])}")
+  raw = int(ann["label"])
+  label = raw - shift
+  if label < 0 or (num_classes is not None and label >= num_classes):
+    expected = (f"{shift}..{num_classes - 1 + shift}" if num_classes is not None
+                else f">= {shift}")
+    raise DataError(f"{where}: unknown label {raw}; expected {expected} (labels read as "
+                    f"{shift}-based)")
   if "keypoint" not in ann:
     raise DataError(f"{where}: no 'keypoint' field")
-  label = ann.get("label")
-  if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-    raise DataError(f"{where}: label must be an integer, got {label!r}")
-  label = int(label) - shift
-  if label < 0 or (num_classes is not None and label >= num_classes):
-    raise DataError(f"{where}: unknown label {int(ann['label'])} (after the label base shift "
-                    f"{label}; expected 0..{(num_classes or 0) - 1})")
-  kp = np.asarray(ann["keypoint"])
+  kp = _real_array(ann["keypoint"], where, "keypoint")
   if kp.ndim != 4 or kp.shape[-1] not in (2, 3):
     raise DataError(f"{where}: keypoint must be (M, T, V, 2 or 3), got shape {kp.shape}")
   if kp.shape[0] == 0 or kp.shape[1] == 0:
@@ -130,88 +233,202 @@ def _record(ann, i: int, path: str, layout: graph.Layout, shift: int,
   if kp.shape[2] != layout.num_joints:
     raise DataError(f"{where}: keypoint has {kp.shape[2]} joints, layout {layout.name!r} has "
                     f"{layout.num_joints}")
-  kp = kp.astype(np.float32)
+  total = ann.get("total_frames", kp.shape[1])
+  _check_axis_order(kp.shape, total, where)
   score = ann.get("keypoint_score")
-  if score is not None:
-    score = np.asarray(score, np.float32)
-    if kp.shape[-1] == 3:
-      report.repair("score_with_3d", f"{where}: keypoint_score next to 3D keypoints is ignored")
-    elif score.shape != kp.shape[:3]:
+  kind = "3d" if kp.shape[-1] == 3 else "2d"
+  if score is not None and kind == "2d":
+    score = _real_array(score, where, "keypoint_score")
+    if score.shape != kp.shape[:3]:
       raise DataError(f"{where}: keypoint_score shape {score.shape} does not match keypoint "
                       f"{kp.shape[:3]}")
-    else:
-      kp = np.concatenate([kp, score[..., None]], axis=-1)
-  kind = "2d+score" if kp.shape[-1] == 3 and score is not None and ann["keypoint"].shape[-1] == 2 \
-      else f"{kp.shape[-1]}d"
-  kp = common.finite_or_repair(kp, where, report)
-  total = ann.get("total_frames", kp.shape[1])
-  if not isinstance(total, (int, np.integer)) or int(total) != kp.shape[1]:
-    report.repair("total_frames", f"{where}: total_frames {total!r} != keypoint T {kp.shape[1]}; "
-                                  "set to T")
-    total = kp.shape[1]
-  img_shape = tuple(int(s) for s in ann.get("img_shape", (0, 0)))[:2]
-  return {"keypoint": kp, "label": label, "frame_dir": name, "total_frames": int(total),
-          "img_shape": img_shape if len(img_shape) == 2 else (0, 0), "kind": kind}
+    kind = "2d+score"
+  img_shape = _img_shape(ann, where)
+  values = kp.astype(np.float64)
+  if kind == "2d+score":
+    values = np.concatenate([values, score.astype(np.float64)[..., None]], axis=-1)
+  max_abs = (PIXEL_BOUND_FACTOR * max(img_shape) if kind != "3d" and max(img_shape) > 0
+             else MAX_ABS_UNKNOWN_UNITS)
+  scratch = ConversionReport()        # the sample's repair is noted only once it is kept
+  values = common.clean_keypoint(values, where, scratch, max_abs=max_abs)
+  # scratch's messages read "<rejected|repaired>: <where>: <what>"; keep <what>
+  notes = [(key.split("/", 1)[1], message.split(": ", 1)[1][len(where) + 2:])
+           for key, message in zip(scratch.reasons, scratch.messages)]
+  if values is None:
+    report.reject(notes[0][0], f"{where}: {notes[0][1]}")
+    return None
+  if score is not None and kind == "3d":
+    notes.append(("score_with_3d", "keypoint_score next to 3D keypoints is ignored"))
+  if not _is_label(total) or int(total) != kp.shape[1]:
+    notes.append(("total_frames", f"total_frames {_short(total)} != keypoint T {kp.shape[1]}; "
+                                  "set to T"))
+  return {"keypoint": values.astype(np.float32), "label": label, "frame_dir": name,
+          "total_frames": int(kp.shape[1]), "img_shape": img_shape, "kind": kind, "index": i,
+          "repairs": notes, "where": where}
+
+
+def _note_repairs(record: dict, report: ConversionReport) -> None:
+  """Counts a kept record's repairs as one repaired sample (reasons joined by +)."""
+  notes = record["repairs"]
+  if notes:
+    report.repair("+".join(r for r, _ in notes),
+                  f"{record['where']}: " + "; ".join(m for _, m in notes))
+
+
+def _mixed_kinds(path: str, by_kind: dict) -> DataError:
+  parts = []
+  for kind, records in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
+    first = ", ".join(f"annotation {r['index']} {r['frame_dir']!r}" for r in records[:3])
+    verb = "holds" if len(records) == 1 else "hold"
+    parts.append(f"{len(records)} {verb} {_KINDS[kind]} (first: {first})")
+  return DataError(f"{path}: the annotations mix kinds of keypoints: {'; '.join(parts)}. A dataset "
+                   "holds one kind; convert each kind into its own dataset, or make them agree")
+
+
+def _gaps(used: list[int]) -> list[tuple[int, int]]:
+  """The runs of integers missing from the sorted ``used`` between 0 and its last value."""
+  gaps, prev = [], -1
+  for u in used:
+    if u > prev + 1:
+      gaps.append((prev + 1, u - 1))
+    prev = u
+  return gaps
+
+
+def _check_dense_labels(path: str, records: list[dict], shift: int) -> int:
+  """The class count without --num-classes: max label + 1, when every class has a sample."""
+  used = sorted({r["label"] for r in records})
+  classes = used[-1] + 1
+  gaps = _gaps(used)
+  if not gaps:
+    return classes
+  text = ", ".join(f"{a + shift}..{b + shift}" if b > a else f"{a + shift}" for a, b in gaps[:6])
+  above = sorted((r for r in records if r["label"] > gaps[0][0]), key=lambda r: -r["label"])
+  named = ", ".join(f"{r['label'] + shift} (annotation {r['index']} {r['frame_dir']!r})"
+                    for r in above[:5])
+  raise DataError(
+      f"{path}: without --num-classes / --class-names the classes are {shift}.."
+      f"{classes - 1 + shift} (max label + 1, labels read as {shift}-based), but "
+      f"{classes - len(used)} of them have no sample: {text}{', ...' if len(gaps) > 6 else ''}. "
+      f"Labels above the first empty class: {named}"
+      + (f" and {len(above) - 5} more" if len(above) > 5 else "")
+      + ". An outlier label would create phantom classes: fix the label(s), or pass --num-classes "
+      "N or --class-names FILE (labels outside the classes are then rejected by name)")
+
+
+def _split_role(name: str) -> str | None:
+  low = name.lower()
+  is_train, is_eval = "train" in low, "test" in low or "val" in low
+  return "train" if is_train and not is_eval else "eval" if is_eval and not is_train else None
+
+
+def _benchmark(name: str) -> str:
+  return re.sub(r"train|test|val", "", name.lower()).strip("_")
+
+
+def _leak_pairs(split_names) -> list[tuple[str, str]]:
+  """(training split, evaluation split) pairs that must not share a sample."""
+  pairs = {(a, b) for a in split_names for b in split_names
+           if _split_role(a) == "train" and _split_role(b) == "eval"
+           and _benchmark(a) == _benchmark(b)}
+  roles = default_roles(split_names)
+  if roles.get("train") and roles.get("test") and roles["train"] != roles["test"]:
+    pairs.add((roles["train"], roles["test"]))
+  return sorted(pairs)
 
 
 def collect(path: str, layout: graph.Layout, label_base: str, num_classes: int | None,
             report: ConversionReport) -> tuple[dict, int, int]:
   """Reads the pickle; returns (split -> records, channel kind, number of classes)."""
-  annotations, split_names = _annotations_and_splits(read_pickle(path), path)
+  return parse(read_pickle(path), path, layout, label_base, num_classes, report)
+
+
+def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: int | None,
+          report: ConversionReport) -> tuple[dict, str, int]:
+  """The unpickled object of ``path`` -> (split -> records, channel kind, number of classes)."""
+  annotations, split_names, unsplit = _annotations_and_splits(obj, path)
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
     first = annotations[0] if isinstance(annotations[0], dict) else {}
+    name = _short(first.get("frame_dir"))
     raise DataError(
-        f"{path}: no annotation has a 'keypoint' field (annotation 0 {first.get('frame_dir')!r} "
-        f"has {sorted(first)}); this is a K400-style metadata pickle whose keypoints live in "
-        "separate kpfiles (raw_file), which this converter does not read. Convert the kpfiles "
-        "into a pickle with 'keypoint' and 'keypoint_score' per annotation first.")
+        f"{path}: no annotation has a 'keypoint' field (annotation 0 {name}"
+        f" has {sorted(map(str, first))[:20]}); this is a K400-style metadata pickle whose "
+        "keypoints live in separate kpfiles (raw_file), which this converter does not read. "
+        "Convert the kpfiles into a pickle with 'keypoint' and 'keypoint_score' per annotation "
+        "first.")
   shift = _label_shift(annotations, label_base, path)
-  by_name, channels, rejected = {}, None, set()
+  by_name, by_kind, rejected = {}, {}, set()
   for i, ann in enumerate(annotations):
     if isinstance(ann, dict) and isinstance(ann.get("frame_dir"), str):
       rejected.add(ann["frame_dir"])      # removed again below once the annotation is kept
     try:
       record = _record(ann, i, path, layout, shift, num_classes, report)
-      if channels is None:
-        channels = record["kind"]
-      elif record["kind"] != channels:
-        raise DataError(f"{path}: annotation {i} ({record['frame_dir']!r}) holds "
-                        f"{_KINDS[record['kind']]}, the first sample holds {_KINDS[channels]}")
     except DataError as err:
       report.reject("invalid", str(err))
       continue
-    if record["frame_dir"] in by_name:
-      report.reject("duplicate", f"{path}: annotation {i}: duplicate frame_dir "
-                                 f"{record['frame_dir']!r}; the first one is kept")
+    if record is None:                    # all-zero: rejected and counted by clean_keypoint
       continue
-    by_name[record["frame_dir"]] = record
+    name = record["frame_dir"]
+    if name in by_name:
+      report.reject("duplicate", f"{path}: annotation {i}: duplicate frame_dir {name!r}; the "
+                                 f"first one (annotation {by_name[name]['index']}) is kept")
+      continue
+    by_name[name] = record
+    by_kind.setdefault(record["kind"], []).append(record)
+  if len(by_kind) > 1:
+    raise _mixed_kinds(path, by_kind)
   rejected -= set(by_name)
   if not by_name:
     raise DataError(f"{path}: no usable annotation (rejected {report.rejected}):\n"
                     + report.summary())
-  classes = num_classes or max(r["label"] for r in by_name.values()) + 1
-  splits, used = {}, set()
+  splits = {}
   for split, names in split_names.items():
     records, listed = [], set()
-    for name in names:
+    for j, name in enumerate(names):
+      if not isinstance(name, str):
+        report.reject("split_entry", f"{path}: split {split!r} entry {j} is {_short(name)}, "
+                                     "expected a frame_dir string")
+        continue
       if name in listed:
         report.reject("duplicate", f"{path}: split {split!r} lists {name!r} twice; kept once")
         continue
       listed.add(name)
       if name in by_name:
         records.append(by_name[name])
-        used.add(name)
       elif name not in rejected:          # a rejected annotation is already counted
         report.reject("split_entry", f"{path}: split {split!r} lists {name!r}, which has no "
                                      "usable annotation")
-    if records:
-      splits[split] = records
-  for name in by_name:
+    splits[split] = records
+  for train, test in _leak_pairs(split_names):
+    in_train = {r["frame_dir"] for r in splits[train]}
+    leaked = [r for r in splits[test] if r["frame_dir"] in in_train]
+    if leaked and len(leaked) == len(splits[test]):
+      raise DataError(f"{path}: every sample of evaluation split {test!r} ({len(leaked)}) is also "
+                      f"in training split {train!r} (first: annotation {leaked[0]['index']} "
+                      f"{leaked[0]['frame_dir']!r}); the splits must be disjoint")
+    for r in leaked:
+      report.reject("leak", f"{path}: annotation {r['index']} ({r['frame_dir']!r}) is in training "
+                            f"split {train!r} and evaluation split {test!r}; kept in {train!r} "
+                            "only")
+    splits[test] = [r for r in splits[test] if r["frame_dir"] not in in_train]
+  splits = {s: r for s, r in splits.items() if r}
+  used = {r["frame_dir"] for rs in splits.values() for r in rs}
+  for name, record in by_name.items():
     if name in used:
       report.keep()
+      _note_repairs(record, report)
     else:
-      report.reject("no_split", f"{path}: annotation {name!r} is in no split; not written")
-  return splits, channels, classes
+      report.reject("no_split", f"{path}: annotation {record['index']} ({name!r}) is in no split; "
+                                "not written")
+  if not splits:
+    raise DataError(f"{path}: no usable annotation is listed in a split:\n" + report.summary())
+  kept = [by_name[n] for n in used]
+  classes = num_classes or _check_dense_labels(path, sorted(kept, key=lambda r: r["index"]), shift)
+  if unsplit:
+    print(f"note: {path}: no split information; all {len(used)} annotations form the split "
+          f"{UNSPLIT!r}, which also serves the 'test' role (hold out validation data, e.g. "
+          "--config.val_fraction, for honest figures)")
+  return splits, next(iter(by_kind)), classes
 
 
 def default_roles(split_names) -> dict:
@@ -229,11 +446,39 @@ def default_roles(split_names) -> dict:
 
 
 def read_class_names(path: str | None, num_classes: int | None) -> list[str] | None:
+  """One class name per non-empty line of the UTF-8 text file ``path``."""
   if path is None:
     return None
   common.require_path(path, "class-name file", is_dir=False)
-  with open(path, encoding="utf-8") as f:
-    names = [line.strip() for line in f if line.strip()]
+  try:
+    if os.path.getsize(path) > MAX_CLASS_NAME_FILE:
+      raise DataError(f"{path}: class-name file is larger than {MAX_CLASS_NAME_FILE >> 20} MiB; "
+                      "expected one class name per line")
+    with open(path, "rb") as f:
+      text = f.read().decode("utf-8")
+  except UnicodeDecodeError as err:
+    raise DataError(f"{path}: class-name file is not UTF-8 text (byte {err.start}: "
+                    f"{err.object[err.start:err.start + 1]!r}); expected one class name per "
+                    "line") from None
+  except OSError as err:
+    raise DataError(f"{path}: cannot read the class-name file ({err.strerror or err})") from None
+  names, seen = [], {}
+  for number, line in enumerate(text.splitlines(), 1):
+    line = line.strip()
+    if not line:
+      continue
+    if any(unicodedata.category(ch) == "Cc" for ch in line):
+      raise DataError(f"{path}: line {number}: class name {_short(line)} holds control "
+                      "characters; expected a text file with one class name per line")
+    if line in seen:
+      raise DataError(f"{path}: line {number}: class name {line!r} repeats line {seen[line]}; "
+                      "class names must be unique")
+    seen[line] = number
+    names.append(line)
+  if not names:
+    raise DataError(f"{path}: class-name file holds no class name; expected one per line")
+  if len(names) > MAX_CLASSES:
+    raise DataError(f"{path}: {len(names)} class names, more than {MAX_CLASSES}")
   if num_classes is not None and len(names) != num_classes:
     raise DataError(f"{path}: {len(names)} class names, --num-classes says {num_classes}")
   return names
@@ -243,6 +488,9 @@ def convert(src: str, out: str, name: str, layout: str, *, label_base: str = "au
             num_classes: int | None = None, class_names_file: str | None = None,
             overwrite: bool = False, report: ConversionReport | None = None) -> str:
   report = report if report is not None else ConversionReport()
+  if num_classes is not None and (not _is_label(num_classes)
+                                  or not 1 <= num_classes <= MAX_CLASSES):
+    raise DataError(f"--num-classes must be an integer in 1..{MAX_CLASSES}, got {num_classes!r}")
   layout = graph.get_layout(layout)
   names = read_class_names(class_names_file, num_classes)
   num_classes = len(names) if names else num_classes
@@ -266,7 +514,8 @@ def main(argv=None) -> str:
   parser.add_argument("--label-base", choices=("auto", "0", "1"), default="auto",
                       help="whether labels in the pickle start at 0 or 1 (default: detect)")
   parser.add_argument("--num-classes", type=int, default=None,
-                      help="number of classes (default: from --class-names, else max label + 1)")
+                      help="number of classes (default: from --class-names, else max label + 1, "
+                           "which needs a sample of every class)")
   parser.add_argument("--class-names", default=None, help="text file, one class name per line")
   args = parser.parse_args(argv)
   return convert(args.src, args.out or common.default_data_dir(), args.name, args.layout,

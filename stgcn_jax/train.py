@@ -21,9 +21,14 @@ bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
+import logging
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -301,6 +306,164 @@ def _accuracy_report(scores: np.ndarray, labels: np.ndarray) -> dict:
           "confusion_matrix": confusion.tolist()}
 
 
+# The config fields that say which run a workdir holds: a run that differs in one of them cannot
+# resume from the workdir's checkpoints (the rest, e.g. the epoch count, may change on a resume).
+_RUN_IDENTITY = ("dataset", "backbone", "model", "model_options", "modality", "mode", "sparsity",
+                 "ensemble_sparsities", "mask_method", "seed", "pretrained")
+# What a run writes to metrics.jsonl at its checkpoint step after saving the checkpoint there.
+_AFTER_CHECKPOINT = ("switch", "test")
+
+
+def _write_json(path: str, obj) -> None:
+  """Writes ``obj`` as JSON under a temporary name, then renames it: never a half-written file."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def _prepare_workdir(workdir: str, config) -> str:
+  """The absolute workdir, created; refuses, before anything is written, a path that is a file
+  and a workdir whose checkpoints belong to another run (told by its own ``config.json``)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunError(f"--workdir {workdir} is a file; expected a directory (new, or an earlier "
+                   "run's to resume)")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  has_checkpoints = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+  config_path = os.path.join(workdir, "config.json")
+  if has_checkpoints and os.path.exists(config_path):
+    try:
+      with open(config_path) as f:
+        old = json.load(f)
+      if not isinstance(old, dict):
+        raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+      raise RunError(f"{config_path} is unreadable ({err}), so it is unknown which run the "
+                     f"checkpoints in {workdir} belong to; repair it, or choose another "
+                     "--workdir") from None
+    new = json.loads(json.dumps(config.to_dict(), default=str))
+    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in _RUN_IDENTITY
+             if k in old and k in new and old[k] != new[k]]
+    if diffs:
+      raise RunError(f"--workdir {workdir} holds another run ({'; '.join(diffs)}), whose "
+                     "checkpoints cannot resume this one; choose another --workdir, or remove it "
+                     "to start over")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as err:
+    raise RunError(f"--workdir {workdir} cannot be created ({err.strerror or err})") from None
+  return workdir
+
+
+def _damaged_file(step_dir: str) -> str | None:
+  """The first of a checkpoint's JSON metadata files that does not parse, if any."""
+  for root, _, files in sorted(os.walk(step_dir)):
+    for name in sorted(files):
+      if name in ("_METADATA", "_CHECKPOINT_METADATA", "metadata", "_sharding"):
+        path = os.path.join(root, name)
+        try:
+          with open(path) as f:
+            json.load(f)
+        except (OSError, ValueError):
+          return path
+  return None
+
+
+def _restore_newest_intact(mngr, state, workdir: str):
+  """``(restored, step)`` of the newest checkpoint that restores, or ``None`` when there is none.
+
+  A checkpoint that fails to restore (a truncated chunk, a damaged metadata file) is reported in one
+  line naming it and the reason; when an older one restores, the damaged ones are moved to
+  ``<workdir>/damaged_checkpoints/`` (so the run writes those steps afresh) and training resumes
+  from it. When none restores, nothing is moved and the run stops with the reasons.
+  """
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state(state)),
+                            meta=ocp.args.JsonRestore())
+  failures = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    step_dir = os.path.join(mngr.directory, str(step))
+    restored, err = _quiet_restore(mngr, step, args)
+    if err is not None:
+      damaged = _damaged_file(step_dir)
+      where = f"{damaged} is truncated or not valid JSON" if damaged else _root_cause(err)
+      failures.append((step_dir, f"step {step}: {where}"))
+      print(f"warning: checkpoint {step_dir} cannot be restored ({where}); trying an older one",
+            file=sys.stderr)
+      continue
+    if failures and jax.process_index() == 0:
+      aside = os.path.join(workdir, "damaged_checkpoints")
+      os.makedirs(aside, exist_ok=True)
+      for path, _ in failures:
+        os.replace(path, os.path.join(aside, f"{os.path.basename(path)}-{int(time.time())}"))
+      print(f"moved the damaged checkpoint(s) to {aside}", file=sys.stderr)
+    if failures:
+      mngr.reload()
+    return restored, step
+  if failures:
+    raise RunError(f"no checkpoint in {mngr.directory} restores ("
+                   f"{'; '.join(f for _, f in failures)}); move that folder away to train from "
+                   "the beginning")
+  return None
+
+
+def _quiet_restore(mngr, step: int, args):
+  """``(restored, None)``, or ``(None, error)`` without the noise of a damaged checkpoint.
+
+  When an array cannot be read, orbax's reader tasks and tensorstore's callback threads each print
+  a traceback (hundreds of lines) as they fail, are collected, or find their event loop closed;
+  the caller reports the failure in one line instead.
+  """
+  noise = io.StringIO()
+  with contextlib.redirect_stderr(noise):
+    try:
+      restored = mngr.restore(step, args=args)
+    except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
+      logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+      hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+      try:
+        for _ in range(3):  # let the failed reads finish and be collected while muted
+          gc.collect()
+          time.sleep(0.3)
+      finally:
+        sys.unraisablehook = hook
+      return None, err
+  sys.stderr.write(noise.getvalue())  # a good restore's warnings, if any, are the user's
+  return restored, None
+
+
+def _root_cause(err: BaseException) -> str:
+  """The innermost cause's first line (orbax wraps tensorstore's precise message twice)."""
+  while err.__cause__ is not None:
+    err = err.__cause__
+  line = next((l for l in str(err).splitlines() if l.strip()), type(err).__name__)
+  return line if len(line) < 300 else line[:300] + " ..."
+
+
+def _trim_metrics(path: str, step: int | None) -> None:
+  """Drops the rows a resumed run will write again: after ``step`` (and, at ``step``, what was
+  written after its checkpoint); every row when the run starts afresh (``step`` None)."""
+  if not os.path.exists(path) or jax.process_index() != 0:
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      row_step = int(row["step"])
+    except (ValueError, KeyError, TypeError):
+      continue  # a line cut short by a kill
+    if step is not None and (row_step < step or (row_step == step and
+                                                 row.get("split") not in _AFTER_CHECKPOINT)):
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if len(kept) != len(lines):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+
 def _checkpoint_manager(path: str, keep: int, best: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=False,
@@ -361,8 +524,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = time.time()
   if config.distributed:
     jax.distributed.initialize()
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir = _prepare_workdir(workdir, config)
   data_dir, info = _dataset(config)
   model = _build_model(config, info)
   train_src, val_src, val_note = _train_val_sources(config, info, data_dir)
@@ -382,9 +544,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   trainer = _Trainer(config, model, sp_cfg)
   bn_seed = seeds["data"] + 1  # the precise-BN batches: their own, fixed stream
 
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({**config.to_dict(), "steps_per_epoch": steps_per_epoch, "seeds": seeds,
-               "validation": val_note}, f, indent=2, default=str)
+  _write_json(os.path.join(workdir, "config.json"),
+              {**config.to_dict(), "steps_per_epoch": steps_per_epoch, "seeds": seeds,
+               "validation": val_note})
   variables = _pretrained(config, model)
   sample_x = jnp.zeros((1, config.num_person, config.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
@@ -393,13 +555,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mngr = _checkpoint_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   validate = bool(config.eval_every_epochs) and val_src is not None
   best_mngr = _checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
+  restored = _restore_newest_intact(mngr, state, workdir)
+  # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
+  _trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
   logger = _Logger(workdir, config.tensorboard)
-  if mngr.latest_step() is not None:
-    restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state(state)), meta=ocp.args.JsonRestore()))
-    state = restored.state
-    train_it.set_state(restored.meta["iterator"])
-    print(f"resumed from {workdir}/checkpoints at step {mngr.latest_step()}")
+  if restored is not None:
+    state = restored[0].state
+    train_it.set_state(restored[0].meta["iterator"])
+    print(f"resumed from {workdir}/checkpoints at step {restored[1]}")
   step = int(np.ravel(jax.device_get(state.step))[0])  # ensembles carry one step per member
   total = sp_cfg.total_steps
   if step == 0:
@@ -504,8 +667,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                           if isinstance(v, (int, float))}})
   logger.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    _write_json(os.path.join(workdir, "results.json"), results)
   mngr.close()
   if best_mngr is not None:
     best_mngr.close()
@@ -559,8 +721,10 @@ def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
                                               if k != "confusion_matrix"})
                           for s, m in zip(trainer.sp_cfg.ensemble_sparsities, member_scores)]
   if jax.process_index() == 0:
-    np.savez(os.path.join(workdir, "scores.npz"), scores=scores.astype(np.float32), labels=labels,
-             index=np.arange(len(labels)), names=names, **extra)
+    tmp = os.path.join(workdir, "scores.tmp.npz")
+    np.savez(tmp, scores=scores.astype(np.float32), labels=labels, index=np.arange(len(labels)),
+             names=names, **extra)
+    os.replace(tmp, os.path.join(workdir, "scores.npz"))
     if not trainer.ensemble:
       spec = checkpoint.model_spec_json(config.backbone, info.num_classes, info.layout,
                                         trainer.model.backbone.in_channels, _model_options(config))

@@ -99,7 +99,7 @@ def test_nw_ucla_bad_files_are_rejected_or_repaired(tmp_path):
   write("a01_s01_e03_v01", skeletons=nan)
   write("a01_s01_e04_v01", skeletons=[])
   write("a01_s01_e05_v01", label=11)
-  (seq / "a01_s01_e06_v02.json").write_text(json.dumps(dict(good, file_name="a01_s01_e00_v01")))
+  (seq / "a01_s01_e00_v01.JSON").write_text(json.dumps(dict(good, file_name="a01_s01_e00_v01")))
   report = data.ConversionReport()
   nw_ucla.convert(str(tmp_path / "src"), str(tmp_path / "out"), report=report)
   text = _messages(report)
@@ -108,7 +108,8 @@ def test_nw_ucla_bad_files_are_rejected_or_repaired(tmp_path):
   assert "a01_s01_e03_v01.json: 1 joint(s) with NaN/inf coordinates set to 0" in text
   assert "a01_s01_e04_v01.json: zero-length sequence" in text
   assert "a01_s01_e05_v01.json: unknown label 11" in text
-  assert "a01_s01_e06_v02.json: duplicate sample name 'a01_s01_e00_v01'" in text
+  assert (f"a01_s01_e00_v01.json: duplicate sample name 'a01_s01_e00_v01' (first seen in "
+          f"{seq}/a01_s01_e00_v01.JSON)") in text
   assert (report.kept, report.repaired, report.rejected) == (3, 1, 5)
   assert data.info("nw_ucla", str(tmp_path / "out")).splits == {"train": 2, "test": 1}
 
@@ -241,7 +242,8 @@ def test_pyskl_layout_json_for_custom_skeletons(tmp_path):
   layout.write_text(json.dumps(graph.LAYOUTS["coco"].to_json() | {"name": "my_coco"}))
   path, _ = _hrnet_pickle(tmp_path, lambda anns: None)
   report = data.ConversionReport()
-  pyskl.convert(str(path), str(tmp_path / "out"), "custom", str(layout), report=report)
+  pyskl.convert(str(path), str(tmp_path / "out"), "custom", str(layout), label_base="1",
+                num_classes=16, report=report)
   info = data.info("custom", str(tmp_path / "out"))
   assert info.layout.name == "my_coco" and info.num_joints == 17
   assert report.reasons["rejected/split_entry"] == 1

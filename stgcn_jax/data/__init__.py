@@ -31,12 +31,12 @@ from stgcn_jax.data.records import ConversionReport, DataError, check_record
 from stgcn_jax.data.source import (DatasetInfo, SkeletonSource, default_data_dir, exists, info,
                                    load)
 from stgcn_jax.data.synthetic import build_synthetic, ensure_synthetic, generate_synthetic
-from stgcn_jax.data import transforms
+from stgcn_jax.data import safe_pickle, transforms
 
 __all__ = ["CONTRACT", "BatchIterator", "ConversionReport", "DataError", "DatasetInfo", "Pipeline",
            "PipelineConfig", "SkeletonSource", "Subset", "build_synthetic", "check_record", "dataset_dir",
            "default_data_dir", "ensure_synthetic", "exists", "generate_synthetic", "holdout", "info", "load",
-           "make_iterator", "transforms", "write_dataset"]
+           "make_iterator", "safe_pickle", "transforms", "write_dataset"]
 
 
 def make_iterator(name: str, data_dir: str | None, split: str, batch_size: int, *, train: bool,

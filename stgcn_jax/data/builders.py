@@ -59,6 +59,13 @@ class _SkeletonBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                  supervised_keys=("keypoint", "label"),
                                  metadata=tfds.core.MetadataDict(spec["metadata"]))
 
+  # tfds's own lines name the temporary folder and speak of downloading; say what happens here.
+  def _log_download_bytes(self) -> None:
+    print(f"converting into dataset {self.name!r} (splits: {', '.join(self._split_records)}) ...")
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager):
     del dl_manager
     return {split: self._generate_examples(split) for split in self._split_records}
@@ -122,11 +129,11 @@ def write_dataset(name: str, data_dir: str, split_records: Mapping[str, Callable
   layout = graph.get_layout(layout)
   if not split_records:
     raise DataError(f"dataset {name!r}: no splits to write")
+  root = os.path.abspath(os.path.expanduser(data_dir))
   target = dataset_dir(name, data_dir)
-  if os.path.exists(target):
-    if not overwrite:
-      raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-    shutil.rmtree(target)
+  _check_writable_root(root)
+  if os.path.exists(target) and not overwrite:
+    raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
   roles = dict(default_splits or {})
   for role, split in roles.items():
     if split not in split_records:
@@ -141,9 +148,42 @@ def write_dataset(name: str, data_dir: str, split_records: Mapping[str, Callable
   spec = {"num_joints": layout.num_joints, "channels": len(channels),
           "class_names": list(class_names), "metadata": metadata, "report": report,
           "description": f"{name}: skeleton clips, layout {layout.name}. {source}".strip()}
-  builder = _builder_class(name)(spec=spec, split_records=split_records, data_dir=data_dir,
-                                 file_format="array_record")
-  tfds.disable_progress_bar()
-  with tempfile.TemporaryDirectory(prefix="stgcn_tfds_dl_") as downloads:
-    builder.download_and_prepare(download_dir=downloads)
-  return builder.data_dir
+  # Written under a temporary name beside the target and swapped in only when complete, so a
+  # conversion that fails (or is killed) leaves an existing dataset as it was.
+  staging = tempfile.mkdtemp(prefix=f".{name}.incomplete-", dir=root)
+  try:
+    builder = _builder_class(name)(spec=spec, split_records=split_records, data_dir=staging,
+                                   file_format="array_record")
+    tfds.disable_progress_bar()
+    with tempfile.TemporaryDirectory(prefix="stgcn_tfds_dl_") as downloads:
+      builder.download_and_prepare(download_dir=downloads)
+    _swap_in(builder.data_dir, target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return target
+
+
+def _check_writable_root(root: str) -> None:
+  """Creates the store root, or raises one DataError when it is a file or cannot be created."""
+  probe = root
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise DataError(f"output folder {root!r}: {probe!r} is a file, expected a directory")
+  try:
+    os.makedirs(root, exist_ok=True)
+  except OSError as err:
+    raise DataError(f"output folder {root!r} cannot be created ({err.strerror or err})") from None
+
+
+def _swap_in(built: str, target: str) -> None:
+  """Moves the finished dataset ``built`` to ``target``, replacing what is there last."""
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  if not os.path.exists(target):
+    os.replace(built, target)
+    return
+  old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.replaced-",
+                         dir=os.path.dirname(target))
+  os.replace(target, os.path.join(old, "data"))
+  os.replace(built, target)
+  shutil.rmtree(old, ignore_errors=True)

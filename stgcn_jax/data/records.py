@@ -17,7 +17,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["DataError", "ConversionReport", "check_record", "repair_non_finite"]
+__all__ = ["DataError", "ConversionReport", "check_record", "repair_non_finite", "all_zero_message",
+           "FLOAT32_MAX"]
 
 
 class DataError(ValueError):
@@ -67,21 +68,50 @@ class ConversionReport:
             "reasons": dict(self.reasons)}
 
 
-def repair_non_finite(keypoint: np.ndarray, where: str) -> tuple[np.ndarray, str | None]:
-  """Documented repair rule: a joint with a NaN or infinite value becomes all-zero (missing).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-  Zero joints are how every format marks a joint that was not detected; the normalisation and
-  sampling transforms already treat them as missing. Returns the repaired copy and a message, or the
-  input unchanged and ``None`` when every value is finite.
+
+def repair_non_finite(keypoint: np.ndarray, where: str,
+                      max_abs: float = FLOAT32_MAX) -> tuple[np.ndarray, str | None]:
+  """Documented repair rule: a joint with an unusable coordinate becomes all-zero (missing).
+
+  Unusable means NaN, infinite, beyond float32 (it would become inf when stored) or larger in
+  magnitude than ``max_abs``, the format's plausible range (e.g. 100 for metres from a depth
+  camera). Zero joints are how every format marks a joint that was not detected; the normalisation
+  and sampling transforms already treat them as missing. Returns the repaired float copy and one
+  message, or the input unchanged and ``None`` when every value is usable.
   """
-  finite = np.isfinite(keypoint)
-  if finite.all():
+  keypoint = np.asarray(keypoint)
+  values = keypoint.astype(np.float64, copy=False)
+  with np.errstate(invalid="ignore"):
+    usable = np.isfinite(values) & (np.abs(values) <= min(max_abs, FLOAT32_MAX))
+  if usable.all():
     return keypoint, None
-  bad_joint = ~finite.all(axis=-1)                  # (M, T, V)
+  bad_joint = ~usable.all(axis=-1)                  # (M, T, V)
   m, t, v = (int(i[0]) for i in np.nonzero(bad_joint))
-  keypoint = np.where(bad_joint[..., None], 0, keypoint).astype(keypoint.dtype)
-  return keypoint, (f"{where}: {int(bad_joint.sum())} joint(s) with NaN/inf coordinates set to 0 "
-                    f"(first: person {m}, frame {t}, joint {v})")
+  first = values[m, t, v]
+  kinds = []
+  if not np.isfinite(values).all():
+    kinds.append("NaN/inf")
+  if (np.abs(values[np.isfinite(values)]) > min(max_abs, FLOAT32_MAX)).any():
+    kinds.append(f"|value| > {max_abs:g}" if max_abs < FLOAT32_MAX else "beyond float32")
+  keypoint = np.where(bad_joint[..., None], 0, values).astype(
+      keypoint.dtype if keypoint.dtype.kind == "f" and keypoint.itemsize >= 4 else np.float32)
+  return keypoint, (f"{where}: {int(bad_joint.sum())} joint(s) with {' or '.join(kinds)} "
+                    f"coordinates set to 0 (first: person {m}, frame {t}, joint {v}: "
+                    f"{np.array2string(first, precision=4)})")
+
+
+def all_zero_message(keypoint: np.ndarray, where: str) -> str | None:
+  """The documented rejection rule for a clip in which no joint was detected in any frame.
+
+  Such a clip (every value 0, e.g. a pose estimator that found nobody) carries no information and
+  normalises to garbage; converters reject it, naming it in the report. Returns the message, or
+  ``None`` when at least one joint is non-zero.
+  """
+  if np.any(np.asarray(keypoint)):
+    return None
+  return f"{where}: all-zero sequence (no joint detected in any frame)"
 
 
 def check_record(record: dict, *, num_joints: int, channels: int, num_classes: int,
@@ -105,9 +135,13 @@ def check_record(record: dict, *, num_joints: int, channels: int, num_classes: i
     raise DataError(f"{where}: keypoint has {v} joints, the layout expects {num_joints}")
   if c != channels:
     raise DataError(f"{where}: keypoint has {c} channels, the dataset expects {channels}")
+  if kp.dtype.kind not in "iuf":
+    raise DataError(f"{where}: keypoint must hold real numbers, got dtype {kp.dtype}")
   kp = kp.astype(np.float32)
   if not np.isfinite(kp).all():
-    raise DataError(f"{where}: keypoint holds NaN or infinite values")
+    raise DataError(f"{where}: keypoint holds NaN, infinite or beyond-float32 values")
+  if not kp.any():
+    raise DataError(all_zero_message(kp, where))
   label = record["label"]
   if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
     raise DataError(f"{where}: label must be an integer, got {label!r}")

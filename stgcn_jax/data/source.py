@@ -6,6 +6,7 @@ numpy records, no TensorFlow and no need for the builder class.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -72,8 +73,15 @@ def exists(name: str, data_dir: str | None = None) -> bool:
   return os.path.exists(os.path.join(path, "dataset_info.json"))
 
 
-@functools.lru_cache(maxsize=32)
 def _builder(path: str):
+  """The tfds reader of the dataset at ``path``; cached until the dataset is written again."""
+  stat = os.stat(os.path.join(path, "dataset_info.json"))
+  return _cached_builder(path, stat.st_ino, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_builder(path: str, inode: int, mtime_ns: int):
+  del inode, mtime_ns  # the cache key: a replaced dataset is read afresh
   return tfds.builder_from_directory(path)
 
 
@@ -121,10 +129,13 @@ class SkeletonSource:
     n = len(self._source)
     if not -n <= index < n:
       raise IndexError(f"index {index} out of range for split {self.split!r} of {n} samples")
-    return self._decode(self._source[int(index) % n], int(index) % n)
+    with _damaged_files_are_data_errors(self.info, self.split):
+      record = self._source[int(index) % n]
+    return self._decode(record, int(index) % n)
 
   def __getitems__(self, indices) -> list[dict]:
-    records = self._source.__getitems__([int(i) for i in indices])
+    with _damaged_files_are_data_errors(self.info, self.split):
+      records = self._source.__getitems__([int(i) for i in indices])
     return [self._decode(r, int(i)) for r, i in zip(records, indices)]
 
   @staticmethod
@@ -150,5 +161,19 @@ def load(name: str, data_dir: str | None = None, split: str = "train") -> Skelet
   """
   dataset_info = info(name, data_dir)
   split = dataset_info.resolve_split(split)
-  data_source = _builder(dataset_info.path).as_data_source(split=split)
+  with _damaged_files_are_data_errors(dataset_info, split):
+    data_source = _builder(dataset_info.path).as_data_source(split=split)
   return SkeletonSource(data_source, dataset_info, split)
+
+
+@contextlib.contextmanager
+def _damaged_files_are_data_errors(dataset_info: DatasetInfo, split: str):
+  """array_record reports a truncated or corrupted file as RuntimeError / OSError deep inside its
+  reader; a user needs the dataset, the split and what to do."""
+  try:
+    yield
+  except (RuntimeError, OSError, TypeError, ValueError) as err:  # what a damaged record raises
+    detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    raise DataError(f"dataset {dataset_info.name!r}, split {split!r} in {dataset_info.path}: the "
+                    f"array_record files are truncated or corrupted ({detail}); convert the "
+                    "dataset again with --overwrite") from None

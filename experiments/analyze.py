@@ -24,7 +24,7 @@ from absl import app, flags
 from matplotlib.figure import Figure   # no pyplot: no global backend state, PNG via Agg
 import numpy as np
 
-from stgcn_jax import fusion
+from stgcn_jax import fusion, runtime
 
 FIG4_GROUPS = ("generator + penalty", "generator, no penalty", "LTH, pretrained",
                "LTH, random init")
@@ -279,6 +279,7 @@ def analyze(workdirs: list[str], out: str, threshold: float = 0.5, metric: str =
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --workdirs, --root, --out, ...)")
+  runtime.configure_xla()
   f = flags.FLAGS
   if not f.out:
     sys.exit("error: --out is required (the directory for the figures and the table)")

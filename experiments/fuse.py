@@ -24,7 +24,7 @@ import sys
 from absl import app, flags
 import numpy as np
 
-from stgcn_jax import fusion
+from stgcn_jax import fusion, runtime
 
 
 
@@ -167,6 +167,7 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --workdirs, --streams, ...)")
+  runtime.configure_xla()
   f = flags.FLAGS
   try:
     run_fusion(f.workdirs, f.weights, f.streams, f.stream_weights, f.out, f.save_scores)

@@ -14,6 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from stgcn_jax import runtime
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
     "Config file (optionally FILE:VARIANT); fields can be overridden with --config.FIELD=VALUE.",
@@ -72,6 +74,7 @@ def _run_name(config) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   from stgcn_jax import checkpoint, data, graph, train  # pylint: disable=import-outside-toplevel
   user_errors = (train.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,

@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 from absl import app, flags
 
+from stgcn_jax import runtime
+
 ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 
 _CONFIG = flags.DEFINE_string("config", "experiments/configs/default.py:nw_ucla",
@@ -328,6 +330,7 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
 
 
 def main(argv):
+  runtime.configure_xla()
   extra = argv[1:]  # everything after "--" (absl leaves unparsed positionals here)
   try:
     cells = _grid(_BACKBONES.value, _SPARSITIES.value)

@@ -1,7 +1,9 @@
 """Model checkpoints on disk: orbax for arrays, ``model.json`` for what builds the model.
 
 A *model checkpoint* (``save_model`` / ``load_model``) is a directory with ``model.json``
-(``{"backbone", "num_classes", "layout", "in_channels", "options"}``) and ``variables/`` (an orbax
+(``{"backbone", "num_classes", "layout", "in_channels", "options"}``, and from training also
+``class_names`` and ``pipeline``, the test-mode ``PipelineConfig`` fields the model was trained
+with plus the data's ``channels``; ``stgcn_jax.predict`` reads them) and ``variables/`` (an orbax
 PyTree checkpoint of ``{'params', 'batch_stats'}``). ``python -m stgcn_jax.convert`` writes one from a
 pyskl state_dict; training accepts one as ``--pretrained``. Orbax writes to a temporary directory and
 renames it when complete, so an interrupted save never leaves a half-written checkpoint.
@@ -27,11 +29,18 @@ class CheckpointError(ValueError):
 
 
 def model_spec_json(backbone: str, num_classes: int, layout, in_channels: int = 3,
-                    options: dict | None = None) -> dict:
+                    options: dict | None = None, *, class_names=None,
+                    pipeline: dict | None = None) -> dict:
+  """The ``model.json`` object; ``class_names`` and ``pipeline`` are written only when given."""
   layout = graph_lib.get_layout(layout)
   layout_json = layout.name if graph_lib.LAYOUTS.get(layout.name) == layout else layout.to_json()
-  return {"backbone": backbone, "num_classes": int(num_classes), "layout": layout_json,
+  spec = {"backbone": backbone, "num_classes": int(num_classes), "layout": layout_json,
           "in_channels": int(in_channels), "options": dict(options or {})}
+  if class_names is not None:
+    spec["class_names"] = [str(n) for n in class_names]
+  if pipeline is not None:
+    spec["pipeline"] = dict(pipeline)
+  return spec
 
 
 def build_model(spec: dict) -> models.Recognizer:

@@ -378,9 +378,7 @@ def adjacency(layout: str | Layout, mode: str = "spatial", *, max_hop: int = 1,
     a = _stgcn_spatial(layout, max_hop)
   elif mode == "random":
     a = np.random.default_rng(seed).standard_normal((num_filter, v, v)) * init_std + init_off
-  elif mode == "binary_adj":
-    a = edge2mat(layout.inward + layout.outward, v)[None]
   else:
-    raise LayoutError(f"unknown graph mode {mode!r}; expected 'spatial', 'stgcn_spatial', "
-                      "'random' or 'binary_adj'")
+    raise LayoutError(f"unknown graph mode {mode!r}; expected 'spatial', 'stgcn_spatial' "
+                      "or 'random'")
   return a.astype(np.float32)

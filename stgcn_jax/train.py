@@ -726,8 +726,10 @@ def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
              names=names, **extra)
     os.replace(tmp, os.path.join(workdir, "scores.npz"))
     if not trainer.ensemble:
-      spec = checkpoint.model_spec_json(config.backbone, info.num_classes, info.layout,
-                                        trainer.model.backbone.in_channels, _model_options(config))
+      spec = checkpoint.model_spec_json(
+          config.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
+          _model_options(config), class_names=info.class_names,
+          pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
       host = jax.device_get(state)
       variables = {"params": sparsity.apply_masks(host.params, host.masks),
                    "batch_stats": host.batch_stats}

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def make_run(root: Path, name: str, top1: float, seed: int = 0, member_sparsitie
   config = {"backbone": "ctrgcn", "dataset": "synthetic", "modality": "j", "mode": "generator",
             "sparsity": 0.8, "warmup_epochs": 2, "penalty_lambda": 1.0, "lambda_schedule":
             "constant", "pretrained": "", "seed": seed, **config}
-  rng = np.random.default_rng(abs(hash(name)) % 2**32)
+  rng = np.random.default_rng(zlib.crc32(name.encode()))  # not hash(): it changes per process
   k = len(member_sparsities or [None])
   member_scores = rng.dirichlet(np.full(C, 0.5), size=(k, N)).astype(np.float32)
   arrays = dict(scores=member_scores.sum(0), labels=np.arange(N) % C, index=np.arange(N),

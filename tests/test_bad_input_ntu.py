@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
+
 from data_prep import common, ntu
 from stgcn_jax import data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = conftest.SHARED / "data"
 NTU_FILE = SHARED / "ntu_rgbd_raw_samples" / "S001C001P001R001A011.skeleton"
 pytestmark = pytest.mark.skipif(not NTU_FILE.is_file(),
                                 reason=f"reference data not found at {NTU_FILE} (../shared/data)")

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
+
 from stgcn_jax import data, graph
 from stgcn_jax.data import safe_pickle
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = conftest.SHARED / "data"
 NW_UCLA = SHARED / "nw_ucla"
 NW_UCLA_FILE = NW_UCLA / "all_sqe" / "a01_s01_e00_v01.json"
 needs_data = pytest.mark.skipif(not NW_UCLA_FILE.is_file(),

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
+
 from stgcn_jax import data, graph
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = conftest.SHARED / "data"
 HRNET = SHARED / "pyskl_format_samples" / "custom_hrnet2d_16cls" / "ntu60_hrnet.pkl"
 pytestmark = pytest.mark.skipif(not HRNET.is_file(),
                                 reason=f"reference data not found at {HRNET} (../shared/data)")

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
+
 from stgcn_jax import data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = conftest.SHARED / "data"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(),
                                 reason=f"reference data not found at {SHARED} (../shared/data)")
 NW_UCLA = SHARED / "nw_ucla"

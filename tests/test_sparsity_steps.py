@@ -62,9 +62,9 @@ def test_finetune_keeps_pruned_exactly_zero_across_checkpoint(setup, tmp_path):
   trace = _leaves(state.opt_state)
   masks = _leaves(state.masks)
   for p, m in masks.items():
-    for key, buf in trace.items():
-      if key.endswith(p) and "trace" in key:
-        assert np.all(buf[~m] == 0.0), f"momentum of pruned {p} not zeroed"
+    buffers = [buf for key, buf in trace.items() if key.endswith(p) and "trace" in key]
+    assert len(buffers) == 1, f"{p}: expected one momentum buffer, found {len(buffers)}"
+    assert np.all(buffers[0][~m] == 0.0), f"momentum of pruned {p} not zeroed"
   start = state
   state, metrics = _run(steps["finetune"], state, batch, 20)
   assert np.isfinite(float(metrics["loss"])) and float(metrics["penalty"]) == 0.0

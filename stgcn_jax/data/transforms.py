@@ -268,16 +268,13 @@ def uniform_sample_indices(num_frames: int, clip_len: int, *, num_clips: int = 1
 
 
 # ----------------------------------------------------------------------------- formatting
-def format_gcn_input(keypoint: np.ndarray, num_person: int = 2, num_clips: int = 1, *,
-                     mode: str = "zero") -> np.ndarray:
-  """pyskl ``FormatGCNInput``: pads (zeros, or copies of person 0 with ``mode='loop'``) or keeps the
-  first ``num_person`` persons, and splits T into clips: (M, nc*T, V, C) -> (nc, M, T, V, C)."""
+def format_gcn_input(keypoint: np.ndarray, num_person: int = 2, num_clips: int = 1) -> np.ndarray:
+  """pyskl ``FormatGCNInput``: pads with zero persons or keeps the first ``num_person`` persons,
+  and splits T into clips: (M, nc*T, V, C) -> (nc, M, T, V, C)."""
   kp = np.asarray(keypoint, np.float32)
   m = kp.shape[0]
   if m < num_person:
     pad = np.zeros((num_person - m,) + kp.shape[1:], np.float32)
-    if mode == "loop" and m == 1:
-      pad[:] = kp[0]
     kp = np.concatenate([kp, pad], axis=0)
   elif m > num_person:
     kp = kp[:num_person]

@@ -29,13 +29,6 @@ def _flat(tree):
   return traverse_util.flatten_dict(tree)
 
 
-def prunable_subset(tree, spec: PrunableSpec | None = None):
-  """The nested dict of ``tree``'s prunable leaves only."""
-  spec = spec or PrunableSpec()
-  return traverse_util.unflatten_dict({k: v for k, v in _flat(tree).items()
-                                       if spec(path_str(k))})
-
-
 def init_scores(params, key, spec: PrunableSpec | None = None):
   """Kaiming-uniform (fan_in, relu gain) scores for every prunable leaf of ``params``."""
   spec = spec or PrunableSpec()

@@ -61,17 +61,13 @@ class PrunableSpec:
     include_head: also mask ``cls_head/fc_cls/kernel``.
     include_attention: also mask the AA-GCN attention kernels (``conv_sa``, ``conv_ta``, ``fc1c``,
       ``fc2c``).
-    exclude: extra regular expressions; a path matching any of them (``re.search``) is not prunable.
   """
   include_head: bool = False
   include_attention: bool = False
-  exclude: tuple[str, ...] = ()
 
   def __call__(self, path: str) -> bool:
     parts = path.split("/")
     if parts[-1] != "kernel":
-      return False
-    if any(re.search(p, path) for p in self.exclude):
       return False
     if path.startswith("cls_head/"):
       return self.include_head
@@ -90,12 +86,6 @@ def block_of(path: str) -> str:
 
 def _leaves(tree) -> list[tuple[str, Any]]:
   return [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)]
-
-
-def prunable_tree(params, spec: PrunableSpec | None = None):
-  """A tree of Python bools (same structure as ``params``): True where the leaf is prunable."""
-  spec = spec or PrunableSpec()
-  return jax.tree_util.tree_map_with_path(lambda p, _: spec(path_str(p)), params)
 
 
 def prunable_paths(params, spec: PrunableSpec | None = None) -> list[str]:
@@ -263,7 +253,7 @@ def _erk_counts(sizes: dict[str, int], densities: dict[str, float], total_keep: 
 
 def make_masks(params, sparsity, *, key=None, method: str = "uniform",
                spec: PrunableSpec | None = None, path: str | None = None,
-               erk_power_scale: float = 1.0, cover_channels: bool = False):
+               cover_channels: bool = False):
   """A bool mask tree with the structure of ``params`` (arrays or ``ShapeDtypeStruct``s).
 
   Args:
@@ -274,7 +264,6 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
     method: one of ``METHODS``.
     spec: the prunable predicate (default ``PrunableSpec()``).
     path: the npz file or orbax checkpoint directory for ``predefined``.
-    erk_power_scale: the ERK exponent (1.0 = ERK, 0.0 = uniform densities).
     cover_channels: 'uniform' and 'erk': keep at least one weight of every output channel where
       the tensor's count allows (``cover_output_channels``; the counts are unchanged).
 
@@ -310,8 +299,7 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
         keep[p] = cover_output_channels(keep[p], rng)
   elif method == "erk":
     sizes = {p: _size(leaf) for p, leaf in prunable.items()}
-    dens = erk_densities({p: tuple(leaf.shape) for p, leaf in prunable.items()}, s,
-                         erk_power_scale)
+    dens = erk_densities({p: tuple(leaf.shape) for p, leaf in prunable.items()}, s)
     total = sum(sizes.values())
     counts = _erk_counts(sizes, dens, total - num_pruned(total, s))
     for p, leaf in prunable.items():
@@ -380,12 +368,11 @@ def save_masks(path: str, masks) -> None:
   np.savez_compressed(path, **{p: np.asarray(m, bool) for p, m in _leaves(masks)})
 
 
-def load_masks(path: str, params, *, spec: PrunableSpec | None = None, strict: bool = True):
+def load_masks(path: str, params, *, spec: PrunableSpec | None = None):
   """Load a mask tree from an ``.npz`` file (see ``save_masks``) or an orbax checkpoint directory
   holding either a mask tree or a state with a ``masks`` entry; validate it against ``params``.
 
-  With ``strict=False`` paths absent from the file are filled with all-True (dense) masks; paths
-  the file has that ``params`` lacks are still an error. ``spec`` is unused (kept for symmetry).
+  Every path of ``params`` must be in the file and no other. ``spec`` is unused (kept for symmetry).
   """
   del spec
   path = os.fspath(path)
@@ -402,9 +389,6 @@ def load_masks(path: str, params, *, spec: PrunableSpec | None = None, strict: b
     raise ValueError(f"predefined mask file {path!r} does not exist (expected an .npz file or an "
                      "orbax checkpoint directory)")
   leaves = _leaves(params)
-  if not strict:
-    for p, leaf in leaves:
-      flat.setdefault(p, np.ones(leaf.shape, bool))
   wanted = {p for p, _ in leaves}
   missing, extra = sorted(wanted - set(flat)), sorted(set(flat) - wanted)
   if missing or extra:

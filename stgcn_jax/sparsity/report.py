@@ -51,11 +51,6 @@ def sparsity_report(params, masks, spec: PrunableSpec | None = None) -> dict:
               prunable_nonzero=p_total - p_zeros, per_block=per_block, per_leaf=per_leaf)
 
 
-def scalar_summary(report: dict, prefix: str = "sparsity/") -> dict:
-  """The scalar entries of a report (for a metrics logger)."""
-  return {prefix + k: v for k, v in report.items() if not isinstance(v, dict)}
-
-
 def format_report(report: dict, per_leaf: bool = False) -> str:
   """A human-readable table of a ``sparsity_report``."""
   lines = [f"prunable sparsity {report['prunable_sparsity']:.4f} "

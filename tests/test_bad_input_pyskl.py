@@ -4,7 +4,6 @@ error line or a named, counted rejection / repair; never a traceback, never garb
 import copy
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,9 +2,7 @@
 files' hand-read values, labels and splits."""
 
 import json
-import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model

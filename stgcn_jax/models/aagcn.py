@@ -7,6 +7,7 @@ pyskl config ``aagcn_pyskl``: ``spatial`` graph learned per block, data-dependen
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,6 @@ import jax.numpy as jnp
 
 from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone, adjacency
-from stgcn_jax.models.stgcn import temporal_unit
 
 
 class UnitAAGCN(nn.Module):
@@ -82,33 +82,11 @@ class AAGCN(Backbone):
     a = adjacency(self.layout, self.graph_mode)
 
     def block(i, cout, stride, res_kind, dropout):
-      return AAGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_attention,
-                        self.gcn_coff_embedding, self.tcn_type, self.tcn_ms_cfg, dropout,
-                        name=f"block{i}")
+      gcn = functools.partial(UnitAAGCN, cout, a, self.gcn_coff_embedding, self.gcn_adaptive,
+                              self.gcn_attention)
+      # AAGCN re-initialises its unit_tcn (kaiming fan_out).
+      tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
+                                 dropout=dropout, init_scheme="fan_out")
+      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
-
-
-class AAGCNBlock(nn.Module):
-  features: int
-  A: Any
-  stride: int
-  residual: str
-  adaptive: bool
-  attention: bool
-  coff_embedding: int
-  tcn_type: str
-  tcn_ms_cfg: tuple
-  dropout: float
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = UnitAAGCN(self.features, self.A, self.coff_embedding, self.adaptive, self.attention,
-                  name="gcn")(x, train)
-    if self.tcn_type == "unit_tcn":  # AAGCN re-initialises its unit_tcn (kaiming fan_out)
-      y = layers.UnitTCN(self.features, 9, self.stride, dropout=self.dropout, init_scheme="fan_out",
-                         name="tcn")(y, train)
-    else:
-      y = temporal_unit(self.tcn_type, self.features, self.stride, self.tcn_ms_cfg, self.dropout,
-                        y, train)
-    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))

@@ -7,6 +7,7 @@ Channel-wise topology refinement: per subset, a per-sample, per-channel graph
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -98,24 +99,8 @@ class CTRGCN(Backbone):
     a = adjacency(self.layout, self.graph_mode)
 
     def block(i, cout, stride, res_kind, dropout):
-      return CTRGCNBlock(cout, a, stride, res_kind, self.kernel_size, self.dilations, dropout,
-                         name=f"block{i}")
+      gcn = functools.partial(UnitCTRGCN, cout, a)
+      tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout)
+      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
-    return self.run_blocks(x_NMTVC, train, "MVC", block)
-
-
-class CTRGCNBlock(nn.Module):
-  features: int
-  A: Any
-  stride: int
-  residual: str
-  kernel_size: int
-  dilations: tuple[int, ...]
-  dropout: float
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = UnitCTRGCN(self.features, self.A, name="gcn")(x, train)
-    y = MSTCN(self.features, self.kernel_size, self.stride, self.dilations, self.dropout,
-              name="tcn")(y, train)
-    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))
+    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)

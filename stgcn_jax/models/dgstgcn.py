@@ -8,6 +8,7 @@ softmax affinities), and ``dgmstcn``: six temporal branches plus a mean-joint co
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -101,25 +102,9 @@ class DGSTGCN(Backbone):
                 self.gcn_ada_act, self.gcn_ctr_act)
 
     def block(i, cout, stride, res_kind, dropout):
-      return DGBlock(cout, a, stride, res_kind, gcn_opts, self.tcn_ms_cfg, num_joints,
-                     dropout, name=f"block{i}")
+      gcn = functools.partial(DGGCN, cout, a, *gcn_opts)
+      tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn_ms_cfg,
+                              global_joint=True, num_joints=num_joints, dropout=dropout)
+      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
-
-
-class DGBlock(nn.Module):
-  features: int
-  A: Any
-  stride: int
-  residual: str
-  gcn_opts: tuple
-  tcn_ms_cfg: tuple
-  num_joints: int
-  dropout: float
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = DGGCN(self.features, self.A, *self.gcn_opts, name="gcn")(x, train)
-    y = layers.MultiBranchTCN(self.features, self.stride, self.tcn_ms_cfg, global_joint=True,
-                              num_joints=self.num_joints, dropout=self.dropout, name="tcn")(y, train)
-    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))

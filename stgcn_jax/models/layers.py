@@ -340,6 +340,40 @@ def block_specs(in_channels: int, base_channels: int = 64, ch_ratio: float = 2,
   return specs
 
 
+ModuleDef = Any  # a module constructor, e.g. functools.partial(UnitTCN, 64, stride=2)
+
+
+def temporal_unit(kind: str, features: int, stride: int, *, ms_cfg: Sequence[Any] = MS_CFG,
+                  dropout: float = 0.0, init_scheme: str = "torch") -> ModuleDef:
+  """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
+  if kind == "unit_tcn":
+    return functools.partial(UnitTCN, features, 9, stride, dropout=dropout,
+                             init_scheme=init_scheme)
+  if kind == "mstcn":
+    return functools.partial(MultiBranchTCN, features, stride, ms_cfg, dropout=dropout)
+  raise ValueError(f"unknown tcn_type {kind!r}; expected 'unit_tcn' or 'mstcn'")
+
+
+class Block(nn.Module):
+  """One block of every backbone (pyskl's ``*Block``): ``gcn`` -> ``tcn``, + residual, ReLU.
+
+  As the flax ResNet example composes its blocks, ``gcn`` and ``tcn`` are module constructors
+  (``functools.partial`` of a unit with its options), built here as the children ``gcn`` and
+  ``tcn``; ``residual`` is ``"none"``, ``"identity"`` or ``"proj"`` (see :func:`block_specs`).
+  """
+  gcn: ModuleDef
+  tcn: ModuleDef
+  features: int
+  stride: int = 1
+  residual: str = "proj"
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    y = self.gcn(name="gcn")(x, train)
+    y = self.tcn(name="tcn")(y, train)
+    return nn.relu(y + residual(self.residual, self.features, self.stride, x, train))
+
+
 def residual(kind: str, features: int, stride: int, x: Array, train: bool):
   """The block-level residual (module ``residual``): 0, identity, or 1x1 strided conv + BN."""
   if kind == "none":

@@ -7,6 +7,7 @@ gcn_adaptive='init', gcn_with_res=True, tcn_type='mstcn'``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -69,39 +70,10 @@ class STGCN(Backbone):
     a = adjacency(self.layout, self.graph_mode)
 
     def block(i, cout, stride, res_kind, dropout):
-      return STGCNBlock(cout, a, stride, res_kind, self.gcn_adaptive, self.gcn_conv_pos,
-                        self.gcn_with_res, self.tcn_type, self.tcn_ms_cfg, dropout=dropout,
-                        name=f"block{i}")
+      gcn = functools.partial(UnitGCN, cout, a, self.gcn_adaptive, self.gcn_conv_pos,
+                              self.gcn_with_res)
+      tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
+                                 dropout=dropout)
+      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
-
-
-def temporal_unit(kind: str, features: int, stride: int, ms_cfg: tuple, dropout: float,
-                  x: jax.Array, train: bool) -> jax.Array:
-  """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
-  if kind == "unit_tcn":
-    return layers.UnitTCN(features, 9, stride, dropout=dropout, name="tcn")(x, train)
-  if kind == "mstcn":
-    return layers.MultiBranchTCN(features, stride, ms_cfg, dropout=dropout, name="tcn")(x, train)
-  raise ValueError(f"unknown tcn_type {kind!r}; expected 'unit_tcn' or 'mstcn'")
-
-
-class STGCNBlock(nn.Module):
-  features: int
-  A: Any
-  stride: int
-  residual: str
-  gcn_adaptive: str | None
-  gcn_conv_pos: str
-  gcn_with_res: bool
-  tcn_type: str
-  tcn_ms_cfg: tuple
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = UnitGCN(self.features, self.A, self.gcn_adaptive, self.gcn_conv_pos, self.gcn_with_res,
-                name="gcn")(x, train)
-    y = temporal_unit(self.tcn_type, self.features, self.stride, self.tcn_ms_cfg, self.dropout,
-                      y, train)
-    return nn.relu(y + layers.residual(self.residual, self.features, self.stride, x, train))

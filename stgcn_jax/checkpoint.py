@@ -15,7 +15,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from stgcn_jax import graph as graph_lib
@@ -74,10 +73,7 @@ def load_model(path: str) -> tuple[models.Recognizer, dict[str, Any]]:
   with open(spec_path) as f:
     spec = json.load(f)
   model = build_model(spec)
-  bb = model.backbone
-  x = jax.ShapeDtypeStruct((1, bb.num_person, 16, bb.layout.num_joints, bb.in_channels), "float32")
-  abstract = jax.eval_shape(lambda k: model.init(k, jax.numpy.zeros(x.shape)), jax.random.key(0))
-  abstract = {k: abstract[k] for k in ("params", "batch_stats") if k in abstract}
+  abstract = models.abstract_variables(model)
   try:
     variables = ocp.StandardCheckpointer().restore(os.path.join(path, "variables"), abstract)
   except (ValueError, KeyError, FileNotFoundError) as err:

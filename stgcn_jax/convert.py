@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax.models import abstract_variables
 from stgcn_jax.models.base import Recognizer, adjacency
 
 __all__ = ["ConversionError", "from_pyskl", "to_pyskl", "pyskl_key", "load_state_dict"]
@@ -90,13 +91,6 @@ def _from_torch_layout(leaf: str, x: np.ndarray) -> np.ndarray:
   return x if perm is None else np.transpose(x, np.argsort(perm))
 
 
-def _abstract_variables(model: Recognizer, num_frames: int = 16) -> Any:
-  bb = model.backbone
-  x = jax.ShapeDtypeStruct((1, bb.num_person, num_frames, bb.layout.num_joints, bb.in_channels),
-                           jnp.float32)
-  return jax.eval_shape(lambda k: model.init(k, jnp.zeros(x.shape, x.dtype)), jax.random.key(0))
-
-
 def _flat(tree) -> dict[tuple[str, ...], Any]:
   out = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
@@ -136,7 +130,7 @@ def from_pyskl(state_dict: Mapping[str, Any], model: Recognizer, *, strict: bool
       if key.startswith(prefix):
         key = key[len(prefix):]
     sd[key] = np.asarray(value)
-  abstract = _abstract_variables(model)
+  abstract = abstract_variables(model)
   expected: dict[str, tuple[str, tuple[str, ...], Any]] = {}
   for collection in ("params", "batch_stats"):
     for path, leaf in _flat(abstract.get(collection, {})).items():

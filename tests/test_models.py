@@ -10,10 +10,8 @@ from stgcn_jax import graph, models
 from conftest import BACKBONE_NAMES
 
 
-def abstract_variables(model, t=16, m=2):
-  bb = model.backbone
-  x = jnp.zeros((1, m, t, bb.layout.num_joints, bb.in_channels))
-  return jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
+def abstract_variables(model):
+  return models.abstract_variables(model)
 
 
 def count(model):
@@ -138,7 +136,7 @@ def test_exact_parameter_paths(name):
 def test_output_shapes(name, t, m):
   model = models.get_model(name, 60, num_person=m)
   x = jnp.zeros((3, m, t, 25, 3))
-  variables = abstract_variables(model, t=t, m=m)
+  variables = abstract_variables(model)
   logits, feat = jax.eval_shape(
       lambda v: model.apply(v, x, train=False, return_features=True), variables)
   t_out = -(-(-(-t // 2)) // 2)  # two stride-2 stages: ceil(ceil(t/2)/2)
@@ -236,3 +234,21 @@ def test_bad_options_are_clear():
                    jax.random.key(0))
   with pytest.raises(ValueError, match="V=17 joints"):
     jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 2, 16, 17, 3))), jax.random.key(0))
+
+
+def test_temporal_conv_implementations_compute_the_same_function():
+  # The backbone field selects how (k x 1) convs are differentiated; values and gradients agree.
+  options = dict(base_channels=8, num_stages=3, inflate_stages=(3,), down_stages=(3,))
+  x = jax.random.normal(jax.random.key(1), (2, 2, 12, 25, 3))
+  grads = {}
+  for impl in ("custom_vjp", "xla"):
+    model = models.get_model("ctrgcn", 5, temporal_conv=impl, **options)
+    variables = model.init(jax.random.key(0), x)
+    loss = lambda p: jnp.sum(model.apply({**variables, "params": p}, x) ** 2)
+    grads[impl] = (loss(variables["params"]), jax.grad(loss)(variables["params"]))
+  np.testing.assert_allclose(grads["xla"][0], grads["custom_vjp"][0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads["xla"][1]), jax.tree.leaves(grads["custom_vjp"][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="temporal conv impl must be one of"):
+    bad = models.get_model("ctrgcn", 5, temporal_conv="cudnn", **options)
+    bad.init(jax.random.key(0), x)

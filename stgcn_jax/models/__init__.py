@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
+
 from stgcn_jax import graph as graph_lib
 from stgcn_jax.models.base import Backbone, GCNHead, Recognizer
 from stgcn_jax.models.aagcn import AAGCN
@@ -63,4 +66,16 @@ def get_model(name: str, num_classes: int, layout="nturgb+d", in_channels: int =
   return Recognizer(backbone=backbone, num_classes=int(num_classes), **head)
 
 
-__all__ = ["BACKBONES", "Backbone", "GCNHead", "Recognizer", "backbone_options", "get_model"]
+def abstract_variables(model: Recognizer, num_frames: int = 16) -> dict:
+  """The model's ``{'params', 'batch_stats'}`` as ``jax.ShapeDtypeStruct`` trees, computed with
+  ``jax.eval_shape`` (nothing is initialised): the restore target of a checkpoint."""
+  bb = model.backbone
+  x = jax.ShapeDtypeStruct((1, bb.num_person, num_frames, bb.layout.num_joints, bb.in_channels),
+                           jnp.float32)
+  abstract = jax.eval_shape(lambda k: model.init(k, jnp.zeros(x.shape, x.dtype)),
+                            jax.random.key(0))
+  return {k: abstract[k] for k in ("params", "batch_stats") if k in abstract}
+
+
+__all__ = ["BACKBONES", "Backbone", "GCNHead", "Recognizer", "abstract_variables",
+           "backbone_options", "get_model"]

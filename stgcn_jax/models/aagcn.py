@@ -86,7 +86,8 @@ class AAGCN(Backbone):
                               self.gcn_attention)
       # AAGCN re-initialises its unit_tcn (kaiming fan_out).
       tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
-                                 dropout=dropout, init_scheme="fan_out")
+                                 dropout=dropout, init_scheme="fan_out",
+                                 conv_impl=self.temporal_conv)
       return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)

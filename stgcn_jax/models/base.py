@@ -36,6 +36,7 @@ class Backbone(nn.Module):
   down_stages: tuple[int, ...] = (5, 8)
   num_person: int = 2
   tcn_dropout: float = 0.0
+  temporal_conv: str = "custom_vjp"   # how (k x 1) convs are differentiated (layers.Conv.impl)
 
   def specs(self):
     return layers.block_specs(self.in_channels, self.base_channels, self.ch_ratio,

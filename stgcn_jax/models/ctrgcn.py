@@ -61,6 +61,7 @@ class MSTCN(nn.Module):
   stride: int = 1
   dilations: tuple[int, ...] = (1, 2)
   dropout: float = 0.0
+  conv_impl: str = "custom_vjp"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -76,7 +77,7 @@ class MSTCN(nn.Module):
     for i, d in enumerate(self.dilations):
       y = nn.relu(pointwise(i, bc))
       y = layers.Conv(bc, self.kernel_size, self.stride, d, init_scheme="fan_out",
-                      name=f"branch{i}_tconv")(y)
+                      impl=self.conv_impl, name=f"branch{i}_tconv")(y)
       outs.append(layers.BatchNorm(name=f"branch{i}_tconv_bn")(y, train))
     i = len(self.dilations)
     y = layers.max_pool_time(nn.relu(pointwise(i, bc)), self.stride)
@@ -100,7 +101,8 @@ class CTRGCN(Backbone):
 
     def block(i, cout, stride, res_kind, dropout):
       gcn = functools.partial(UnitCTRGCN, cout, a)
-      tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout)
+      tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout,
+                              conv_impl=self.temporal_conv)
       return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)

@@ -104,7 +104,8 @@ class DGSTGCN(Backbone):
     def block(i, cout, stride, res_kind, dropout):
       gcn = functools.partial(DGGCN, cout, a, *gcn_opts)
       tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn_ms_cfg,
-                              global_joint=True, num_joints=num_joints, dropout=dropout)
+                              global_joint=True, num_joints=num_joints, dropout=dropout,
+                              conv_impl=self.temporal_conv)
       return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)

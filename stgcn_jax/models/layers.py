@@ -71,6 +71,7 @@ class Conv(nn.Module):
   stride: int = 1
   dilation: int = 1
   init_scheme: str = "torch"
+  impl: str = "custom_vjp"   # how (k x 1) convs are differentiated: TEMPORAL_CONV_IMPLS
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -84,30 +85,19 @@ class Conv(nn.Module):
       # A plain (rows x cin) @ (cin x cout) matmul: XLA:CPU differentiates it about 2x faster than
       # the equivalent einsum, whose kernel gradient contracts over three axes at once.
       y = (x.reshape(-1, cin) @ kernel[0, 0]).reshape(x.shape[:-1] + (self.features,))
-    elif _TEMPORAL_CONV_IMPL == "xla":
+    elif self.impl == "xla":
       y = _temporal_conv(x, kernel, self.stride, self.dilation)
-    else:
+    elif self.impl == "custom_vjp":
       y = temporal_conv(x, kernel, self.stride, self.dilation)
+    else:
+      raise ValueError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got "
+                       f"{self.impl!r}")
     return y + bias
 
 
-# "custom_vjp" (default): ``temporal_conv``; "xla": XLA's own gradient. Read when a model is traced;
-# only benchmarks switch it (``set_temporal_conv_impl``).
-_TEMPORAL_CONV_IMPL = "custom_vjp"
+# "custom_vjp" (default): ``temporal_conv``; "xla": XLA's own gradient (same function; kept for
+# benchmarks and as a fallback). A backbone's ``temporal_conv`` field selects it.
 TEMPORAL_CONV_IMPLS = ("custom_vjp", "xla")
-
-
-def set_temporal_conv_impl(impl: str) -> str:
-  """Selects how ``Conv`` differentiates ``(k x 1)`` convolutions; returns the previous choice.
-
-  Both choices compute the same function; "xla" is kept for benchmarks and as a fallback. Only
-  models traced (jitted) after the call are affected.
-  """
-  global _TEMPORAL_CONV_IMPL
-  if impl not in TEMPORAL_CONV_IMPLS:
-    raise ValueError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got {impl!r}")
-  previous, _TEMPORAL_CONV_IMPL = _TEMPORAL_CONV_IMPL, impl
-  return previous
 
 
 def _temporal_conv(x_BTVC: Array, kernel: Array, stride: int, dilation: int) -> Array:
@@ -214,11 +204,12 @@ class UnitTCN(nn.Module):
   use_bn: bool = True
   dropout: float = 0.0
   init_scheme: str = "torch"
+  conv_impl: str = "custom_vjp"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     x = Conv(self.features, self.kernel_size, self.stride, self.dilation, init_scheme=self.init_scheme,
-             name="conv")(x)
+             impl=self.conv_impl, name="conv")(x)
     if self.use_bn:
       x = BatchNorm(name="bn")(x, train)
     if self.dropout > 0:
@@ -261,6 +252,7 @@ class MultiBranchTCN(nn.Module):
   global_joint: bool = False
   num_joints: int = 25
   dropout: float = 0.0
+  conv_impl: str = "custom_vjp"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -287,7 +279,8 @@ class MultiBranchTCN(nn.Module):
       if cfg[0] == "max":
         outs.append(max_pool_time(y, self.stride))
       else:
-        outs.append(Conv(c, cfg[0], self.stride, cfg[1], name=f"{name}_tconv")(y))
+        outs.append(Conv(c, cfg[0], self.stride, cfg[1], impl=self.conv_impl,
+                         name=f"{name}_tconv")(y))
     y = jnp.concatenate(outs, axis=-1)
     if self.global_joint:
       y = y[:, :, :v] + y[:, :, v:] * add_coeff[:v, None]
@@ -344,13 +337,15 @@ ModuleDef = Any  # a module constructor, e.g. functools.partial(UnitTCN, 64, str
 
 
 def temporal_unit(kind: str, features: int, stride: int, *, ms_cfg: Sequence[Any] = MS_CFG,
-                  dropout: float = 0.0, init_scheme: str = "torch") -> ModuleDef:
+                  dropout: float = 0.0, init_scheme: str = "torch",
+                  conv_impl: str = "custom_vjp") -> ModuleDef:
   """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
   if kind == "unit_tcn":
     return functools.partial(UnitTCN, features, 9, stride, dropout=dropout,
-                             init_scheme=init_scheme)
+                             init_scheme=init_scheme, conv_impl=conv_impl)
   if kind == "mstcn":
-    return functools.partial(MultiBranchTCN, features, stride, ms_cfg, dropout=dropout)
+    return functools.partial(MultiBranchTCN, features, stride, ms_cfg, dropout=dropout,
+                             conv_impl=conv_impl)
   raise ValueError(f"unknown tcn_type {kind!r}; expected 'unit_tcn' or 'mstcn'")
 
 

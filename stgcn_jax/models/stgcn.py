@@ -73,7 +73,7 @@ class STGCN(Backbone):
       gcn = functools.partial(UnitGCN, cout, a, self.gcn_adaptive, self.gcn_conv_pos,
                               self.gcn_with_res)
       tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
-                                 dropout=dropout)
+                                 dropout=dropout, conv_impl=self.temporal_conv)
       return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
 
     return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)

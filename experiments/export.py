@@ -1,0 +1,84 @@
+"""Export a trained model for deployment.
+
+  python -m experiments.export --model=runs/X --out=model.npz                    # compressed sparse
+  python -m experiments.export --model=runs/X --out=model.shlo --format=stablehlo
+
+``--model`` is a model checkpoint directory (``model.json`` + ``variables/``), a training workdir
+(its ``model/`` is used) or, for ``--format=stablehlo``, a sparse ``.npz`` export.
+
+``sparse``: one ``.npz`` (no pickle) with the kept weights of every prunable kernel, a packed bit
+mask, every other parameter and BatchNorm statistic dense, and the model spec;
+``stgcn_jax.export.load_sparse(FILE)`` rebuilds ``(model, variables)`` bit for bit.
+
+``stablehlo``: ``jax.export`` of the eval-mode forward pass with the weights as constants, for
+input ``float32 (B, M, T, V, C)`` (B symbolic); ``FILE.json`` documents the input contract. Run it
+with jax and numpy only: ``jax.export.deserialize(open(FILE, 'rb').read()).call(x)``.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from stgcn_jax import runtime
+
+_MODEL = flags.DEFINE_string("model", None, "model checkpoint dir, training workdir or sparse .npz")
+_OUT = flags.DEFINE_string("out", None, "output file")
+_FORMAT = flags.DEFINE_enum("format", "sparse", ["sparse", "stablehlo"], "what to write")
+_FRAMES = flags.DEFINE_integer(
+    "frames", None, "stablehlo: T of the input (default: the pipeline clip_len recorded in "
+    "model.json, else 100)")
+_BATCH = flags.DEFINE_enum("batch", "symbolic", ["symbolic", "1"],
+                           "stablehlo: a symbolic batch dimension or a fixed batch of 1")
+_PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"],
+                               "stablehlo: the platforms to lower for (cpu, cuda, rocm, tpu)")
+_COMPRESS = flags.DEFINE_bool("compress", True, "sparse: deflate the .npz (np.savez_compressed)")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing --out")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  runtime.configure_xla()
+  import os  # pylint: disable=import-outside-toplevel
+  from stgcn_jax import checkpoint, export, graph  # pylint: disable=import-outside-toplevel
+  user_errors = (export.ExportError, checkpoint.CheckpointError, graph.LayoutError, ValueError,
+                 FileNotFoundError, OSError)
+  try:
+    if not _MODEL.value or not _OUT.value:
+      raise ValueError("--model and --out are required")
+    out = _OUT.value
+    if os.path.exists(out) and not _OVERWRITE.value:
+      raise ValueError(f"{out} already exists; choose another --out or pass --overwrite")
+    if os.path.isdir(out):
+      raise ValueError(f"{out} is a directory; --out must be a file")
+    if _FORMAT.value == "sparse":
+      model_dir = export.resolve_model_dir(_MODEL.value)
+      _, variables, spec = export.load_any(model_dir)
+      summary = export.save_sparse(out, spec, variables, compress=_COMPRESS.value)
+      dense = export.size_on_disk(model_dir)
+      print(f"wrote {out}: {summary['bytes']:,} bytes ({summary['bytes'] / dense:.1%} of the "
+            f"{dense:,}-byte checkpoint {model_dir}); {summary['kept_weights']:,} of "
+            f"{summary['sparse_weights']:,} prunable weights kept, "
+            f"{summary['dense_params']:,} other values dense")
+    else:
+      model, variables, spec = export.load_any(_MODEL.value)
+      frames = _FRAMES.value
+      if frames is None:
+        frames = int((spec.get("pipeline") or {}).get("clip_len", 100))
+      if frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {frames}")
+      contract = export.export_stablehlo(out, model, variables, spec, frames=frames,
+                                         symbolic_batch=_BATCH.value == "symbolic",
+                                         platforms=_PLATFORMS.value)
+      shape = ", ".join(str(s) for s in contract["input"]["shape"])
+      print(f"wrote {out} ({export.size_on_disk(out):,} bytes; input float32 ({shape}), output "
+            f"logits {tuple(contract['output']['shape'])}, platforms "
+            f"{','.join(contract['platforms'])}) and {out}.json (the input contract)")
+  except user_errors as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

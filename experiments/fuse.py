@@ -150,6 +150,17 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
       print(f"honest total:     {budget['total_budget']:.4f} x one dense model's parameters "
             f"({budget['nonzero_params']:,} nonzero incl. unmasked layers and heads / "
             f"{budget['dense_total_params']:,.0f})")
+  sizes = fusion.disk_sizes(runs)
+  report["disk_sizes"] = sizes
+  if sizes is None:
+    print("size on disk: not computed (a member has no saved model/)")
+  else:
+    for member in sizes["members"]:
+      print(f"size on disk: {member['name']}: sparse export {member['sparse_bytes'] / 1024:,.0f} "
+            f"KiB, checkpoint {member['checkpoint_bytes'] / 1024:,.0f} KiB")
+    print(f"size on disk: all {len(runs)} members: sparse export "
+          f"{sizes['sparse_bytes'] / 1024:,.0f} KiB, checkpoints "
+          f"{sizes['checkpoint_bytes'] / 1024:,.0f} KiB")
   if out:
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "fusion.json")

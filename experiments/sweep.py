@@ -259,13 +259,19 @@ def _budget(report: dict) -> str:
   return f"{budget['prunable_budget']:.2f} ({budget['total_budget']:.2f} of all params)"
 
 
+def _size(sizes: dict | None) -> str:
+  """The compressed sparse export's size (experiments.export) of a model or an ensemble."""
+  return "" if sizes is None else f"{sizes['sparse_bytes'] / 1024:,.0f} KiB"
+
+
 def _ensemble_row(label: str, members: list[str], seeds: dict, out: str, note: str = "") -> dict:
   from experiments import fuse  # pylint: disable=import-outside-toplevel
   report = fuse.run_fusion(workdirs=members, out=out)
   return dict(row=label, seed=",".join(str(seeds[w]) for w in members),
               top1=report["fused"]["top1"], top5=report["fused"]["top5"],
               mca=report["fused"]["mean_class_accuracy"], realised=None,
-              budget=_budget(report) + note, time="(the members')", hardware="",
+              budget=_budget(report) + note, size=_size(report.get("disk_sizes")),
+              time="(the members')", hardware="",
               command=f"python -m experiments.fuse --workdirs={','.join(members)} --out={out}")
 
 
@@ -274,6 +280,7 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
 
   ``cells`` are the grid's cells and the extra dense seed runs (``dense_seed_cells``).
   """
+  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel
   rows = []
   for backbone in dict.fromkeys(c.backbone for c in cells):
     grid = [c for c in cells if c.backbone == backbone and c.seed is None]
@@ -299,6 +306,7 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
           row=f"{backbone} {label}", seed=str(seeds[workdir]),
           top1=res["top1"], top5=res["top5"], mca=res["mean_class_accuracy"],
           realised=res.get("prunable_sparsity"), budget=None,
+          size=_size(fusion.disk_sizes([fusion.load_run(workdir)])),
           time="" if wall is None else f"{wall / 60:.1f} min", hardware=_hardware(res),
           command=shlex.join(["python"] + command[1:])))
     levels = {c.sparsity: w for c, w in done.items() if c.seed is None}
@@ -316,12 +324,12 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
                                   note=f": {n} dense models"))
       else:
         print(f"{backbone} dense seed ensemble: {len(members)} of {n} runs finished, not fused")
-  lines = ["| run | seed | top-1 | top-5 | mean class | realised sparsity | budget | wall time "
-           "| hardware | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | seed | top-1 | top-5 | mean class | realised sparsity | budget | size on disk "
+           "| wall time | hardware | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     realised = "" if r["realised"] is None else f"{r['realised']:.4f}"
     lines.append(f"| {r['row']} | {r['seed']} | {_pct(r['top1'])} | {_pct(r['top5'])} | "
-                 f"{_pct(r['mca'])} | {realised} | {r['budget'] or ''} | {r['time']} | "
+                 f"{_pct(r['mca'])} | {realised} | {r['budget'] or ''} | {r['size']} | {r['time']} | "
                  f"{r['hardware']} | `{r['command']}` |")
   text = "\n".join(lines) + "\n"
   with open(os.path.join(root, "table.md"), "w") as f:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import tempfile
 import zipfile
 from typing import Sequence
 
@@ -133,6 +135,39 @@ def members(run: Run) -> list[Run]:
                                    scores=run.member_scores[i], member_scores=None,
                                    member_sparsities=None))
   return out
+
+
+def model_dir(run: Run) -> str | None:
+  """Where training saved the run's final model: ``<workdir>/model``, or
+  ``<workdir>/members/s<sparsity>`` for a joint-ensemble member; ``None`` when absent."""
+  match = re.fullmatch(r"(.*)\[s=([0-9.]+)\]", run.name)
+  path = (os.path.join(match.group(1), "members", f"s{float(match.group(2)):g}") if match
+          else os.path.join(run.name, "model"))
+  return path if os.path.isfile(os.path.join(path, "model.json")) else None
+
+
+def disk_sizes(runs: Sequence[Run]) -> dict | None:
+  """Bytes on disk of each run's model: its orbax checkpoint and its compressed sparse export
+  (``experiments.export``: kept weights + a packed bit mask), with the ensemble's totals; ``None``
+  when a run has no saved model."""
+  from stgcn_jax import checkpoint, export  # pylint: disable=import-outside-toplevel
+  dirs = [model_dir(r) for r in runs]
+  if any(d is None for d in dirs):
+    return None
+  members = []
+  with tempfile.TemporaryDirectory(prefix="stgcn_sizes_") as tmp:
+    for i, (run, path) in enumerate(zip(runs, dirs)):
+      model, variables = checkpoint.load_model(path)
+      del model
+      with open(os.path.join(path, "model.json")) as f:
+        spec = json.load(f)
+      sparse = os.path.join(tmp, f"{i}.npz")
+      export.save_sparse(sparse, spec, variables)
+      members.append({"name": run.name, "checkpoint_bytes": export.size_on_disk(path),
+                      "sparse_bytes": export.size_on_disk(sparse)})
+  return {"members": members,
+          "checkpoint_bytes": sum(m["checkpoint_bytes"] for m in members),
+          "sparse_bytes": sum(m["sparse_bytes"] for m in members)}
 
 
 def align(runs: Sequence[Run]) -> list[Run]:

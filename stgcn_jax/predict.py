@@ -7,8 +7,9 @@
 
 Models (``load_predictor``): a model checkpoint (``model.json`` + ``variables/``), a training
 workdir (its ``model/``, and its ``config.json`` for the test pipeline), a joint-ensemble workdir
-(``mode=ensemble``: no ``model/``; the stacked state of the newest checkpoint in ``checkpoints/``,
-params multiplied by the masks) or several of them comma-separated: a post-hoc ensemble whose
+(``mode=ensemble``: its ``members/s<sparsity>/`` model checkpoints; for a workdir written before
+those were saved, the stacked state of the newest checkpoint in ``checkpoints/``, params multiplied
+by the masks) or several of them comma-separated: a post-hoc ensemble whose
 clip-averaged softmax scores are summed over the members, as ``stgcn_jax.fusion`` fuses. Members
 that share the architecture and the pipeline are stacked and run in one jitted call with
 ``jax.vmap`` over the member axis; a single model runs without vmap.
@@ -330,6 +331,12 @@ def _load_source(src: str, data_dir: str | None, notes: list[str]):
   config = _read_json(config_path, "config.json") if os.path.isfile(config_path) else None
   if os.path.isfile(os.path.join(path, "model", "model.json")):
     return _from_model_dir(os.path.join(path, "model"), config, data_dir, notes)
+  members = os.path.join(path, "members")
+  member_dirs = sorted(os.path.join(members, n) for n in os.listdir(members)
+                       if os.path.isfile(os.path.join(members, n, "model.json"))) \
+      if os.path.isdir(members) else []
+  if member_dirs:  # a joint ensemble's members as training saved them (precise-BN statistics)
+    return [m for d in member_dirs for m in _from_model_dir(d, config, data_dir, notes)]
   if config is not None and config.get("mode") == "ensemble":
     return _from_joint_ensemble(path, config, data_dir, notes)
   raise PredictError(f"--model {src}: neither a model checkpoint (model.json), a training workdir "

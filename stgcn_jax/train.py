@@ -725,14 +725,18 @@ def _final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
     np.savez(tmp, scores=scores.astype(np.float32), labels=labels, index=np.arange(len(labels)),
              names=names, **extra)
     os.replace(tmp, os.path.join(workdir, "scores.npz"))
-    if not trainer.ensemble:
-      spec = checkpoint.model_spec_json(
-          config.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
-          _model_options(config), class_names=info.class_names,
-          pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
-      host = jax.device_get(state)
+    # The final model(s) with the statistics they were tested with: model/, or one model
+    # checkpoint per member of a joint ensemble (members/s<sparsity>/).
+    spec = checkpoint.model_spec_json(
+        config.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
+        _model_options(config), class_names=info.class_names,
+        pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
+    targets = ([os.path.join(workdir, "members", f"s{s:g}") for s in trainer.sp_cfg.ensemble_sparsities]
+               if trainer.ensemble else [os.path.join(workdir, "model")])
+    for target, member in zip(targets, trainer.members(state)):
+      host = jax.device_get(member)
       variables = {"params": sparsity.apply_masks(host.params, host.masks),
                    "batch_stats": host.batch_stats}
-      checkpoint.save_model(os.path.join(workdir, "model"), spec, variables, overwrite=True)
+      checkpoint.save_model(target, spec, variables, overwrite=True)
   return results
 

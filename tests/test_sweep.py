@@ -2,6 +2,7 @@
 dense seed-ensemble control) and the table."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -148,6 +149,10 @@ def test_dense_seed_ensemble_control(tmp_path):
   ensemble_row = table[4]
   assert ensemble_row.startswith("| stgcn dense seed ensemble (2 seeds) | 0,1 |")
   assert "| 2.00 (2.00 of all params): 2 dense models |" in ensemble_row  # budget: 2x dense
+  # Size on disk (the sparse exports): the seed ensemble is the sum of its two dense members.
+  sizes = [int(re.search(r"\| ([\d,]+) KiB \|", row).group(1).replace(",", ""))
+           for row in (table[2], table[3], ensemble_row)]
+  assert abs(sizes[2] - sizes[0] - sizes[1]) <= 1
   out = root / "stgcn_dense_seed_ensemble"
   assert f"`python -m experiments.fuse --workdirs={root}/stgcn_s0,{root}/stgcn_s0_seed1 " \
          f"--out={out}` |" in ensemble_row

@@ -1,4 +1,4 @@
-"""The paper's analyses of finished runs (SPARSE.md section 8) as PNG figures and a table.
+"""The paper's analyses of finished runs (docs/METHOD.md section 8) as PNG figures and a table.
 
   python -m experiments.analyze --root=runs --out=runs/analysis
   python -m experiments.analyze --workdirs=runs/a,runs/b --out=analysis --threshold=0.5

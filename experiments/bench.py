@@ -5,14 +5,14 @@
   python -m experiments.bench --deploy [--backbones=...] [--deploy_sparsities=0,0.8,0.95,0.99]
 
 For each backbone, at the reference shape (batch 16, M=2, T=100, V=25, C=3, 60 classes, float32):
-  * the real sparse fine-tune train step (``stgcn_jax.sparsity.make_train_step``, generator mode,
+  * the real sparse fine-tune train step (``stgcn_jax.training.make_train_step``, generator mode,
     80 % sparsity), jitted with the state donated, and the eval step, in samples/s: median of
     ``--steps`` timed steps after one untimed step, ``block_until_ready`` on every step;
   * compile times; XLA's memory analysis of the compiled step and the process's peak RSS (or the
     device's peak bytes in use where the backend reports memory stats);
   * achieved GFLOP/s from XLA's cost analysis, and as a fraction of a dense f32 matmul's rate
     measured in the same run;
-  * the ratio to pyskl's figures (``spec/BACKBONES.md`` section 10, hard-coded below).
+  * the ratio to pyskl's figures (``docs/BACKBONES.md`` section 10, hard-coded below).
 Once per run: the 4-member ensemble step (members vmapped, ``lax.map``-ped or unrolled,
 ``--ensemble_batching``) against 4x one step (``--ensemble_backbones``),
 the input pipeline's rate on NTU-shaped synthetic clips next to the train step's consumption
@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax import training
 from stgcn_jax import runtime
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
@@ -55,9 +56,9 @@ BACKBONES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
 
 # pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
 # on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
-# Source: /work/shared/spec/BACKBONES.md section 10 (the reference harness's bench_results.json).
+# Source: docs/BACKBONES.md section 10 (the reference harness's bench_results.json).
 REFERENCE = {
-    "source": "spec/BACKBONES.md section 10: pyskl, PyTorch 2.13.0+cpu, torch.set_num_threads(2), "
+    "source": "docs/BACKBONES.md section 10: pyskl, PyTorch 2.13.0+cpu, torch.set_num_threads(2), "
               "batch 16, (16, 2, 100, 25, 3), 60 classes, idle 2-vCPU AMD EPYC, median of 5 steps",
     "batch": 16,
     "train_samples_per_s": {"stgcn": 2.84, "aagcn": 2.69, "ctrgcn": 3.60, "dgstgcn": 3.05},
@@ -183,7 +184,7 @@ def precision(dtype: str):
 
   ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``, i.e. convolutions and matmuls take
   bfloat16 inputs with float32 accumulation while params, BN and the optimizer stay float32 (the
-  usual accelerator mixed precision; on XLA:CPU it changes nothing, ``STACK.md`` section 6).
+  usual accelerator mixed precision; on XLA:CPU it changes nothing, ``docs/STACK.md`` section 7).
   """
   return jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest")
 
@@ -208,11 +209,11 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
   shape = (args.batch, args.persons, args.frames, 25, 3)
   batch = make_batch(shape, args.classes, jax.random.key(1))
   cfg = sparse_config(args.batch)
-  state = sp.create_train_state(model, jax.random.key(0), batch["x"], cfg)
+  state = training.create_train_state(model, jax.random.key(0), batch["x"], cfg)
   row: dict[str, Any] = {"backbone": name, "shape": list(shape), "dtype": args.dtype,
                          "num_params": int(sum(p.size for p in jax.tree.leaves(state.params)))}
 
-  train_jit = jax.jit(sp.make_train_step(model, cfg, "finetune"), donate_argnums=0)
+  train_jit = jax.jit(training.make_train_step(model, cfg, "finetune"), donate_argnums=0)
   train, row["train_compile_s"], train_info = compile_jitted(train_jit, state, batch)
   holder = {"state": state}
   del state
@@ -228,7 +229,7 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
   row["train_samples_per_s"] = args.batch / row["train_step_s"]
   row["train_loss_finite"] = bool(np.isfinite(float(holder["loss"])))
 
-  eval_jit = jax.jit(sp.make_eval_step(model))
+  eval_jit = jax.jit(training.make_eval_step(model))
   infer, row["infer_compile_s"], infer_info = compile_jitted(eval_jit, holder["state"], batch["x"])
   times = time_calls(lambda: infer(holder["state"], batch["x"]), args.steps, warmup=1)
   row["infer_step_s"] = statistics.median(times)
@@ -264,8 +265,8 @@ def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) 
   batch = make_batch(shape, args.classes, jax.random.key(2))
   cfg = sparse_config(args.batch, mode="ensemble", ensemble_sparsities=(0.6, 0.8, 0.95, 0.99),
                       ensemble_batching=batching)
-  state = sp.create_ensemble_state(model, jax.random.key(0), batch["x"], cfg)
-  step_jit = jax.jit(sp.make_ensemble_train_step(model, cfg, "finetune"), donate_argnums=0)
+  state = training.create_ensemble_state(model, jax.random.key(0), batch["x"], cfg)
+  step_jit = jax.jit(training.make_ensemble_train_step(model, cfg, "finetune"), donate_argnums=0)
   step, compile_s, info = compile_jitted(step_jit, state, batch)
   holder = {"state": state}
   del state
@@ -506,7 +507,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   nproc = os.cpu_count() or 1
   load_start = [round(v, 2) for v in os.getloadavg()]
   warnings = []
-  if load_start[0] > nproc + 0.5:  # the reference harness's threshold (BACKBONES.md section 10)
+  # The reference harness's threshold (docs/BACKBONES.md section 10).
+  if load_start[0] > nproc + 0.5:
     warnings.append(f"the machine was busy before the run (1-min load {load_start[0]} on {nproc} "
                     "cpus): timings are upper bounds")
   meter = ContentionMeter().start()

@@ -1,4 +1,4 @@
-"""Fuse finished runs at the score level (SPARSE.md sections 5 and 6).
+"""Fuse finished runs at the score level (docs/METHOD.md sections 5 and 6).
 
 Multi-level sparsity ensemble (the same backbone at several sparsities; equal weights by default):
 

@@ -76,14 +76,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from stgcn_jax import checkpoint, data, graph, train  # pylint: disable=import-outside-toplevel
-  user_errors = (train.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
+  from stgcn_jax import checkpoint, data, graph  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
+  user_errors = (loop.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
                  ValueError, FileNotFoundError)
   try:
     config = _config()
     workdir = _WORKDIR.value or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")
-    results = train.train_and_evaluate(config, workdir)
+    results = loop.train_and_evaluate(config, workdir)
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)

@@ -1,6 +1,6 @@
 """Score-level fusion of finished runs: multi-level sparsity ensembles and multi-stream fusion.
 
-Pure numpy over the workdirs that ``experiments.run`` writes (SPARSE.md sections 5 and 6):
+Pure numpy over the workdirs that ``experiments.run`` writes (docs/METHOD.md sections 5 and 6):
 ``scores.npz`` holds the clip-averaged softmax scores of the test split with ``labels``, ``index``
 (the record index, the key that aligns runs) and ``names``; a joint ensemble also holds
 ``member_scores`` (K, N, C) and ``member_sparsities`` (K,). ``results.json`` holds the parameter
@@ -23,6 +23,8 @@ import zipfile
 from typing import Sequence
 
 import numpy as np
+
+from stgcn_jax.training.evaluate import accuracy, mean_class_accuracy
 
 __all__ = ["FusionError", "Run", "STREAM_WEIGHTS", "accuracy", "align", "evaluate", "fuse",
            "load_run", "mean_class_accuracy", "members", "parameter_budget", "read_json"]
@@ -224,20 +226,6 @@ def fuse(scores_list: Sequence[np.ndarray], weights: Sequence[float] | None = No
   stacked = np.stack([np.asarray(s, np.float64) for s in scores_list])
   fused = np.tensordot(weights, stacked, axes=1)
   return fused / weights.sum() if normalize else fused
-
-
-def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-  """Top-k accuracy; ties go to the lower class index (as ``argmax``)."""
-  topk = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-  return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=1)))
-
-
-def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-  """Mean per-class recall over the classes present in ``labels``."""
-  labels = np.asarray(labels)
-  hit = np.argmax(scores, axis=1) == labels
-  classes = np.unique(labels)
-  return float(np.mean([hit[labels == c].mean() for c in classes]))
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:

@@ -1,6 +1,6 @@
 """Skeleton layouts and their adjacency stacks (numpy only).
 
-Conventions (shared with pyskl, see ``spec/BACKBONES.md`` section 2):
+Conventions (shared with pyskl, see ``docs/BACKBONES.md`` section 2):
 
 * Joints are 0-based. An ``inward`` edge ``(i, j)`` points from joint ``i`` one step towards the centre
   joint ``j`` (``j`` is ``i``'s parent).

@@ -291,7 +291,8 @@ def _newest_state(workdir: str) -> tuple[dict, str]:
 
 def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes: list[str]):
   import ml_collections  # pylint: disable=import-outside-toplevel
-  from stgcn_jax import sparsity, train  # pylint: disable=import-outside-toplevel
+  from stgcn_jax import sparsity  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
   info, why = _dataset_info(config, data_dir)
   if info is None:
     raise PredictError(f"{workdir}: a joint-ensemble workdir keeps no model.json; its layout and "
@@ -300,9 +301,8 @@ def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes
   if not all(k in state for k in ("params", "batch_stats", "masks")):
     raise PredictError(f"{path}: not a training state (keys {sorted(state)})")
   try:
-    # pylint: disable-next=protected-access
-    options = train._model_options(ml_collections.ConfigDict(config))
-  except train.RunError as err:
+    options = loop.model_options(ml_collections.ConfigDict(config))
+  except loop.RunError as err:
     raise PredictError(f"{workdir}/config.json: {err}") from None
   in_channels = info.num_channels * len(str(config.get("modality", "j")).split(","))
   model = models.get_model(config["backbone"], info.num_classes, layout=info.layout,

@@ -22,7 +22,7 @@ def paths(tree):
   return {"/".join(p.key for p in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-# BACKBONES.md section 7, measured on pyskl.
+# docs/BACKBONES.md section 7, measured on pyskl.
 @pytest.mark.parametrize("name,layout,classes,expected", [
     ("stgcn", "nturgb+d", 60, 3_098_832), ("aagcn", "nturgb+d", 60, 3_781_668),
     ("ctrgcn", "nturgb+d", 60, 1_446_672), ("dgstgcn", "nturgb+d", 60, 1_701_172),

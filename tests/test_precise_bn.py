@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax import training
 from stgcn_jax import models, precise_bn, sparsity
 from stgcn_jax.sparsity import config as sp_config
 
@@ -29,7 +30,7 @@ def test_precise_stats_of_the_first_bn_equal_a_hand_computation():
         for i in range(3)]
   cfg = sp_config.resolve(mode="generator", sparsity=0.5, steps_per_epoch=1, num_epochs=2,
                           warmup_epochs=1)
-  state = sparsity.create_train_state(model, jax.random.key(0), jnp.asarray(xs[0]), cfg)
+  state = training.create_train_state(model, jax.random.key(0), jnp.asarray(xs[0]), cfg)
   moments = jax.jit(precise_bn.make_moments_fn(model, masked=True))
   stats = precise_bn.precise_batch_stats(state.batch_stats, [moments(state, x) for x in xs])
   # data_bn (type VC for ST-GCN) normalises each (joint, channel) over batch * persons * frames.
@@ -51,12 +52,12 @@ def test_eval_mode_matches_training_mode_after_precise_bn():
   x = jnp.asarray(np.random.default_rng(1).normal(size=(16, 1, 8, 20, 3)), jnp.float32)
   cfg = sp_config.resolve(mode="generator", sparsity=0.9, steps_per_epoch=1, num_epochs=2,
                           warmup_epochs=0)
-  state = sparsity.create_train_state(model, jax.random.key(3), x, cfg)
+  state = training.create_train_state(model, jax.random.key(3), x, cfg)
   params = jax.tree.map(lambda p: p + 0.05, state.params)   # biases off the running means
   state = state.replace(params=sparsity.apply_masks(params, state.masks))
   train_logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
                                 train=True, mutable=["batch_stats"])
-  eval_fn = jax.jit(sparsity.make_eval_step(model))
+  eval_fn = jax.jit(training.make_eval_step(model))
   before = eval_fn(state, x)
   stats = precise_bn.precise_batch_stats(
       state.batch_stats, [jax.jit(precise_bn.make_moments_fn(model, True))(state, x)])

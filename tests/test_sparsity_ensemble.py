@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
@@ -20,24 +21,24 @@ def test_ensemble_step_equals_member_steps(batching):
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   cfg = sp.resolve(dict(mode="ensemble", warmup_epochs=1, num_epochs=4, steps_per_epoch=1,
                         ensemble_sparsities=SPARSITIES, ensemble_batching=batching))
-  ens = sp.create_ensemble_state(model, jax.random.key(0), x, cfg)
+  ens = training.create_ensemble_state(model, jax.random.key(0), x, cfg)
   assert ens.step.shape == (4,)
-  members = [sp.member_state(ens, i) for i in range(4)]
+  members = [training.member_state(ens, i) for i in range(4)]
   for i, s in enumerate(SPARSITIES):
     assert sp.sparsity_report(members[i].params, members[i].masks)["prunable_sparsity"] == (
         pytest.approx(s, abs=0.01))
 
-  ens_steps = {p: jax.jit(sp.make_ensemble_train_step(model, cfg, p)) for p in sp.PHASES}
-  one_steps = {p: jax.jit(sp.make_train_step(model, cfg, p)) for p in sp.PHASES}
+  ens_steps = {p: jax.jit(training.make_ensemble_train_step(model, cfg, p)) for p in training.PHASES}
+  one_steps = {p: jax.jit(training.make_train_step(model, cfg, p)) for p in training.PHASES}
   ens, ens_metrics = ens_steps["warmup"](ens, batch)
-  ens = jax.jit(sp.start_finetune_ensemble)(ens)
+  ens = jax.jit(training.start_finetune_ensemble)(ens)
   ens, ens_metrics = ens_steps["finetune"](ens, batch)
   assert ens_metrics["loss"].shape == (4,)
   for i, m in enumerate(members):
     m, _ = one_steps["warmup"](m, batch)
-    m = sp.start_finetune(m)
+    m = training.start_finetune(m)
     m, metrics = one_steps["finetune"](m, batch)
-    got = sp.member_state(ens, i)
+    got = training.member_state(ens, i)
     np.testing.assert_allclose(ens_metrics["loss"][i], metrics["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves((got.params, got.batch_stats, got.opt_state)),
                     jax.tree.leaves((m.params, m.batch_stats, m.opt_state))):
@@ -45,27 +46,27 @@ def test_ensemble_step_equals_member_steps(batching):
     for a, b in zip(jax.tree.leaves(got.masks), jax.tree.leaves(m.masks)):
       np.testing.assert_array_equal(a, b)
 
-  logits = jax.jit(sp.make_ensemble_eval_step(model, batching))(ens, x)
+  logits = jax.jit(training.make_ensemble_eval_step(model, batching))(ens, x)
   assert logits.shape == (4, 2, 5)
-  one_eval = jax.jit(sp.make_eval_step(model))
+  one_eval = jax.jit(training.make_eval_step(model))
   for i in range(4):
-    np.testing.assert_allclose(logits[i], one_eval(sp.member_state(ens, i), x), rtol=1e-4,
+    np.testing.assert_allclose(logits[i], one_eval(training.member_state(ens, i), x), rtol=1e-4,
                                atol=1e-5)
 
 
 def test_fusion_of_clip_averaged_softmax():
   logits = jax.random.normal(jax.random.key(0), (3, 4, 10, 6))    # members, N, clips, classes
-  probs = sp.clip_average_softmax(logits)
+  probs = training.clip_average_softmax(logits)
   assert probs.shape == (3, 4, 6)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-  fused = sp.fuse_scores(probs)
+  fused = training.fuse_scores(probs)
   np.testing.assert_allclose(fused, sum(jax.nn.softmax(logits[i], -1).mean(1) for i in range(3)),
                              rtol=1e-5)
   separate = [probs[i] for i in range(3)]                           # post-hoc: separate models
-  np.testing.assert_allclose(sp.fuse_scores(separate, weights=[2, 1, 1]),
+  np.testing.assert_allclose(training.fuse_scores(separate, weights=[2, 1, 1]),
                              2 * probs[0] + probs[1] + probs[2], rtol=1e-5)
   with pytest.raises(ValueError, match="one weight per member"):
-    sp.fuse_scores(separate, weights=[1, 1])
+    training.fuse_scores(separate, weights=[1, 1])
 
 
 def test_parameter_budget_is_066_and_honest_total():
@@ -73,14 +74,14 @@ def test_parameter_budget_is_066_and_honest_total():
   x = jax.ShapeDtypeStruct((1, 2, 16, 25, 3), jnp.float32)
   params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
   masks = [sp.make_masks(params, s, key=jax.random.key(i)) for i, s in enumerate(SPARSITIES)]
-  budget = sp.parameter_budget(params, masks)
+  budget = training.parameter_budget(params, masks)
   assert budget["budget"] == pytest.approx(0.66, abs=1e-4)
   unmasked = budget["dense_total"] - budget["dense_prunable"]
   want = (sum((1 - s) for s in SPARSITIES) * budget["dense_prunable"] + 4 * unmasked)
   assert budget["honest"] == pytest.approx(want / budget["dense_total"], abs=1e-4)
   assert budget["honest"] > budget["budget"]
   stacked = jax.tree.map(lambda *m: jnp.stack(m), *masks)
-  assert sp.parameter_budget(params, stacked)["budget"] == budget["budget"]
+  assert training.parameter_budget(params, stacked)["budget"] == budget["budget"]
 
 
 def test_unknown_ensemble_batching_is_refused():
@@ -89,7 +90,7 @@ def test_unknown_ensemble_batching_is_refused():
 
 
 def test_members_are_independent_unless_nested_masks():
-  from stgcn_jax import train
+  from stgcn_jax.training import loop
   import ml_collections
   model = get_model("stgcn", 5, base_channels=8, num_stages=2, inflate_stages=(2,),
                     down_stages=(2,))
@@ -97,13 +98,13 @@ def test_members_are_independent_unless_nested_masks():
   for nested in (False, True):
     config = ml_collections.ConfigDict(dict(seed=0, mode="ensemble", nested_masks=nested,
                                             ensemble_sparsities=SPARSITIES))
-    seeds = train.run_seeds(config)
+    seeds = loop.run_seeds(config)
     cfg = sp.resolve(dict(mode="ensemble", ensemble_sparsities=SPARSITIES, nested_masks=nested,
                           mask_cover_channels=False))   # moving kept weights breaks nesting
-    ens = sp.create_ensemble_state(
+    ens = training.create_ensemble_state(
         model, [jax.random.key(m["init"]) for m in seeds["members"]], x, cfg,
         mask_keys=[jax.random.key(m["mask"]) for m in seeds["members"]])
-    members = [sp.member_state(ens, i) for i in range(4)]
+    members = [training.member_state(ens, i) for i in range(4)]
     kernel = lambda t: np.asarray(t["backbone"]["block1"]["tcn"]["conv"]["kernel"])
     # Initial weights differ between members.
     assert not np.allclose(kernel(members[0].params), kernel(members[1].params))
@@ -111,6 +112,6 @@ def test_members_are_independent_unless_nested_masks():
     kept_hi, kept_lo = kernel(members[3].masks), kernel(members[0].masks)
     assert bool(np.all(kept_lo[kept_hi])) == nested
   # Every sparsity gets its own seed, a function of the run seed and the sparsity only.
-  assert len({sp.ensemble.member_seed(0, s) for s in SPARSITIES + (0.0,)}) == 5
-  assert sp.ensemble.member_seed(0, 0.8) == sp.ensemble.member_seed(0, 0.8)
-  assert sp.ensemble.member_seed(0, 0.8) != sp.ensemble.member_seed(1, 0.8)
+  assert len({training.member_seed(0, s) for s in SPARSITIES + (0.0,)}) == 5
+  assert training.member_seed(0, 0.8) == training.member_seed(0, 0.8)
+  assert training.member_seed(0, 0.8) != training.member_seed(1, 0.8)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
@@ -53,9 +54,9 @@ def test_lth_changes_only_scores(tmp_path):
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   cfg = sp.resolve(dict(mode="lth", sparsity=0.9, num_epochs=2, steps_per_epoch=2))
   pretrained = jax.jit(model.init)(jax.random.key(5), x)
-  state = sp.create_train_state(model, jax.random.key(0), x, cfg, variables=pretrained)
-  assert sp.phase_at(0, cfg) == "finetune"
-  step = jax.jit(sp.make_train_step(model, cfg, "finetune"))
+  state = training.create_train_state(model, jax.random.key(0), x, cfg, variables=pretrained)
+  assert training.phase_at(0, cfg) == "finetune"
+  step = jax.jit(training.make_train_step(model, cfg, "finetune"))
   new = state
   for _ in range(3):
     new, metrics = step(new, batch)
@@ -75,7 +76,7 @@ def test_lth_changes_only_scores(tmp_path):
   # The ticket is a predefined mask for the generator's stage 2.
   path = str(tmp_path / "ticket.npz")
   sp.save_masks(path, new.masks)
-  gen = sp.create_train_state(model, jax.random.key(0), x, sp.resolve(
+  gen = training.create_train_state(model, jax.random.key(0), x, sp.resolve(
       dict(mask_method="predefined", mask_path=path, warmup_epochs=0, num_epochs=2)),
       variables=pretrained)
   for a, b in zip(jax.tree.leaves(gen.masks), jax.tree.leaves(new.masks)):

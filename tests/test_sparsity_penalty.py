@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
@@ -73,8 +74,8 @@ def test_penalty_shrinks_masked_out_weights_in_warmup():
   for lam in (0.0, 1.0):
     cfg = sp.resolve(dict(sparsity=0.8, warmup_epochs=5, num_epochs=10, steps_per_epoch=1,
                           penalty_lambda=lam, weight_decay=0.0))
-    state = sp.create_train_state(model, jax.random.key(0), x, cfg)
-    step = jax.jit(sp.make_train_step(model, cfg, "warmup"))
+    state = training.create_train_state(model, jax.random.key(0), x, cfg)
+    step = jax.jit(training.make_train_step(model, cfg, "warmup"))
     before = float(sp.group_lasso(state.params, state.masks))
     for _ in range(5):
       state, metrics = step(state, batch)
@@ -117,8 +118,8 @@ def test_proximal_warmup_reaches_exact_zeros():
   cfg = sp.resolve(dict(mode="generator", sparsity=0.8, warmup_epochs=8, num_epochs=10,
                         steps_per_epoch=1, penalty_update="proximal", penalty_lambda=5.0,
                         learning_rate=0.4, batch_size=128))
-  state = sp.create_train_state(model, jax.random.key(0), x, cfg)
-  step = jax.jit(sp.make_train_step(model, cfg, "warmup"))
+  state = training.create_train_state(model, jax.random.key(0), x, cfg)
+  step = jax.jit(training.make_train_step(model, cfg, "warmup"))
   state, first = step(state, batch)
   assert float(first["penalty"]) > 0     # the norm before the first proximal step
   for _ in range(3):

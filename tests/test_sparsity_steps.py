@@ -6,9 +6,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
-from stgcn_jax.train_state import abstract_state
+from stgcn_jax.training import abstract_state
 
 CFG = dict(sparsity=0.8, warmup_epochs=1, num_epochs=10, steps_per_epoch=3, weight_decay=5e-4,
            momentum=0.9, nesterov=True, lambda_schedule="ramp")
@@ -22,14 +23,14 @@ def setup():
   x = jax.random.normal(jax.random.key(1), (2, 2, 16, 25, 3))
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   cfg = sp.resolve(CFG)
-  steps = {p: jax.jit(sp.make_train_step(model, cfg, p)) for p in sp.PHASES}
+  steps = {p: jax.jit(training.make_train_step(model, cfg, p)) for p in training.PHASES}
   variables = jax.jit(model.init)(jax.random.key(0), x)
   return model, batch, cfg, steps, variables
 
 
 def _create(model, batch, cfg, variables, key=0):
   # Committed arrays, like a restored checkpoint's, so the jitted steps compile once.
-  state = sp.create_train_state(model, jax.random.key(key), batch["x"], cfg, variables=variables)
+  state = training.create_train_state(model, jax.random.key(key), batch["x"], cfg, variables=variables)
   return jax.device_put(state, jax.devices()[0])
 
 
@@ -56,8 +57,8 @@ def test_finetune_keeps_pruned_exactly_zero_across_checkpoint(setup, tmp_path):
   state = _create(model, batch, cfg, variables)
   warm_structure = jax.tree.structure(state)
   state, _ = _run(steps["warmup"], state, batch, 3)   # dense: builds up momentum everywhere
-  assert sp.phase_at(int(state.step), cfg) == "finetune"
-  state = jax.jit(sp.start_finetune)(state)
+  assert training.phase_at(int(state.step), cfg) == "finetune"
+  state = jax.jit(training.start_finetune)(state)
   assert jax.tree.structure(state) == warm_structure  # same optimizer-state tree in both phases
   trace = _leaves(state.opt_state)
   masks = _leaves(state.masks)
@@ -95,7 +96,7 @@ def test_no_warmup_starts_sparse(setup):
   model, batch, _, _, variables = setup
   cfg = sp.resolve(CFG, warmup_epochs=0)
   state = _create(model, batch, cfg, variables)
-  assert sp.phase_at(0, cfg) == "finetune"
+  assert training.phase_at(0, cfg) == "finetune"
   p, m = _leaves(state.params), _leaves(state.masks)
   assert all(np.all(p[k][~m[k]] == 0.0) for k in p)
 
@@ -113,7 +114,7 @@ def test_metrics_and_lambda_ramp(setup):
 def test_eval_step_uses_masked_params_and_clips(setup):
   model, batch, cfg, _, variables = setup
   state = _create(model, batch, cfg, variables)
-  eval_step = jax.jit(sp.make_eval_step(model))
+  eval_step = jax.jit(training.make_eval_step(model))
   logits = eval_step(state, batch["x"])
   want = model.apply({"params": sp.apply_masks(state.params, state.masks),
                       "batch_stats": state.batch_stats}, batch["x"], train=False)
@@ -127,7 +128,7 @@ def test_dense_mode_never_masks(setup):
   cfg = sp.resolve(CFG, mode="dense")
   state = _create(model, batch, cfg, variables)
   assert all(bool(jnp.all(m)) for m in jax.tree.leaves(state.masks))
-  assert sp.phase_at(0, cfg) == "finetune"
+  assert training.phase_at(0, cfg) == "finetune"
 
 
 def test_learn_scores_trains_scores_and_weights(setup):
@@ -136,9 +137,9 @@ def test_learn_scores_trains_scores_and_weights(setup):
                     down_stages=(2,))                # cheaper to compile than CTR-GCN
   cfg = sp.resolve(CFG, learn_scores=True)
   state = _create(model, batch, cfg, jax.jit(model.init)(jax.random.key(0), batch["x"]))
-  assert sp.start_finetune(state) is state          # the reference zeroes nothing at the switch
-  for phase in sp.PHASES:                            # warm-up: dense threshold; then the target
-    step = jax.jit(sp.make_train_step(model, cfg, phase))
+  assert training.start_finetune(state) is state          # the reference zeroes nothing at the switch
+  for phase in training.PHASES:                            # warm-up: dense threshold; then the target
+    step = jax.jit(training.make_train_step(model, cfg, phase))
     new, metrics = _run(step, state, batch, 2)
     assert np.isfinite(float(metrics["loss"]))
     for tree in ("scores", "params"):
@@ -155,7 +156,7 @@ def test_learn_scores_trains_scores_and_weights(setup):
 
 def test_unknown_phase_and_bad_config():
   with pytest.raises(ValueError, match="phase must be one of"):
-    sp.make_train_step(None, sp.resolve(), "train")
+    training.make_train_step(None, sp.resolve(), "train")
   with pytest.raises(ValueError, match="config.mode must be one of"):
     sp.resolve(dict(mode="sparse"))
   with pytest.raises(ValueError, match="warmup_epochs must be in"):
@@ -163,7 +164,7 @@ def test_unknown_phase_and_bad_config():
 
 
 def test_lr_warmup_schedule_values():
-  from stgcn_jax.sparsity import optim
+  from stgcn_jax.training import optim
   cfg = sp.resolve(dict(learning_rate=0.1, base_batch_size=128, batch_size=64, num_epochs=10,
                         warmup_epochs=5, steps_per_epoch=10, lr_warmup_epochs=2))
   lr = optim.make_schedule(cfg)

@@ -7,7 +7,7 @@ are the dense warm-up; about 3 minutes on a 2-core CPU and about 94 % test top-1
 ``--config=experiments/configs/default.py:ntu60_xsub`` selects a named variant, and any field is
 overridden with ``--config.FIELD=VALUE`` (e.g. ``--config.num_epochs=20``).
 
-Variants (the paper's recipe, SPARSE.md section 7, on real data):
+Variants (the paper's recipe, docs/METHOD.md section 7, on real data):
   ``ntu60_xsub``, ``ntu60_xview``, ``ntu120_xsub``, ``ntu120_xset``: clip 100, 2 persons, batch 128
     (lr 0.1 scaled linearly), 100 epochs with 60 warm-up, rotation +-0.2 rad, 10-clip test.
   ``nw_ucla``: cross-view NW-UCLA (views 1-2 train, 3 test), clip 52, 1 person, near CTR-GCN's
@@ -34,7 +34,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
   c.num_clips_test = 10
   c.num_person = 2
   c.normalize = "auto"
-  c.align_spine = False           # the sparse recipe centres only (REFERENCE_NOTES section 6)
+  c.align_spine = False           # the sparse recipe centres only (docs/DATA.md section 3)
   c.rotate = 0.2
   # Model.
   c.backbone = "ctrgcn"

@@ -6,7 +6,7 @@ array_record file set per split. The files are read back with ``tfds.builder_fro
 (``stgcn_jax.data.load``), so reading never needs this module's classes.
 
 The builder lives here, in a package module at depth 2, because tfds looks for README/CITATIONS next
-to a builder's module (see STACK.md section 1).
+to a builder's module (see docs/STACK.md section 2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The per-clip pipeline: a stored record -> the ``(num_clips, M, T, V, C)`` model input.
 
-The order is pyskl's (BACKBONES.md section 1, REFERENCE_NOTES.md section 6):
+The order is pyskl's (docs/DATA.md section 2):
 ``PreNormalize3D`` or ``PreNormalize2D`` -> ``RandomRot`` (training) -> ``GenSkeFeat`` ->
 ``UniformSample`` -> ``PoseDecode`` -> ``FormatGCNInput``.
 """

@@ -4,8 +4,8 @@ Everything is channels-last: a feature map is ``x_BTVC`` (batch*persons, frames,
 Parameter names mirror pyskl's (``conv``, ``bn``, ``down``, ``residual``...) so that
 ``stgcn_jax.convert`` maps pyskl checkpoints by a few renaming rules.
 
-Initialisation follows pyskl per backbone (``spec/BACKBONES.md`` section 6). A ``Conv`` takes an ``init``
-scheme name:
+Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6). A ``Conv`` takes an
+``init`` scheme name:
   * ``"torch"``: PyTorch's default, kernel and bias ~ U(+-1/sqrt(fan_in)).
   * ``"fan_out"``: kaiming normal over fan_out (std sqrt(2/fan_out)), bias 0 (pyskl's ``conv_init``).
   * ``"branch{K}"``: N(0, 2/(cout*cin*kt*K)), bias 0 (pyskl's ``conv_branch_init``).
@@ -113,9 +113,9 @@ def temporal_conv(x_BTVC: Array, kernel: Array, stride: int, dilation: int) -> A
   """``_temporal_conv`` with a kernel gradient that XLA:CPU computes ~4x faster.
 
   XLA differentiates a convolution w.r.t. its kernel with a "backward-filter" convolution that
-  XLA:CPU runs at a fraction of its forward-conv speed (``STACK.md`` section 8). Here the kernel
-  gradient is posed as a *forward* convolution instead (``_kernel_grad``); the input gradient is
-  XLA's own (a forward conv with the flipped, transposed kernel), so it is unchanged.
+  XLA:CPU runs at a fraction of its forward-conv speed (``docs/STACK.md`` section 7). Here the
+  kernel gradient is posed as a *forward* convolution instead (``_kernel_grad``); the input gradient
+  is XLA's own (a forward conv with the flipped, transposed kernel), so it is unchanged.
   """
   return _temporal_conv(x_BTVC, kernel, stride, dilation)
 

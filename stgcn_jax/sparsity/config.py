@@ -8,13 +8,13 @@ frozen, hashable ``SparseConfig`` that the step builders close over.
 Fields:
   mode: 'generator' (fixed random mask, warm-up + fine-tune; the paper's method), 'dense' (no mask),
     'lth' (edge-popup lottery ticket: only scores train) or 'ensemble' (generator members stacked
-    along a leading axis, see ``ensemble.py``).
+    along a leading axis, see ``training/ensemble.py``).
   sparsity: fraction in [0, 1) of prunable weights set to zero.
   ensemble_sparsities: the member sparsities for mode 'ensemble'.
-  ensemble_batching: how one jitted ensemble step runs its members: 'vmap' (SPARSE.md section 5:
-    batched, so every conv becomes a grouped conv), 'map' (``jax.lax.map``: an XLA loop over the
-    members) or 'unroll' (the members traced one after another: longer compiles, one member's
-    kernels each).
+  ensemble_batching: how one jitted ensemble step runs its members: 'vmap' (docs/METHOD.md
+    section 5: batched, so every conv becomes a grouped conv), 'map' (``jax.lax.map``: an XLA loop
+    over the members) or 'unroll' (the members traced one after another: longer compiles, one
+    member's kernels each).
   mask_method: 'uniform' | 'erk' | 'global' | 'per_block' | 'predefined'.
   mask_path: the .npz file / orbax directory for 'predefined'.
   mask_cover_channels: 'uniform' / 'erk' masks keep at least one weight of every output channel
@@ -25,7 +25,7 @@ Fields:
   lambda_schedule: 'constant' or 'ramp' (``penalty_lambda * min(1, epoch / warmup_epochs)``); the
     epoch is ``step // steps_per_epoch``.
   penalty_update: how the warm-up applies the group lasso: 'gradient' (its subgradient is added to
-    the loss's, SPARSE.md section 3) or 'proximal' (after each optimizer step, block
+    the loss's, docs/METHOD.md section 3) or 'proximal' (after each optimizer step, block
     soft-thresholding of each block's masked-out weights by ``lr * lambda / (1 - momentum)``, which
     reaches exact zeros in finitely many steps; the loss is then CE only).
   nested_masks: ensemble members / sweep cells of different sparsity draw their masks from the same
@@ -52,6 +52,8 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
+
+from stgcn_jax.sparsity.masks import PrunableSpec
 
 MODES = ("generator", "dense", "lth", "ensemble")
 ENSEMBLE_BATCHING = ("vmap", "map", "unroll")
@@ -167,3 +169,8 @@ def _check(cfg: SparseConfig) -> None:
                      f"{cfg.grad_clip_norm!r}")
   if cfg.penalty_lambda < 0:
     raise ValueError(f"config.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
+
+
+def prunable_spec(config: SparseConfig) -> PrunableSpec:
+  """The prunable predicate the config selects."""
+  return PrunableSpec(include_head=config.mask_head, include_attention=config.mask_attention)

@@ -1,10 +1,10 @@
-"""Score-based masks: the lottery-ticket baseline (SPARSE.md section 4) and ``learn_scores``.
+"""Score-based masks: the lottery-ticket baseline (docs/METHOD.md section 4) and ``learn_scores``.
 
 Edge-popup style: one score tensor per prunable kernel (kaiming-uniform init); the forward uses
 ``W * topk_mask(S, s)`` with a straight-through gradient to ``S`` (``dL/dS = dL/dW_eff * W``, as the
 reference ``GetSubnet``). The threshold keeps the ``n - round(s * n)`` largest raw (signed) scores,
 per tensor by default, or over all / per-block prunable tensors. In mode 'lth' only the scores
-train (``steps.py`` freezes every parameter through ``optax.masked``; BatchNorm running statistics
+train (``training/step.py`` freezes every parameter through ``optax.masked``; BatchNorm running statistics
 still update). Weights come from a pretrained variables dict (e.g. ``convert.from_pyskl``) passed to
 ``create_train_state(..., variables=...)``, or from random init.
 

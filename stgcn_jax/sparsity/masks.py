@@ -1,4 +1,4 @@
-"""Which parameters are prunable, and the fixed masks that prune them (SPARSE.md sections 1-2).
+"""Which parameters are prunable, and the fixed masks that prune them (docs/METHOD.md sections 1-2).
 
 A mask tree has exactly the structure of ``params``; its leaves are bool arrays of the leaf's shape;
 non-prunable leaves are all True. The forward pass of a sparse model is
@@ -310,8 +310,8 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
   else:  # global / per_block: threshold i.i.d. kaiming-uniform scores
     if s >= 0.95:
       warnings.warn(f"mask method {method!r} at sparsity {s}: thresholding kaiming-uniform scores "
-                    "across tensors of different fan-in can prune whole layers (REFERENCE_NOTES "
-                    "section 2); 'uniform' keeps 1 - s of every tensor", stacklevel=2)
+                    "across tensors of different fan-in can prune whole layers (docs/METHOD.md "
+                    "section 9); 'uniform' keeps 1 - s of every tensor", stacklevel=2)
     scores = {p: _np_kaiming_scores(_leaf_rng(key, p), leaf.shape)
               for p, leaf in prunable.items()}
     groups: dict[str, list[str]] = {}

@@ -1,4 +1,4 @@
-"""The "information compression" group-lasso penalty (SPARSE.md section 3, paper Eq. 9).
+"""The "information compression" group-lasso penalty (docs/METHOD.md section 3, paper Eq. 9).
 
 ``L_p = sum over blocks l of || W_l * (1 - M_l) ||_2``: the plain L2 norm of the concatenated
 masked-out prunable weights of one backbone block (summed over blocks, not averaged, no

@@ -1,9 +1,9 @@
-"""Multi-level sparsity ensembles (SPARSE.md section 5, paper Table 2).
+"""Multi-level sparsity ensembles (docs/METHOD.md section 5, paper Table 2).
 
 Joint training: members of one backbone at several sparsities are stacked along a leading axis of
 every array in the ``TrainState`` (own params, masks, BN statistics, optimizer state, rng) and
 trained by one jitted step, each with its own CE loss on the same batch. The step runs the members
-by ``jax.vmap`` (``ensemble_batching="vmap"``, SPARSE.md section 5), by ``jax.lax.map`` (``"map"``)
+by ``jax.vmap`` (``ensemble_batching="vmap"``, docs/METHOD.md section 5), by ``jax.lax.map`` (``"map"``)
 or unrolled one after another (``"unroll"``); inference likewise is one call. vmap turns every conv
 into a grouped conv, which XLA runs slowly on CPU and GPU (experiments/BENCHMARKS.md).
 Post-hoc fusion (the paper's default) sums the clip-averaged softmax scores of separately trained
@@ -26,9 +26,9 @@ import numpy as np
 
 from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, resolve
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
-from stgcn_jax.sparsity.steps import (build_optimizer, create_train_state, make_eval_step,
-                                      make_train_step, start_finetune)
-from stgcn_jax.train_state import TrainState
+from stgcn_jax.training.optim import build_optimizer
+from stgcn_jax.training.state import TrainState, create_train_state, start_finetune
+from stgcn_jax.training.step import make_eval_step, make_train_step
 
 
 def member_seed(seed: int, sparsity: float) -> int:

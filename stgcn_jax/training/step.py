@@ -1,4 +1,4 @@
-"""Pure step functions for the training loop (``stgcn_jax/train.py`` jits them with shardings).
+"""The train and eval steps, pure functions of (state, batch) that the loop jits with shardings.
 
 >>> cfg = resolve(config)                                   # see config.py for the fields
 >>> state = create_train_state(model, key, sample_x, cfg)
@@ -9,7 +9,7 @@
 ...   state, metrics = (warm if phase_at(step, cfg) == "warmup" else tune)(state, batch)
 >>> logits = jax.jit(make_eval_step(model))(state, x)       # x: (B, M, T, V, C) or (B, clips, ...)
 
-Phases (SPARSE.md section 3): 'warmup' = dense forward, loss ``CE + lambda * group_lasso``, dense
+Phases (docs/METHOD.md section 3): 'warmup' = dense forward, loss ``CE + lambda * group_lasso``, dense
 updates; 'finetune' = forward with ``params * masks``, CE only, updates multiplied by the masks.
 ``start_finetune`` is the switch: pruned weights become exactly 0 and the momentum buffers are
 multiplied by the masks. Mode 'dense' never masks; mode 'lth' has the single phase 'finetune' in
@@ -24,89 +24,13 @@ import jax.numpy as jnp
 import optax
 
 from stgcn_jax.sparsity import lottery
-from stgcn_jax.sparsity.config import SparseConfig, resolve
-from stgcn_jax.sparsity.masks import (PrunableSpec, apply_masks, make_masks, ones_like_masks,
-                                      validate_masks)
-from stgcn_jax.sparsity.optim import make_optimizer, make_schedule, mask_optimizer_state
+from stgcn_jax.sparsity.config import prunable_spec, resolve
+from stgcn_jax.sparsity.masks import apply_masks
 from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight, proximal_group_lasso
-from stgcn_jax.train_state import TrainState
+from stgcn_jax.training.optim import make_schedule, mask_optimizer_state
+from stgcn_jax.training.state import TrainState
 
 PHASES = ("warmup", "finetune")
-
-
-def prunable_spec(config: SparseConfig) -> PrunableSpec:
-  """The prunable predicate the config selects."""
-  return PrunableSpec(include_head=config.mask_head, include_attention=config.mask_attention)
-
-
-def phase_at(step: int, config) -> str:
-  """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'."""
-  cfg = resolve(config)
-  return "warmup" if int(step) < cfg.warmup_steps else "finetune"
-
-
-def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
-  """The one optimizer of a run (LTH: every parameter frozen, only the scores train)."""
-  cfg = resolve(config)
-  frozen = {"params": True, "scores": False} if cfg.mode == "lth" else None
-  return make_optimizer(cfg, frozen=frozen)
-
-
-def create_train_state(model, key, sample_x, config, *, variables=None, masks=None, tx=None,
-                       sparsity: float | None = None, mask_key=None) -> TrainState:
-  """A fresh ``TrainState``.
-
-  Args:
-    model: a linen ``Recognizer`` (``models.get_model``).
-    key: PRNG key; split into init, mask, score and dropout keys.
-    sample_x: an input batch ``(B, M, T, V, C)`` for ``model.init``.
-    config: a ConfigDict / ``SparseConfig`` (see ``config.py``).
-    variables: optional ``{'params', 'batch_stats'}`` to start from (pretrained / converted).
-    masks: optional mask tree (overrides ``mask_method``; validated against params).
-    tx: optional optimizer (``ensemble.py`` shares one between members).
-    sparsity: overrides ``config.sparsity`` (ensemble members).
-    mask_key: the key of the mask draw (default: one split from ``key``).
-  """
-  cfg = resolve(config)
-  s = cfg.sparsity if sparsity is None else float(sparsity)
-  spec = prunable_spec(cfg)
-  k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
-  if mask_key is not None:
-    k_mask = mask_key
-  if variables is None:
-    variables = model.init(k_init, sample_x)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
-  scores = None
-  if cfg.uses_scores:
-    scores = lottery.init_scores(params, k_score, spec)
-    masks = lottery.masks_from_scores(params, scores, s, cfg.score_scope)
-  elif cfg.mode == "dense":
-    masks = ones_like_masks(params)
-  elif masks is None:
-    masks = make_masks(params, s, key=k_mask, method=cfg.mask_method, spec=spec,
-                       path=cfg.mask_path or None, cover_channels=cfg.mask_cover_channels)
-  else:
-    validate_masks(masks, params)
-  tx = tx or build_optimizer(cfg)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                     opt_state=None, masks=masks, rng=k_rng, apply_fn=model.apply, tx=tx,
-                     scores=scores)
-  state = state.replace(opt_state=tx.init(state.trainable()))
-  if phase_at(0, cfg) == "finetune":
-    state = start_finetune(state)
-  return state
-
-
-def start_finetune(state: TrainState) -> TrainState:
-  """The warm-up -> fine-tune switch: pruned weights set to exactly 0 and the optimizer's
-  momentum/trace buffers multiplied by the masks. Idempotent; a no-op for learned scores (the
-  reference code zeroes nothing at the switch)."""
-  if state.scores is not None:
-    return state
-  params = apply_masks(state.params, state.masks)
-  opt_state = mask_optimizer_state(state.opt_state, state.params, state.masks)
-  return state.replace(params=params, opt_state=opt_state)
 
 
 def make_train_step(model, config, phase: str):

@@ -1,4 +1,4 @@
-"""Optimizers: the SGD recipe (SPARSE.md section 7) and the element-wise masked-updates transform.
+"""Optimizers: the SGD recipe (docs/METHOD.md section 7) and the element-wise masked-updates transform.
 
 One optimizer serves both phases, so the optimizer-state tree has the same structure in warm-up and
 fine-tune (an orbax checkpoint from either phase restores into one abstract target)::
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stgcn_jax.sparsity.config import SparseConfig
+from stgcn_jax.sparsity.config import SparseConfig, resolve
 
 
 def masked_updates() -> optax.GradientTransformationExtraArgs:
@@ -110,3 +110,16 @@ def mask_optimizer_state(opt_state, params, masks):
     return node
 
   return jax.tree.map(fn, opt_state, is_leaf=is_params_like)
+
+
+def phase_at(step: int, config) -> str:
+  """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'."""
+  cfg = resolve(config)
+  return "warmup" if int(step) < cfg.warmup_steps else "finetune"
+
+
+def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
+  """The one optimizer of a run (LTH: every parameter frozen, only the scores train)."""
+  cfg = resolve(config)
+  frozen = {"params": True, "scores": False} if cfg.mode == "lth" else None
+  return make_optimizer(cfg, frozen=frozen)

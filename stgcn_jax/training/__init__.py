@@ -1,0 +1,17 @@
+"""Training: the state, the optimizer recipe, the steps, joint ensembles and the loop.
+
+* ``state.py``: ``TrainState`` (params, BN statistics, optimizer state, fixed masks) and its creation.
+* ``optim.py``: the SGD/cosine recipe, the masked-updates transform, the warm-up/fine-tune phases.
+* ``step.py``: the train and eval steps of each phase.
+* ``ensemble.py``: members stacked on a leading axis and trained by one step.
+* ``loop.py``: ``train_and_evaluate(config, workdir)``, the loop.
+"""
+
+from stgcn_jax.training.ensemble import (clip_average_softmax, create_ensemble_state, fuse_scores,
+                                         make_ensemble_eval_step, make_ensemble_train_step,
+                                         member_seed, member_state, parameter_budget,
+                                         stack_states, start_finetune_ensemble)
+from stgcn_jax.training.optim import (build_optimizer, make_optimizer, make_schedule,
+                                      mask_optimizer_state, masked_updates, phase_at)
+from stgcn_jax.training.state import TrainState, abstract_state, create_train_state, start_finetune
+from stgcn_jax.training.step import PHASES, make_eval_step, make_train_step

@@ -1,0 +1,240 @@
+"""The workdir of a run: its checks, atomic writes, metrics log, checkpoints and safe resumption.
+
+A workdir holds ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (orbax: the train state, the
+data-iterator position, the phase), ``best/``, ``model/`` (or ``members/`` for a joint ensemble),
+``results.json`` and ``scores.npz``. A run refuses a workdir whose ``config.json`` shows another run,
+resumes from the newest checkpoint that restores, and never logs a replayed step twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import logging
+import os
+import sys
+import time
+
+import jax
+import orbax.checkpoint as ocp
+
+from stgcn_jax.training.state import abstract_state
+
+__all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
+           "restore_newest_intact", "trim_metrics", "checkpoint_manager", "save_checkpoint"]
+
+
+class RunError(ValueError):
+  """A user mistake or a failed run, reported as one clear line by ``experiments.run``."""
+
+
+class MetricsLogger:
+  """JSON-lines metrics (``metrics.jsonl``) and, optionally, TensorBoard via tensorboardX."""
+
+  def __init__(self, workdir: str, tensorboard: bool):
+    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = None
+    if tensorboard and jax.process_index() == 0:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      except ImportError as err:
+        raise RunError("config.tensorboard=True needs tensorboardX (pip install tensorboardX)") from err
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, record: dict) -> None:
+    if jax.process_index() != 0:
+      return
+    self._file.write(json.dumps({"step": int(step), **record}) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for key, value in record.items():
+        if isinstance(value, (int, float)):
+          self._tb.add_scalar(f"{record.get('split', 'train')}/{key}", value, step)
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+  if not enabled or jax.process_index() != 0:
+    return None
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+# The config fields that say which run a workdir holds: a run that differs in one of them cannot
+# resume from the workdir's checkpoints (the rest, e.g. the epoch count, may change on a resume).
+_RUN_IDENTITY = ("dataset", "backbone", "model", "model_options", "modality", "mode", "sparsity",
+                 "ensemble_sparsities", "mask_method", "seed", "pretrained")
+# What a run writes to metrics.jsonl at its checkpoint step after saving the checkpoint there.
+_AFTER_CHECKPOINT = ("switch", "test")
+
+
+def write_json(path: str, obj) -> None:
+  """Writes ``obj`` as JSON under a temporary name, then renames it: never a half-written file."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def prepare_workdir(workdir: str, config) -> str:
+  """The absolute workdir, created; refuses, before anything is written, a path that is a file
+  and a workdir whose checkpoints belong to another run (told by its own ``config.json``)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunError(f"--workdir {workdir} is a file; expected a directory (new, or an earlier "
+                   "run's to resume)")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  has_checkpoints = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+  config_path = os.path.join(workdir, "config.json")
+  if has_checkpoints and os.path.exists(config_path):
+    try:
+      with open(config_path) as f:
+        old = json.load(f)
+      if not isinstance(old, dict):
+        raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+      raise RunError(f"{config_path} is unreadable ({err}), so it is unknown which run the "
+                     f"checkpoints in {workdir} belong to; repair it, or choose another "
+                     "--workdir") from None
+    new = json.loads(json.dumps(config.to_dict(), default=str))
+    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in _RUN_IDENTITY
+             if k in old and k in new and old[k] != new[k]]
+    if diffs:
+      raise RunError(f"--workdir {workdir} holds another run ({'; '.join(diffs)}), whose "
+                     "checkpoints cannot resume this one; choose another --workdir, or remove it "
+                     "to start over")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as err:
+    raise RunError(f"--workdir {workdir} cannot be created ({err.strerror or err})") from None
+  return workdir
+
+
+def _damaged_file(step_dir: str) -> str | None:
+  """The first of a checkpoint's JSON metadata files that does not parse, if any."""
+  for root, _, files in sorted(os.walk(step_dir)):
+    for name in sorted(files):
+      if name in ("_METADATA", "_CHECKPOINT_METADATA", "metadata", "_sharding"):
+        path = os.path.join(root, name)
+        try:
+          with open(path) as f:
+            json.load(f)
+        except (OSError, ValueError):
+          return path
+  return None
+
+
+def restore_newest_intact(mngr, state, workdir: str):
+  """``(restored, step)`` of the newest checkpoint that restores, or ``None`` when there is none.
+
+  A checkpoint that fails to restore (a truncated chunk, a damaged metadata file) is reported in one
+  line naming it and the reason; when an older one restores, the damaged ones are moved to
+  ``<workdir>/damaged_checkpoints/`` (so the run writes those steps afresh) and training resumes
+  from it. When none restores, nothing is moved and the run stops with the reasons.
+  """
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state(state)),
+                            meta=ocp.args.JsonRestore())
+  failures = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    step_dir = os.path.join(mngr.directory, str(step))
+    restored, err = _quiet_restore(mngr, step, args)
+    if err is not None:
+      damaged = _damaged_file(step_dir)
+      where = f"{damaged} is truncated or not valid JSON" if damaged else _root_cause(err)
+      failures.append((step_dir, f"step {step}: {where}"))
+      print(f"warning: checkpoint {step_dir} cannot be restored ({where}); trying an older one",
+            file=sys.stderr)
+      continue
+    if failures and jax.process_index() == 0:
+      aside = os.path.join(workdir, "damaged_checkpoints")
+      os.makedirs(aside, exist_ok=True)
+      for path, _ in failures:
+        os.replace(path, os.path.join(aside, f"{os.path.basename(path)}-{int(time.time())}"))
+      print(f"moved the damaged checkpoint(s) to {aside}", file=sys.stderr)
+    if failures:
+      mngr.reload()
+    return restored, step
+  if failures:
+    raise RunError(f"no checkpoint in {mngr.directory} restores ("
+                   f"{'; '.join(f for _, f in failures)}); move that folder away to train from "
+                   "the beginning")
+  return None
+
+
+def _quiet_restore(mngr, step: int, args):
+  """``(restored, None)``, or ``(None, error)`` without the noise of a damaged checkpoint.
+
+  When an array cannot be read, orbax's reader tasks and tensorstore's callback threads each print
+  a traceback (hundreds of lines) as they fail, are collected, or find their event loop closed;
+  the caller reports the failure in one line instead.
+  """
+  noise = io.StringIO()
+  with contextlib.redirect_stderr(noise):
+    try:
+      restored = mngr.restore(step, args=args)
+    except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
+      logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+      hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+      try:
+        for _ in range(3):  # let the failed reads finish and be collected while muted
+          gc.collect()
+          time.sleep(0.3)
+      finally:
+        sys.unraisablehook = hook
+      return None, err
+  sys.stderr.write(noise.getvalue())  # a good restore's warnings, if any, are the user's
+  return restored, None
+
+
+def _root_cause(err: BaseException) -> str:
+  """The innermost cause's first line (orbax wraps tensorstore's precise message twice)."""
+  while err.__cause__ is not None:
+    err = err.__cause__
+  line = next((l for l in str(err).splitlines() if l.strip()), type(err).__name__)
+  return line if len(line) < 300 else line[:300] + " ..."
+
+
+def trim_metrics(path: str, step: int | None) -> None:
+  """Drops the rows a resumed run will write again: after ``step`` (and, at ``step``, what was
+  written after its checkpoint); every row when the run starts afresh (``step`` None)."""
+  if not os.path.exists(path) or jax.process_index() != 0:
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      row_step = int(row["step"])
+    except (ValueError, KeyError, TypeError):
+      continue  # a line cut short by a kill
+    if step is not None and (row_step < step or (row_step == step and
+                                                 row.get("split") not in _AFTER_CHECKPOINT)):
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if len(kept) != len(lines):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def checkpoint_manager(path: str, keep: int, best: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False,
+      best_fn=(lambda m: m["top1"]) if best else None, best_mode="max",
+      keep_checkpoints_without_metrics=not best)
+  return ocp.CheckpointManager(path, options=options)
+
+
+def save_checkpoint(mngr, state, step: int, meta: dict, metrics: dict | None = None) -> None:
+  if step in mngr.all_steps():
+    return
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)), metrics=metrics)
+  mngr.wait_until_finished()

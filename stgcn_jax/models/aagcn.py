@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax.models import layers
-from stgcn_jax.models.base import Backbone, adjacency
+from stgcn_jax.models.base import Backbone
 
 
 class UnitAAGCN(nn.Module):
@@ -77,17 +77,11 @@ class AAGCN(Backbone):
   tcn_type: str = "unit_tcn"
   tcn_ms_cfg: tuple = layers.MS_CFG
 
-  @nn.compact
-  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    a = adjacency(self.layout, self.graph_mode)
-
-    def block(i, cout, stride, res_kind, dropout):
-      gcn = functools.partial(UnitAAGCN, cout, a, self.gcn_coff_embedding, self.gcn_adaptive,
-                              self.gcn_attention)
-      # AAGCN re-initialises its unit_tcn (kaiming fan_out).
-      tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
-                                 dropout=dropout, init_scheme="fan_out",
-                                 conv_impl=self.temporal_conv)
-      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
-
-    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
+  def units(self, cout, stride, dropout, a):
+    gcn = functools.partial(UnitAAGCN, cout, a, self.gcn_coff_embedding, self.gcn_adaptive,
+                            self.gcn_attention)
+    # AAGCN re-initialises its unit_tcn (kaiming fan_out).
+    tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
+                               dropout=dropout, init_scheme="fan_out",
+                               conv_impl=self.temporal_conv)
+    return gcn, tcn

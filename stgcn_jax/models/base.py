@@ -38,6 +38,27 @@ class Backbone(nn.Module):
   tcn_dropout: float = 0.0
   temporal_conv: str = "custom_vjp"   # how (k x 1) convs are differentiated (layers.Conv.impl)
 
+  graph_mode: str = "spatial"
+  data_bn_type: str | None = "VC"
+
+  def graph(self) -> np.ndarray:
+    """The ``(K, V, V)`` adjacency stack the GCN units start from."""
+    return adjacency(self.layout, self.graph_mode)
+
+  def units(self, cout: int, stride: int, dropout: float, a: np.ndarray):
+    """``(gcn, tcn)`` module constructors of one block (see ``layers.Block``)."""
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
+    a = self.graph()
+
+    def block(i, cout, stride, res_kind, dropout):
+      gcn, tcn = self.units(cout, stride, dropout, a)
+      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
+
+    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
+
   def specs(self):
     return layers.block_specs(self.in_channels, self.base_channels, self.ch_ratio,
                               self.num_stages, self.inflate_stages, self.down_stages)

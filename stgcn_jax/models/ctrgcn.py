@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax.models import layers
-from stgcn_jax.models.base import Backbone, adjacency
+from stgcn_jax.models.base import Backbone
 
 
 class CTRGC(nn.Module):
@@ -95,14 +95,8 @@ class CTRGCN(Backbone):
   kernel_size: int = 5
   dilations: tuple[int, ...] = (1, 2)
 
-  @nn.compact
-  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    a = adjacency(self.layout, self.graph_mode)
-
-    def block(i, cout, stride, res_kind, dropout):
-      gcn = functools.partial(UnitCTRGCN, cout, a)
-      tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout,
-                              conv_impl=self.temporal_conv)
-      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
-
-    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
+  def units(self, cout, stride, dropout, a):
+    gcn = functools.partial(UnitCTRGCN, cout, a)
+    tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout,
+                            conv_impl=self.temporal_conv)
+    return gcn, tcn

@@ -90,22 +90,17 @@ class DGSTGCN(Backbone):
   tcn_ms_cfg: tuple = layers.MS_CFG
   tcn_num_joints: int = 25
 
-  @nn.compact
-  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
+  def graph(self):
     if self.graph_mode == "random":
-      a = adjacency(self.layout, "random", num_filter=self.num_filter, init_std=self.init_std,
-                    init_off=self.init_off, seed=self.graph_seed)
-    else:
-      a = adjacency(self.layout, self.graph_mode)
-    num_joints = max(self.tcn_num_joints, self.layout.num_joints)
-    gcn_opts = (self.gcn_ratio, self.gcn_ctr, self.gcn_ada, self.gcn_subset_wise,
-                self.gcn_ada_act, self.gcn_ctr_act)
+      return adjacency(self.layout, "random", num_filter=self.num_filter, init_std=self.init_std,
+                       init_off=self.init_off, seed=self.graph_seed)
+    return adjacency(self.layout, self.graph_mode)
 
-    def block(i, cout, stride, res_kind, dropout):
-      gcn = functools.partial(DGGCN, cout, a, *gcn_opts)
-      tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn_ms_cfg,
-                              global_joint=True, num_joints=num_joints, dropout=dropout,
-                              conv_impl=self.temporal_conv)
-      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
-
-    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
+  def units(self, cout, stride, dropout, a):
+    gcn = functools.partial(DGGCN, cout, a, self.gcn_ratio, self.gcn_ctr, self.gcn_ada,
+                            self.gcn_subset_wise, self.gcn_ada_act, self.gcn_ctr_act)
+    tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn_ms_cfg,
+                            global_joint=True,
+                            num_joints=max(self.tcn_num_joints, self.layout.num_joints),
+                            dropout=dropout, conv_impl=self.temporal_conv)
+    return gcn, tcn

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax.models import layers
-from stgcn_jax.models.base import Backbone, adjacency
+from stgcn_jax.models.base import Backbone
 
 
 class UnitGCN(nn.Module):
@@ -65,15 +65,9 @@ class STGCN(Backbone):
   tcn_type: str = "unit_tcn"
   tcn_ms_cfg: tuple = layers.MS_CFG
 
-  @nn.compact
-  def __call__(self, x_NMTVC: jax.Array, train: bool = False) -> jax.Array:
-    a = adjacency(self.layout, self.graph_mode)
-
-    def block(i, cout, stride, res_kind, dropout):
-      gcn = functools.partial(UnitGCN, cout, a, self.gcn_adaptive, self.gcn_conv_pos,
-                              self.gcn_with_res)
-      tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
-                                 dropout=dropout, conv_impl=self.temporal_conv)
-      return layers.Block(gcn, tcn, cout, stride, res_kind, name=f"block{i}")
-
-    return self.run_blocks(x_NMTVC, train, self.data_bn_type, block)
+  def units(self, cout, stride, dropout, a):
+    gcn = functools.partial(UnitGCN, cout, a, self.gcn_adaptive, self.gcn_conv_pos,
+                            self.gcn_with_res)
+    tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
+                               dropout=dropout, conv_impl=self.temporal_conv)
+    return gcn, tcn

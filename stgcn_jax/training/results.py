@@ -1,0 +1,96 @@
+"""The end of a run: the test of the final model(s), ``scores.npz``, the saved models, and the
+``results.json`` record (accuracy, the best-by-validation model, sparsity counts, seeds, hardware)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from stgcn_jax import checkpoint, sparsity
+from stgcn_jax.training.evaluate import accuracy_report, eval_batch_size, evaluate_source, scores_of
+from stgcn_jax.training.setup import model_options, pipeline
+from stgcn_jax.training.state import abstract_state
+from stgcn_jax.training.switch import sparsity_record
+
+__all__ = ["final_evaluation", "best_by_validation", "hardware", "add_counts", "SUMMARY"]
+
+SUMMARY = ("top1", "top5", "mean_class_accuracy")
+
+
+def final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
+  """The 10-clip test: scores.npz, the final masked model, and the accuracy report."""
+  pipe = pipeline(config, info, False)
+  out = evaluate_source(trainer, state, test_src, pipe, eval_batch_size(config), config.seed)
+  scores, labels = out["scores"], out["labels"]
+  names = np.array([test_src[i]["frame_dir"] for i in range(len(test_src))])
+  extra = {}
+  if trainer.sparsities is not None:  # stacked members: their scores, and their sum
+    member_scores, scores = scores, scores.sum(0)
+    extra = {"member_scores": member_scores,
+             "member_sparsities": np.array(trainer.sparsities, np.float32)}
+  results = accuracy_report(scores, labels)
+  if trainer.sparsities is not None:
+    results["members"] = [dict(sparsity=s, **{k: v for k, v in accuracy_report(m, labels).items()
+                                              if k != "confusion_matrix"})
+                          for s, m in zip(trainer.sparsities, member_scores)]
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, "scores.tmp.npz")
+    np.savez(tmp, scores=scores.astype(np.float32), labels=labels, index=np.arange(len(labels)),
+             names=names, **extra)
+    os.replace(tmp, os.path.join(workdir, "scores.npz"))
+    # The final model(s) with the statistics they were tested with: model/, or one model
+    # checkpoint per member of a joint ensemble (members/s<sparsity>/).
+    spec = checkpoint.model_spec_json(
+        config.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
+        model_options(config), class_names=info.class_names,
+        pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
+    for target, member in zip(trainer.model_dirs(workdir), trainer.members(state)):
+      host = jax.device_get(member)
+      variables = {"params": sparsity.apply_masks(host.params, host.masks),
+                   "batch_stats": host.batch_stats}
+      checkpoint.save_model(target, spec, variables, overwrite=True)
+  return results
+
+
+def best_by_validation(best_mngr, trainer, state, step: int, results: dict, test_src, test_pipe,
+                       config, workdir: str, steps_per_epoch: int) -> dict | None:
+  """The test accuracy of the best-by-validation model (``best/``), with its step and val top-1."""
+  if best_mngr is None or best_mngr.best_step() is None:
+    return None
+  best_step = best_mngr.best_step()
+  if best_step == step:  # the final model itself (the same precise-BN batches): already tested
+    acc = results
+  else:
+    best = best_mngr.restore(best_step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state(state)))).state
+    acc = accuracy_report(*scores_of(trainer, best, test_src, test_pipe, config))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    val_top1 = [json.loads(line)["top1"] for line in f
+                if '"split": "val"' in line and json.loads(line)["step"] == best_step]
+  return {"step": int(best_step), "epoch": best_step / steps_per_epoch,
+          "val_top1": val_top1[-1] if val_top1 else None, **{k: acc[k] for k in SUMMARY}}
+
+
+def hardware() -> dict:
+  return {"platform": jax.default_backend(), "device_count": jax.device_count(),
+          "device_kind": jax.devices()[0].device_kind, "process_count": jax.process_count(),
+          "cpu_count": os.cpu_count()}
+
+
+def add_counts(results: dict, trainer, state) -> None:
+  """Parameter counts: a model's own; for stacked members, each member's and, at the top level,
+  one dense member's size with the nonzero counts summed over the members."""
+  record = sparsity_record(trainer, state)
+  if "members" not in record:
+    results.update(record)
+    return
+  for member, counts in zip(results["members"], record["members"]):
+    member.update(counts)
+  dense = record["members"][0]
+  results.update(prunable_params=dense["prunable_params"], total_params=dense["total_params"],
+                 prunable_nonzero=sum(m["prunable_nonzero"] for m in record["members"]),
+                 nonzero_params=sum(m["nonzero_params"] for m in record["members"]))

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from absl import flags
 
-from stgcn_jax import graph
+from stgcn_jax import cli, graph
 from stgcn_jax.data import ConversionReport, DataError
 from stgcn_jax.data.records import FLOAT32_MAX, all_zero_message, repair_non_finite
 
-__all__ = ["DataError", "ConversionReport", "base_parser", "run_cli", "require_path",
-           "finite_or_repair", "clean_keypoint", "dedupe", "default_data_dir"]
+__all__ = ["DataError", "ConversionReport", "define_base_flags", "parse_flags", "run_cli",
+           "require_path", "finite_or_repair", "clean_keypoint", "dedupe", "default_data_dir"]
 
 
 def default_data_dir() -> str:
@@ -23,27 +23,35 @@ def default_data_dir() -> str:
   return ddd()
 
 
-def base_parser(description: str, *, name_default: str | None) -> argparse.ArgumentParser:
-  """A parser with ``--out``, ``--name`` and ``--overwrite``; converters add ``--src`` etc."""
-  parser = argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default=None,
-                      help="root of the tfds store (default $STGCN_JAX_DATA_DIR or "
-                           "~/.stgcn_jax/data)")
-  parser.add_argument("--name", default=name_default, required=name_default is None,
-                      help="dataset name in the store, [a-z][a-z0-9_]*" +
-                           (f" (default {name_default})" if name_default else ""))
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-  return parser
+def define_base_flags(fv: flags.FlagValues, *, name_default: str | None) -> None:
+  """``--out``, ``--name`` and ``--overwrite`` on ``fv``; converters add ``--src`` etc. (absl flags,
+  see :mod:`stgcn_jax.cli`; ``--a-b`` is accepted for every ``--a_b``)."""
+  flags.DEFINE_string("out", None, "root of the tfds store (default $STGCN_JAX_DATA_DIR or "
+                      "~/.stgcn_jax/data)", flag_values=fv)
+  flags.DEFINE_string("name", name_default, "dataset name in the store, [a-z][a-z0-9_]*"
+                      + (f" (default {name_default})" if name_default else ""),
+                      flag_values=fv, required=name_default is None)
+  flags.DEFINE_bool("overwrite", False, "replace an existing dataset", flag_values=fv)
+
+
+def parse_flags(define_flags: Callable[[flags.FlagValues], None], argv: Sequence[str] | None,
+                doc: str | None, *, name_default: str | None) -> flags.FlagValues:
+  """The converter's flags (the base flags and those ``define_flags`` adds) parsed from ``argv``;
+  a mistake raises :class:`stgcn_jax.cli.UsageError`, which :func:`run_cli` reports in one line."""
+  def define(fv: flags.FlagValues) -> None:
+    define_base_flags(fv, name_default=name_default)
+    define_flags(fv)
+  return cli.parse(define, argv, doc=doc)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], str | list[str]],
             argv: Sequence[str] | None = None) -> int:
-  """Runs a converter; a data or layout error prints one line (no traceback) and returns 2."""
+  """Runs a converter; a command-line mistake, a data or layout error prints one line (no
+  traceback) and returns 2."""
   start = time.perf_counter()
   try:
     paths = main(argv)
-  except (DataError, graph.LayoutError) as err:
+  except (cli.UsageError, DataError, graph.LayoutError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
   paths = [paths] if isinstance(paths, str) else paths

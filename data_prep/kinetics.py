@@ -60,6 +60,7 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
+from absl import flags
 
 from data_prep import common
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
@@ -437,14 +438,16 @@ def convert(src: str, out: str, name: str = "kinetics_skeleton", *, num_classes:
   return path
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("src", None, "folder with kinetics_{train,val}/ and "
+                      "kinetics_{train,val}_label.json", flag_values=fv, required=True)
+  flags.DEFINE_integer("num_classes", None, "number of classes (default: from the label index, "
+                       "400 for Kinetics-400; see the rule above); also --num-classes",
+                       flag_values=fv)
+
+
 def main(argv=None) -> str:
-  parser = common.base_parser(__doc__, name_default="kinetics_skeleton")
-  parser.add_argument("--src", required=True,
-                      help="folder with kinetics_{train,val}/ and kinetics_{train,val}_label.json")
-  parser.add_argument("--num-classes", type=int, default=None,
-                      help="number of classes (default: from the label index, 400 for "
-                           "Kinetics-400; see the rule above)")
-  args = parser.parse_args(argv)
+  args = common.parse_flags(define_flags, argv, __doc__, name_default="kinetics_skeleton")
   return convert(args.src, args.out or common.default_data_dir(), args.name,
                  num_classes=args.num_classes, overwrite=args.overwrite)
 

@@ -46,6 +46,7 @@ import stat
 import sys
 
 import numpy as np
+from absl import flags
 
 from data_prep import common
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
@@ -439,16 +440,18 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
   return outs
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_multi_string("src", None, "folder of .skeleton files (repeat for the NTU-120 "
+                            "second archive)", flag_values=fv, required=True)
+  flags.DEFINE_enum("dataset", "ntu60", sorted(DATASETS), "which NTU RGB+D", flag_values=fv)
+  flags.DEFINE_string("benchmark", None, "comma-separated benchmarks (default: all of the "
+                      "dataset's)", flag_values=fv)
+  flags.DEFINE_string("missing", None, "missing-skeleton list to skip (default: the shipped "
+                      "official list)", flag_values=fv)
+
+
 def main(argv=None) -> list[str]:
-  parser = common.base_parser(__doc__, name_default="")
-  parser.add_argument("--src", action="append", required=True,
-                      help="folder of .skeleton files (repeat for the NTU-120 second archive)")
-  parser.add_argument("--dataset", choices=sorted(DATASETS), default="ntu60")
-  parser.add_argument("--benchmark", default=None,
-                      help="comma-separated benchmarks (default: all of the dataset's)")
-  parser.add_argument("--missing", default=None,
-                      help="missing-skeleton list to skip (default: the shipped official list)")
-  args = parser.parse_args(argv)
+  args = common.parse_flags(define_flags, argv, __doc__, name_default="")
   return convert(args.src, args.out or common.default_data_dir(), args.dataset,
                  args.benchmark.split(",") if args.benchmark else None, prefix=args.name or None,
                  missing_file=args.missing, overwrite=args.overwrite)

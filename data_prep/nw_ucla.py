@@ -31,6 +31,7 @@ import re
 import sys
 
 import numpy as np
+from absl import flags
 
 from data_prep import common
 from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
@@ -205,10 +206,13 @@ def convert(src: str, out: str, name: str = "nw_ucla", overwrite: bool = False,
   return path
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("src", None, "folder with all_sqe/ (and val_label.pkl)", flag_values=fv,
+                      required=True)
+
+
 def main(argv=None) -> str:
-  parser = common.base_parser(__doc__, name_default="nw_ucla")
-  parser.add_argument("--src", required=True, help="folder with all_sqe/ (and val_label.pkl)")
-  args = parser.parse_args(argv)
+  args = common.parse_flags(define_flags, argv, __doc__, name_default="nw_ucla")
   return convert(args.src, args.out or common.default_data_dir(), args.name, args.overwrite)
 
 

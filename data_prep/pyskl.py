@@ -59,6 +59,7 @@ import sys
 import unicodedata
 
 import numpy as np
+from absl import flags
 
 from data_prep import common
 from stgcn_jax import graph
@@ -506,18 +507,21 @@ def convert(src: str, out: str, name: str, layout: str, *, label_base: str = "au
   return path
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("src", None, "the annotation pickle", flag_values=fv, required=True)
+  flags.DEFINE_string("layout", None, "layout name (nturgb+d, coco, openpose, nw-ucla) or a "
+                      "layout JSON path", flag_values=fv, required=True)
+  flags.DEFINE_enum("label_base", "auto", ["auto", "0", "1"], "whether labels in the pickle start "
+                    "at 0 or 1 (default: detect); also --label-base", flag_values=fv)
+  flags.DEFINE_integer("num_classes", None, "number of classes (default: from --class-names, else "
+                       "max label + 1, which needs a sample of every class); also --num-classes",
+                       flag_values=fv)
+  flags.DEFINE_string("class_names", None, "text file, one class name per line; also "
+                      "--class-names", flag_values=fv)
+
+
 def main(argv=None) -> str:
-  parser = common.base_parser(__doc__, name_default=None)
-  parser.add_argument("--src", required=True, help="the annotation pickle")
-  parser.add_argument("--layout", required=True,
-                      help="layout name (nturgb+d, coco, openpose, nw-ucla) or a layout JSON path")
-  parser.add_argument("--label-base", choices=("auto", "0", "1"), default="auto",
-                      help="whether labels in the pickle start at 0 or 1 (default: detect)")
-  parser.add_argument("--num-classes", type=int, default=None,
-                      help="number of classes (default: from --class-names, else max label + 1, "
-                           "which needs a sample of every class)")
-  parser.add_argument("--class-names", default=None, help="text file, one class name per line")
-  args = parser.parse_args(argv)
+  args = common.parse_flags(define_flags, argv, __doc__, name_default=None)
   return convert(args.src, args.out or common.default_data_dir(), args.name, args.layout,
                  label_base=args.label_base, num_classes=args.num_classes,
                  class_names_file=args.class_names, overwrite=args.overwrite)

@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import sys
 
+from absl import flags
+
 from data_prep import common
 from stgcn_jax.data import synthetic
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("layout", "nturgb+d", "layout name or layout JSON path", flag_values=fv)
+  flags.DEFINE_integer("dims", 3, "3: (x, y, z) metres; 2: (x, y, score) pixels of a 1080x1920 "
+                       "frame", lower_bound=2, upper_bound=3, flag_values=fv)
+  flags.DEFINE_integer("num_train", 600, "training samples", flag_values=fv)
+  flags.DEFINE_integer("num_test", 200, "test samples", flag_values=fv)
+  flags.DEFINE_integer("num_classes", 10, "classes", flag_values=fv)
+  flags.DEFINE_integer("min_frames", 40, "shortest sample", flag_values=fv)
+  flags.DEFINE_integer("max_frames", 60, "longest sample", flag_values=fv)
+  flags.DEFINE_float("two_person_prob", 0.2, "share of two-person samples", flag_values=fv)
+  flags.DEFINE_integer("num_subjects", 20, "subjects", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "the generator's seed", flag_values=fv)
+
+
 def main(argv=None) -> str:
-  parser = common.base_parser(__doc__, name_default="synthetic")
-  parser.add_argument("--layout", default="nturgb+d", help="layout name or layout JSON path")
-  parser.add_argument("--dims", type=int, choices=(2, 3), default=3,
-                      help="3: (x, y, z) metres; 2: (x, y, score) pixels of a 1080x1920 frame")
-  parser.add_argument("--num-train", type=int, default=600)
-  parser.add_argument("--num-test", type=int, default=200)
-  parser.add_argument("--num-classes", type=int, default=10)
-  parser.add_argument("--min-frames", type=int, default=40)
-  parser.add_argument("--max-frames", type=int, default=60)
-  parser.add_argument("--two-person-prob", type=float, default=0.2)
-  parser.add_argument("--num-subjects", type=int, default=20)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
+  args = common.parse_flags(define_flags, argv, __doc__, name_default="synthetic")
   try:
     return synthetic.build_synthetic(
         args.out or common.default_data_dir(), args.name, overwrite=args.overwrite,

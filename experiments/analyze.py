@@ -20,11 +20,11 @@ import csv
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure   # no pyplot: no global backend state, PNG via Agg
 import numpy as np
 
-from stgcn_jax import fusion, runtime
+from stgcn_jax import cli, fusion, runtime
 
 FIG4_GROUPS = ("generator + penalty", "generator, no penalty", "LTH, pretrained",
                "LTH, random init")
@@ -36,14 +36,16 @@ COLUMNS = ("run", "backbone", "dataset", "modality", "mode", "sparsity", "warmup
            "prunable_sparsity", "nonzero_params")
 
 
-def define_flags() -> None:
-  """The CLI's flags; defined only when run as a program (see experiments/fuse.py)."""
-  flags.DEFINE_list("workdirs", [], "Workdirs of finished runs.")
-  flags.DEFINE_string("root", "", "Scan this directory tree for workdirs with results.json.")
-  flags.DEFINE_string("out", "", "Output directory for the figures and the table (required).")
-  flags.DEFINE_float("threshold", 0.5, "Fig. 6 bottom row: samples whose max is below this.")
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_list("workdirs", [], "Workdirs of finished runs.", flag_values=fv)
+  flags.DEFINE_string("root", "", "Scan this directory tree for workdirs with results.json.",
+                      flag_values=fv)
+  flags.DEFINE_string("out", "", "Output directory for the figures and the table (required).",
+                      flag_values=fv)
+  flags.DEFINE_float("threshold", 0.5, "Fig. 6 bottom row: samples whose max is below this.",
+                     flag_values=fv)
   flags.DEFINE_enum("metric", "top1", ["top1", "top5", "mean_class_accuracy"],
-                    "Accuracy plotted in Figs. 4 and 5.")
+                    "Accuracy plotted in Figs. 4 and 5.", flag_values=fv)
 
 
 def find_workdirs(root: str) -> list[str]:
@@ -276,27 +278,24 @@ def analyze(workdirs: list[str], out: str, threshold: float = 0.5, metric: str =
   return dict(files=files, notes=notes)
 
 
-def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --workdirs, --root, --out, ...)")
+def main(argv=None) -> int:
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); a user mistake
+  raises ``cli.UsageError`` or ``fusion.FusionError`` (one ``error:`` line from ``cli.run``)."""
+  f = cli.parse(define_flags, argv, doc=__doc__)
   runtime.configure_xla()
-  f = flags.FLAGS
   if not f.out:
-    sys.exit("error: --out is required (the directory for the figures and the table)")
-  try:
-    workdirs = list(f.workdirs) + (find_workdirs(f.root) if f.root else [])
-    report = analyze(sorted(dict.fromkeys(os.path.normpath(w) for w in workdirs)), f.out,
-                     f.threshold, f.metric, f.root)
-  except fusion.FusionError as e:
-    sys.exit(f"error: {e}")
+    raise cli.UsageError("--out is required (the directory for the figures and the table)")
+  workdirs = list(f.workdirs) + (find_workdirs(f.root) if f.root else [])
+  report = analyze(sorted(dict.fromkeys(os.path.normpath(w) for w in workdirs)), f.out,
+                   f.threshold, f.metric, f.root)
   for note in report["notes"]:
     print(f"note: {note}")
   with open(os.path.join(f.out, "runs.md")) as table:
     print(table.read(), end="")
   for path in report["files"]:
     print(f"wrote {path}")
+  return 0
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(cli.run(main, user_errors=(fusion.FusionError,)))

@@ -31,7 +31,6 @@ could drop), and the batch-1 eval latency (input (1, M, T, 25, 3)) on the curren
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -40,12 +39,15 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from stgcn_jax import cli
 from stgcn_jax import training
 from stgcn_jax import runtime
 from stgcn_jax import sparsity as sp
@@ -289,8 +291,8 @@ def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) 
 
 
 def bench_pipeline(args, train_rates: dict[str, float]) -> dict[str, Any]:
-  """``data.benchmark.pipeline_rate`` on NTU-shaped clips next to the train steps' consumption."""
-  from stgcn_jax.data import benchmark as data_bench  # pylint: disable=g-import-not-at-top
+  """``data_bench.pipeline_rate`` on NTU-shaped clips next to the train steps' consumption."""
+  from experiments import data_bench  # pylint: disable=g-import-not-at-top
   from stgcn_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory(prefix="stgcn_bench_") as tmp:
     start = time.perf_counter()
@@ -355,12 +357,12 @@ def bench_deploy(name: str, args, tmp: str) -> list[dict[str, Any]]:
   return rows
 
 
-def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
+def run_deploy(args: types.SimpleNamespace) -> dict[str, Any]:
   """The ``--deploy`` measurements; returns the result dict (what ``--json`` writes)."""
   names = [n for n in args.backbones.split(",") if n]
   unknown = sorted(set(names) - set(BACKBONES))
   if unknown:
-    raise ValueError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
+    raise cli.UsageError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
   for s in args.deploy_sparsities:
     sp.check_sparsity(s, "--deploy_sparsities")
   meter = ContentionMeter().start()
@@ -451,41 +453,48 @@ def format_table(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def define_flags(fv: flags.FlagValues) -> None:
+  def define(kind, name, default, help_text):
+    kind(name, default, help_text, flag_values=fv)
+  define(flags.DEFINE_string, "backbones", ",".join(BACKBONES), "comma-separated backbones")
+  define(flags.DEFINE_integer, "batch", None,
+         "batch size (default 16 on CPU, the reference; 64 on accelerators)")
+  define(flags.DEFINE_integer, "steps", 3, "timed steps per measurement (median)")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "computation precision",
+                    flag_values=fv)
+  define(flags.DEFINE_integer, "frames", 100, "T of the input")
+  define(flags.DEFINE_integer, "persons", 2, "M of the input")
+  define(flags.DEFINE_integer, "classes", 60, "classes of the head")
+  flags.DEFINE_enum("conv_impl", "custom_vjp", list(layers.TEMPORAL_CONV_IMPLS),
+                    "how (k x 1) convs are differentiated: the custom_vjp of layers.py or "
+                    "XLA's own gradient (the 'before' figures)", flag_values=fv)
+  define(flags.DEFINE_bool, "tiny", False,
+         "tiny models (8 channels, 2 blocks) and T=16: a smoke test, not a benchmark")
+  define(flags.DEFINE_string, "ensemble_backbones", "stgcn",
+         "backbones for the 4-member ensemble comparison ('' to skip)")
+  define(flags.DEFINE_string, "ensemble_batching", "vmap,map,unroll",
+         "how the ensemble step runs its members: some of vmap, map, unroll")
+  define(flags.DEFINE_integer, "ensemble_steps", 1, "timed ensemble steps")
+  define(flags.DEFINE_integer, "ensemble_warmup", 0, "untimed ensemble steps first")
+  define(flags.DEFINE_bool, "pipeline", True,
+         "measure the input pipeline (--nopipeline, also --no-pipeline, to skip)")
+  define(flags.DEFINE_integer, "pipeline_clips", 64, "clips in the pipeline's store")
+  define(flags.DEFINE_integer, "pipeline_batches", 8, "timed pipeline batches")
+  define(flags.DEFINE_integer, "matmul_n", None, "default 2048 (256 with --tiny)")
+  define(flags.DEFINE_string, "json", None, "write the results here")
+  define(flags.DEFINE_bool, "deploy", False,
+         "measure deployment instead: export sizes and batch-1 latency")
+  define(flags.DEFINE_string, "deploy_sparsities", "0,0.8,0.95,0.99",
+         "--deploy: comma-separated sparsities (uniform random masks)")
+  define(flags.DEFINE_integer, "deploy_steps", 10, "--deploy: timed batch-1 calls per row")
+
+
+def parse_args(argv=None) -> types.SimpleNamespace:
+  """The flags (``argv`` without the program name; None: ``sys.argv[1:]``) as a namespace, with
+  the defaults that depend on the backend and on ``--tiny`` filled in."""
+  fv = cli.parse(define_flags, argv, doc=__doc__)
+  args = types.SimpleNamespace(**{name: fv[name].value for name in fv})
   accel = jax.default_backend() != "cpu"
-  parser.add_argument("--backbones", default=",".join(BACKBONES))
-  parser.add_argument("--batch", type=int, default=None,
-                      help="batch size (default 16 on CPU, the reference; 64 on accelerators)")
-  parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--frames", type=int, default=100)
-  parser.add_argument("--persons", type=int, default=2)
-  parser.add_argument("--classes", type=int, default=60)
-  parser.add_argument("--conv_impl", default="custom_vjp", choices=layers.TEMPORAL_CONV_IMPLS,
-                      help="how (k x 1) convs are differentiated: the custom_vjp of layers.py or "
-                           "XLA's own gradient (the 'before' figures)")
-  parser.add_argument("--tiny", action="store_true",
-                      help="tiny models (8 channels, 2 blocks) and T=16: a smoke test, not a benchmark")
-  parser.add_argument("--ensemble_backbones", default="stgcn",
-                      help="backbones for the 4-member ensemble comparison ('' to skip)")
-  parser.add_argument("--ensemble_batching", default="vmap,map,unroll",
-                      help="how the ensemble step runs its members: some of vmap, map, unroll")
-  parser.add_argument("--ensemble_steps", type=int, default=1)
-  parser.add_argument("--ensemble_warmup", type=int, default=0)
-  parser.add_argument("--pipeline", default=True, action=argparse.BooleanOptionalAction)
-  parser.add_argument("--pipeline_clips", type=int, default=64)
-  parser.add_argument("--pipeline_batches", type=int, default=8)
-  parser.add_argument("--matmul_n", type=int, default=None, help="default 2048 (256 with --tiny)")
-  parser.add_argument("--json", default=None, help="write the results here")
-  parser.add_argument("--deploy", action="store_true",
-                      help="measure deployment instead: export sizes and batch-1 latency")
-  parser.add_argument("--deploy_sparsities", default="0,0.8,0.95,0.99",
-                      help="--deploy: comma-separated sparsities (uniform random masks)")
-  parser.add_argument("--deploy_steps", type=int, default=10,
-                      help="--deploy: timed batch-1 calls per row")
-  args = parser.parse_args(argv)
   args.deploy_sparsities = [float(v) for v in args.deploy_sparsities.split(",") if v]
   if args.batch is None:
     args.batch = 64 if accel else 16
@@ -498,12 +507,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: types.SimpleNamespace) -> dict[str, Any]:
   """Every measurement; returns the result dict (what ``--json`` writes)."""
   names = [n for n in args.backbones.split(",") if n]
   unknown = sorted(set(names) - set(BACKBONES))
   if unknown:
-    raise ValueError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
+    raise cli.UsageError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
   nproc = os.cpu_count() or 1
   load_start = [round(v, 2) for v in os.getloadavg()]
   warnings = []
@@ -566,4 +575,4 @@ def main(argv=None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run(main))

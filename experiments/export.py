@@ -17,27 +17,30 @@ with jax and numpy only: ``jax.export.deserialize(open(FILE, 'rb').read()).call(
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from stgcn_jax import runtime
-
-_MODEL = flags.DEFINE_string("model", None, "model checkpoint dir, training workdir or sparse .npz")
-_OUT = flags.DEFINE_string("out", None, "output file")
-_FORMAT = flags.DEFINE_enum("format", "sparse", ["sparse", "stablehlo"], "what to write")
-_FRAMES = flags.DEFINE_integer(
-    "frames", None, "stablehlo: T of the input (default: the pipeline clip_len recorded in "
-    "model.json, else 100)")
-_BATCH = flags.DEFINE_enum("batch", "symbolic", ["symbolic", "1"],
-                           "stablehlo: a symbolic batch dimension or a fixed batch of 1")
-_PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"],
-                               "stablehlo: the platforms to lower for (cpu, cuda, rocm, tpu)")
-_COMPRESS = flags.DEFINE_bool("compress", True, "sparse: deflate the .npz (np.savez_compressed)")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing --out")
+from stgcn_jax import cli, runtime
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("model", None, "model checkpoint dir, training workdir or sparse .npz",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "output file", flag_values=fv)
+  flags.DEFINE_enum("format", "sparse", ["sparse", "stablehlo"], "what to write", flag_values=fv)
+  flags.DEFINE_integer("frames", None, "stablehlo: T of the input (default: the pipeline clip_len "
+                       "recorded in model.json, else 100)", flag_values=fv)
+  flags.DEFINE_enum("batch", "symbolic", ["symbolic", "1"],
+                    "stablehlo: a symbolic batch dimension or a fixed batch of 1", flag_values=fv)
+  flags.DEFINE_list("platforms", ["cpu", "cuda"],
+                    "stablehlo: the platforms to lower for (cpu, cuda, rocm, tpu)", flag_values=fv)
+  flags.DEFINE_bool("compress", True, "sparse: deflate the .npz (np.savez_compressed)",
+                    flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "replace an existing --out", flag_values=fv)
+
+
+def main(argv=None) -> int:
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status."""
+  args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
   import os  # pylint: disable=import-outside-toplevel
@@ -45,40 +48,41 @@ def main(argv):
   user_errors = (export.ExportError, checkpoint.CheckpointError, graph.LayoutError, ValueError,
                  FileNotFoundError, OSError)
   try:
-    if not _MODEL.value or not _OUT.value:
+    if not args.model or not args.out:
       raise ValueError("--model and --out are required")
-    out = _OUT.value
-    if os.path.exists(out) and not _OVERWRITE.value:
+    out = args.out
+    if os.path.exists(out) and not args.overwrite:
       raise ValueError(f"{out} already exists; choose another --out or pass --overwrite")
     if os.path.isdir(out):
       raise ValueError(f"{out} is a directory; --out must be a file")
-    if _FORMAT.value == "sparse":
-      model_dir = export.resolve_model_dir(_MODEL.value)
+    if args.format == "sparse":
+      model_dir = export.resolve_model_dir(args.model)
       _, variables, spec = export.load_any(model_dir)
-      summary = export.save_sparse(out, spec, variables, compress=_COMPRESS.value)
+      summary = export.save_sparse(out, spec, variables, compress=args.compress)
       dense = export.size_on_disk(model_dir)
       print(f"wrote {out}: {summary['bytes']:,} bytes ({summary['bytes'] / dense:.1%} of the "
             f"{dense:,}-byte checkpoint {model_dir}); {summary['kept_weights']:,} of "
             f"{summary['sparse_weights']:,} prunable weights kept, "
             f"{summary['dense_params']:,} other values dense")
     else:
-      model, variables, spec = export.load_any(_MODEL.value)
-      frames = _FRAMES.value
+      model, variables, spec = export.load_any(args.model)
+      frames = args.frames
       if frames is None:
         frames = int((spec.get("pipeline") or {}).get("clip_len", 100))
       if frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
       contract = export.export_stablehlo(out, model, variables, spec, frames=frames,
-                                         symbolic_batch=_BATCH.value == "symbolic",
-                                         platforms=_PLATFORMS.value)
+                                         symbolic_batch=args.batch == "symbolic",
+                                         platforms=args.platforms)
       shape = ", ".join(str(s) for s in contract["input"]["shape"])
       print(f"wrote {out} ({export.size_on_disk(out):,} bytes; input float32 ({shape}), output "
             f"logits {tuple(contract['output']['shape'])}, platforms "
             f"{','.join(contract['platforms'])}) and {out}.json (the input contract)")
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+    return 2
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli.run(main))

@@ -21,24 +21,26 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
-from stgcn_jax import fusion, runtime
+from stgcn_jax import cli, fusion, runtime
 
 
 
-def define_flags() -> None:
-  """The CLI's flags; defined only when run as a program, so that importing this module (and
-  experiments.analyze, which also has --workdirs and --out) never clashes in absl's registry."""
+def define_flags(fv: flags.FlagValues) -> None:
+  """The CLI's flags, on the program's own registry (``stgcn_jax.cli``)."""
   flags.DEFINE_list("workdirs", [], "Ensemble members: workdirs of one backbone at several "
-                    "sparsities (joint-ensemble workdirs expand to their members).")
-  flags.DEFINE_list("weights", [], "Member weights for --workdirs (default: equal).")
-  flags.DEFINE_list("streams", [], "Streams as NAME:WORKDIR, e.g. j:DIR,b:DIR,jm:DIR,bm:DIR.")
+                    "sparsities (joint-ensemble workdirs expand to their members).", flag_values=fv)
+  flags.DEFINE_list("weights", [], "Member weights for --workdirs (default: equal).",
+                    flag_values=fv)
+  flags.DEFINE_list("streams", [], "Streams as NAME:WORKDIR, e.g. j:DIR,b:DIR,jm:DIR,bm:DIR.",
+                    flag_values=fv)
   flags.DEFINE_list("stream_weights", [], "Stream weights in the order of --streams (default: "
-                    "j=2, b=2, jm=1, bm=1).")
-  flags.DEFINE_string("out", "", "Directory for fusion.json (nothing is written if empty).")
-  flags.DEFINE_bool("save_scores", False, "Also write fused_scores.npz to --out.")
+                    "j=2, b=2, jm=1, bm=1).", flag_values=fv)
+  flags.DEFINE_string("out", "", "Directory for fusion.json (nothing is written if empty).",
+                      flag_values=fv)
+  flags.DEFINE_bool("save_scores", False, "Also write fused_scores.npz to --out.", flag_values=fv)
 
 
 def _floats(values: list[str], flag: str) -> list[float]:
@@ -175,17 +177,12 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
   return report
 
 
-def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --workdirs, --streams, ...)")
+def main(argv=None) -> int:
+  fv = cli.parse(define_flags, argv, doc=__doc__)
   runtime.configure_xla()
-  f = flags.FLAGS
-  try:
-    run_fusion(f.workdirs, f.weights, f.streams, f.stream_weights, f.out, f.save_scores)
-  except fusion.FusionError as e:
-    sys.exit(f"error: {e}")
+  run_fusion(fv.workdirs, fv.weights, fv.streams, fv.stream_weights, fv.out, fv.save_scores)
+  return 0
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(cli.run(main, user_errors=(fusion.FusionError,)))

@@ -16,28 +16,34 @@ in, one JSON line ``{"frame", "classes", "probs", "latency_ms"}`` on stdout.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from stgcn_jax import runtime
+from stgcn_jax import cli, runtime
 
-_MODEL = flags.DEFINE_string("model", None, "model checkpoint dir, training workdir, or several "
-                             "comma-separated (post-hoc ensemble)", required=True)
-_SRC = flags.DEFINE_string("src", None, "a raw file or a directory of raw files")
-_FORMAT = flags.DEFINE_enum("format", None, ["ntu", "kinetics", "nw_ucla", "pyskl"],
-                            "input format (default: told from the extension / content)")
-_LAYOUT = flags.DEFINE_string("layout", None, "layout of a pyskl pickle (default: the model's)")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "classes shown per sample")
-_OUT = flags.DEFINE_string("out", None, "write all predictions to FILE.json or FILE.csv")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "samples per model call")
-_NUM_CLIPS = flags.DEFINE_integer("num_clips", 0, "test clips per sample (0: the model's; "
-                                  "--stream: 1)")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "where converted datasets live (class names of "
-                                "a workdir, the dataset of a joint-ensemble workdir)")
-_STREAM = flags.DEFINE_bool("stream", False, "read frames as JSON lines from stdin")
-_WINDOW = flags.DEFINE_integer("window", 0, "--stream: frames per prediction (0: clip_len)")
-_HOP = flags.DEFINE_integer("hop", 0, "--stream: frames between predictions (0: window / 4)")
-_IMG_SHAPE = flags.DEFINE_string("img_shape", "0,0", "--stream: H,W of 2D pixel coordinates "
-                                 "(0,0: unknown; 1,1 for Kinetics' normalised x, y)")
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("model", None, "model checkpoint dir, training workdir, or several "
+                      "comma-separated (post-hoc ensemble)", required=True, flag_values=fv)
+  flags.DEFINE_string("src", None, "a raw file or a directory of raw files", flag_values=fv)
+  flags.DEFINE_enum("format", None, ["ntu", "kinetics", "nw_ucla", "pyskl"],
+                    "input format (default: told from the extension / content)", flag_values=fv)
+  flags.DEFINE_string("layout", None, "layout of a pyskl pickle (default: the model's)",
+                      flag_values=fv)
+  flags.DEFINE_integer("top_k", 5, "classes shown per sample", flag_values=fv)
+  flags.DEFINE_string("out", None, "write all predictions to FILE.json or FILE.csv",
+                      flag_values=fv)
+  flags.DEFINE_integer("batch_size", 16, "samples per model call", flag_values=fv)
+  flags.DEFINE_integer("num_clips", 0, "test clips per sample (0: the model's; --stream: 1)",
+                       flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "where converted datasets live (class names of a "
+                      "workdir, the dataset of a joint-ensemble workdir)", flag_values=fv)
+  flags.DEFINE_bool("stream", False, "read frames as JSON lines from stdin", flag_values=fv)
+  flags.DEFINE_integer("window", 0, "--stream: frames per prediction (0: clip_len)",
+                       flag_values=fv)
+  flags.DEFINE_integer("hop", 0, "--stream: frames between predictions (0: window / 4)",
+                       flag_values=fv)
+  flags.DEFINE_string("img_shape", "0,0", "--stream: H,W of 2D pixel coordinates (0,0: unknown; "
+                      "1,1 for Kinetics' normalised x, y)", flag_values=fv)
 
 
 def _img_shape(text):
@@ -48,15 +54,15 @@ def _img_shape(text):
   return h, w
 
 
-def _predict_files(predict, predictor) -> int:
-  samples, bad = predict.read_samples(_SRC.value, layout=predictor.layout, fmt=_FORMAT.value,
-                                      pyskl_layout=_LAYOUT.value,
+def _predict_files(args, predict, predictor) -> int:
+  samples, bad = predict.read_samples(args.src, layout=predictor.layout, fmt=args.format,
+                                      pyskl_layout=args.layout,
                                       check=predictor.check_channels)
   for line in bad:
     print(f"error: {line}", file=sys.stderr)
   if not samples:
-    if not bad or os.path.isdir(_SRC.value):
-      print(f"error: no sample of {_SRC.value} could be predicted", file=sys.stderr)
+    if not bad or os.path.isdir(args.src):
+      print(f"error: no sample of {args.src} could be predicted", file=sys.stderr)
     return 2
   rows = []
   by_channels = {}
@@ -65,56 +71,56 @@ def _predict_files(predict, predictor) -> int:
   scores = [None] * len(samples)
   for channels, idx in by_channels.items():
     result = predictor.predict([samples[i].record for i in idx], channels,
-                               batch_size=_BATCH.value, num_clips=_NUM_CLIPS.value or None)
+                               batch_size=args.batch_size, num_clips=args.num_clips or None)
     for j, i in enumerate(idx):
       scores[i] = result.probs[j]
   for sample, probs in zip(samples, scores):
-    best = predict.top_k(probs, predictor.class_names, _TOP_K.value)
+    best = predict.top_k(probs, predictor.class_names, args.top_k)
     print(f"{sample.name} ({sample.source}):")
     for rank, (name, _, p) in enumerate(best, 1):
       print(f"  {rank}. {p:.4f}  {name}")
     rows.append({"sample": sample.name, "source": sample.source, "format": sample.format,
                  **({"label": sample.label} if sample.label is not None else {}),
                  "top_k": [{"class": n, "index": k, "prob": p} for n, k, p in best]})
-  if _OUT.value:
-    predict.write_predictions(_OUT.value, rows)
-    print(f"wrote {os.path.abspath(_OUT.value)}")
+  if args.out:
+    predict.write_predictions(args.out, rows)
+    print(f"wrote {os.path.abspath(args.out)}")
   print(f"predicted {len(samples)} sample(s) with {predictor.num_members} model(s)"
         + (f"; {len(bad)} bad file(s) or sample(s)" if bad else ""))
   return 0
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv=None) -> int:
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status."""
+  args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
   from stgcn_jax import checkpoint, data, graph, predict  # pylint: disable=import-outside-toplevel
   user_errors = (predict.PredictError, checkpoint.CheckpointError, data.DataError,
                  graph.LayoutError, ValueError, FileNotFoundError)
   try:
-    if _STREAM.value == bool(_SRC.value):
+    if args.stream == bool(args.src):
       raise predict.PredictError("give either --src (files) or --stream (frames on stdin)")
-    if _TOP_K.value < 1 or _BATCH.value < 1:
+    if args.top_k < 1 or args.batch_size < 1:
       raise predict.PredictError("--top_k and --batch_size must be >= 1")
-    if _OUT.value and os.path.splitext(_OUT.value)[1].lower() not in (".json", ".csv"):
-      raise predict.PredictError(f"--out {_OUT.value}: expected a .json or .csv file name")
-    predictor = predict.load_predictor(_MODEL.value, data_dir=_DATA_DIR.value)
+    if args.out and os.path.splitext(args.out)[1].lower() not in (".json", ".csv"):
+      raise predict.PredictError(f"--out {args.out}: expected a .json or .csv file name")
+    predictor = predict.load_predictor(args.model, data_dir=args.data_dir)
     for note in predictor.notes:
       print(note, file=sys.stderr)
-    if _STREAM.value:
-      n = predict.stream(predictor, sys.stdin, sys.stdout, sys.stderr, window=_WINDOW.value or None,
-                         hop=_HOP.value or None, k=_TOP_K.value, num_clips=_NUM_CLIPS.value or 1,
-                         img_shape=_img_shape(_IMG_SHAPE.value))
+    if args.stream:
+      n = predict.stream(predictor, sys.stdin, sys.stdout, sys.stderr, window=args.window or None,
+                         hop=args.hop or None, k=args.top_k, num_clips=args.num_clips or 1,
+                         img_shape=_img_shape(args.img_shape))
       print(f"{n} prediction(s)", file=sys.stderr)
       status = 0
     else:
-      status = _predict_files(predict, predictor)
+      status = _predict_files(args, predict, predictor)
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  sys.exit(status)
+    return 2
+  return status
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli.run(main))

@@ -39,7 +39,7 @@ _SHORTCUTS = {
     "batch_size": (flags.DEFINE_integer, "global batch size"),
     "learning_rate": (flags.DEFINE_float, "learning rate for batch 128 (scaled linearly)"),
     "seed": (flags.DEFINE_integer, "random seed (init, masks, data order)"),
-    "pretrained": (flags.DEFINE_string, "model checkpoint dir (python -m stgcn_jax.convert)"),
+    "pretrained": (flags.DEFINE_string, "model checkpoint dir (python -m experiments.convert)"),
 }
 _FLAGS = {name: define(name, None, help_) for name, (define, help_) in _SHORTCUTS.items()}
 _FIELD = {"epochs": "num_epochs"}

@@ -43,26 +43,29 @@ import sys
 import time
 from typing import NamedTuple
 
-from absl import app, flags
+from absl import flags
 
-from stgcn_jax import runtime
+from stgcn_jax import cli, runtime
 
 ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 
-_CONFIG = flags.DEFINE_string("config", "experiments/configs/default.py:nw_ucla",
-                              "The --config of every run (file[:variant]).")
-_BACKBONES = flags.DEFINE_list("backbones", ["stgcn", "aagcn", "ctrgcn", "dgstgcn"],
-                               "Backbones of the grid.")
-_SPARSITIES = flags.DEFINE_list("sparsities", ["0", "0.6", "0.8", "0.95", "0.99"],
-                                "Sparsities of the grid (0 = a dense run).")
-_ROOT = flags.DEFINE_string("root", "runs/sweep", "Directory of the runs' workdirs and table.md.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time.")
-_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only fuse and write the table.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands and exit.")
-_DENSE_SEEDS = flags.DEFINE_integer(
-    "dense_seeds", len(ENSEMBLE_LEVELS), "Size of the dense seed-ensemble control: for backbones "
-    "with sparsity 0 in the grid, also train dense runs with --seed=BASE+1..BASE+N-1 and fuse them "
-    "with the dense cell (0 or 1 = no control).")
+def define_flags(fv: flags.FlagValues) -> None:
+  """The sweep's flags (``stgcn_jax.cli``); every argument after ``--`` goes to every run."""
+  flags.DEFINE_string("config", "experiments/configs/default.py:nw_ucla",
+                      "The --config of every run (file[:variant]).", flag_values=fv)
+  flags.DEFINE_list("backbones", ["stgcn", "aagcn", "ctrgcn", "dgstgcn"],
+                    "Backbones of the grid.", flag_values=fv)
+  flags.DEFINE_list("sparsities", ["0", "0.6", "0.8", "0.95", "0.99"],
+                    "Sparsities of the grid (0 = a dense run).", flag_values=fv)
+  flags.DEFINE_string("root", "runs/sweep", "Directory of the runs' workdirs and table.md.",
+                      flag_values=fv)
+  flags.DEFINE_integer("parallel", 1, "Runs at a time.", flag_values=fv)
+  flags.DEFINE_bool("table_only", False, "Only fuse and write the table.", flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "Print the commands and exit.", flag_values=fv)
+  flags.DEFINE_integer(
+      "dense_seeds", len(ENSEMBLE_LEVELS), "Size of the dense seed-ensemble control: for "
+      "backbones with sparsity 0 in the grid, also train dense runs with --seed=BASE+1..BASE+N-1 "
+      "and fuse them with the dense cell (0 or 1 = no control).", flag_values=fv)
 
 
 class SweepError(ValueError):
@@ -337,32 +340,29 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
   return text
 
 
-def main(argv):
+def main(argv=None) -> int:
+  fv, extra = cli.parse(define_flags, argv, doc=__doc__, passthrough=True)
   runtime.configure_xla()
-  extra = argv[1:]  # everything after "--" (absl leaves unparsed positionals here)
-  try:
-    cells = _grid(_BACKBONES.value, _SPARSITIES.value)
-    cells += dense_seed_cells(cells, _DENSE_SEEDS.value, command_seed(extra))
-  except SweepError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  root = _ROOT.value
-  if _DRY_RUN.value:
+  cells = _grid(fv.backbones, fv.sparsities)
+  cells += dense_seed_cells(cells, fv.dense_seeds, command_seed(extra))
+  root = fv.root
+  if fv.dry_run:
     for cell in cells:
-      print(shlex.join(_cell_command(_CONFIG.value, root, cell, extra)))
-    return
+      print(shlex.join(_cell_command(fv.config, root, cell, extra)))
+    return 0
   os.makedirs(root, exist_ok=True)
   failed = []
-  if not _TABLE_ONLY.value:
-    codes = run_grid(cells, _CONFIG.value, root, extra, max(1, _PARALLEL.value))
+  if not fv.table_only:
+    codes = run_grid(cells, fv.config, root, extra, max(1, fv.parallel))
     failed = [name for name, rc in codes.items() if rc != 0]
-  print(write_table(cells, _CONFIG.value, root, extra))
+  print(write_table(cells, fv.config, root, extra))
   print(f"wrote {os.path.join(root, 'table.md')}")
   if failed:
     print(f"error: {len(failed)} run(s) failed: {', '.join(failed)} (their log.txt says why); "
           "run the same command again to resume them", file=sys.stderr)
-    sys.exit(1)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli.run(main, user_errors=(SweepError,)))

@@ -4,9 +4,9 @@ A *model checkpoint* (``save_model`` / ``load_model``) is a directory with ``mod
 (``{"backbone", "num_classes", "layout", "in_channels", "options"}``, and from training also
 ``class_names`` and ``pipeline``, the test-mode ``PipelineConfig`` fields the model was trained
 with plus the data's ``channels``; ``stgcn_jax.predict`` reads them) and ``variables/`` (an orbax
-PyTree checkpoint of ``{'params', 'batch_stats'}``). ``python -m stgcn_jax.convert`` writes one from a
-pyskl state_dict; training accepts one as ``--pretrained``. Orbax writes to a temporary directory and
-renames it when complete, so an interrupted save never leaves a half-written checkpoint.
+PyTree checkpoint of ``{'params', 'batch_stats'}``). ``python -m experiments.convert`` writes one
+from a pyskl state_dict; training accepts one as ``--pretrained``. Orbax writes to a temporary
+directory and renames it when complete, so an interrupted save never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def load_model(path: str) -> tuple[models.Recognizer, dict[str, Any]]:
   spec_path = os.path.join(path, "model.json")
   if not os.path.isfile(spec_path):
     raise CheckpointError(f"{path}: not a model checkpoint (no model.json); expected a directory "
-                          "written by `python -m stgcn_jax.convert` or by training")
+                          "written by `python -m experiments.convert` or by training")
   with open(spec_path) as f:
     spec = json.load(f)
   model = build_model(spec)

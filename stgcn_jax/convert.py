@@ -1,4 +1,4 @@
-"""pyskl checkpoints -> Flax variables, and the ``python -m stgcn_jax.convert`` command.
+"""pyskl checkpoints -> Flax variables (the command is ``python -m experiments.convert``).
 
 Flax parameter paths mirror pyskl's module names; the mapping is a handful of renaming rules
 (``block{i}`` <-> ``gcn.{i}`` / ``net.{i}``, ``down/conv`` <-> ``down.0``, ...) plus the leaf rules:
@@ -21,8 +21,6 @@ that differs from the model's own is refused, since the model would silently com
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -207,52 +205,6 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   raise ConversionError(f"{path}: expected a .pth or .npz state_dict")
 
 
-def main(argv=None) -> int:
-  """``python -m stgcn_jax.convert``: a pyskl state_dict into a model checkpoint."""
-  import argparse  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-
-  from stgcn_jax import checkpoint, graph, models  # pylint: disable=import-outside-toplevel
-
-  parser = argparse.ArgumentParser(
-      prog="python -m stgcn_jax.convert",
-      description="Convert a pyskl checkpoint (.pth with torch installed, or .npz) into a stgcn-jax "
-                  "model checkpoint (orbax) that `experiments.run --pretrained=DIR` loads.")
-  parser.add_argument("--src", required=True, help="pyskl .pth or .npz state_dict")
-  parser.add_argument("--backbone", required=True, choices=sorted(models.BACKBONES))
-  parser.add_argument("--num_classes", type=int, required=True)
-  parser.add_argument("--layout", default="nturgb+d",
-                      help="layout name (nturgb+d, coco, openpose, nw-ucla) or a layout JSON file")
-  parser.add_argument("--in_channels", type=int, default=3)
-  parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
-                      help="backbone option, e.g. --option gcn_attention=false (repeatable)")
-  parser.add_argument("--out", required=True, help="output directory (must not exist)")
-  parser.add_argument("--non_strict", action="store_true", help="ignore unexpected keys")
-  args = parser.parse_args(argv)
-  try:
-    options = {}
-    for item in args.option:
-      key, sep, value = item.partition("=")
-      if not sep:
-        raise ValueError(f"--option {item!r}: expected KEY=VALUE")
-      try:
-        options[key] = json.loads(value)
-      except json.JSONDecodeError:
-        options[key] = value
-    if not os.path.exists(args.src):
-      raise ConversionError(f"{args.src}: no such file")
-    model = models.get_model(args.backbone, args.num_classes, layout=args.layout,
-                             in_channels=args.in_channels, **options)
-    variables = from_pyskl(load_state_dict(args.src), model, strict=not args.non_strict)
-    spec = checkpoint.model_spec_json(args.backbone, args.num_classes, args.layout,
-                                      args.in_channels, options)
-    checkpoint.save_model(args.out, spec, variables)
-  except (ConversionError, checkpoint.CheckpointError, graph.LayoutError, ValueError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out} ({args.backbone}, {args.num_classes} classes)")
-  return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the old spelling of the command: an alias of experiments.convert
+  from experiments.convert import main  # pylint: disable=g-import-not-at-top
   raise SystemExit(main())

@@ -121,4 +121,4 @@ def test_cli_requires_out_in_one_line(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.analyze", f"--root={tmp_path}"],
                         cwd=REPO, capture_output=True, text=True, timeout=60)
   assert (proc.returncode, proc.stderr.strip().splitlines()) == (
-      1, ["error: --out is required (the directory for the figures and the table)"])
+      2, ["error: --out is required (the directory for the figures and the table)"])

@@ -112,7 +112,7 @@ def test_cli_refuses_misaligned_runs_in_one_line(tmp_path):
   b = make_run(tmp_path, "b", B, LABELS, index=[0, 1, 7])
   proc = subprocess.run([sys.executable, "-m", "experiments.fuse", f"--workdirs={a},{b}"],
                         cwd=REPO, capture_output=True, text=True, timeout=60)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       f"error: cannot fuse {a} and {b}: different test samples (3 vs 3; 1 only in the first, "
       "1 only in the second, e.g. index 2)"]

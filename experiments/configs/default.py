@@ -43,7 +43,7 @@ def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
                                            inflate_stages=(5, 8), down_stages=(5, 8)))
   # Backbone-specific options as JSON, e.g. '{"gcn_attention": false}' for the 3.47M AA-GCN.
   c.model_options = ""
-  c.pretrained = ""               # model checkpoint dir (python -m stgcn_jax.convert) for mode=lth
+  c.pretrained = ""               # model checkpoint dir (experiments.convert) for mode=lth
   # Sparsity and optimisation: every field of stgcn_jax.sparsity.SparseConfig.
   sp = sparsity.default_config()
   for key, value in sp.items():

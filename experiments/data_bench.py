@@ -1,20 +1,24 @@
 """Input-pipeline throughput: store read + transforms + batching, in samples per second.
 
-  python -m stgcn_jax.data.benchmark [--nw_ucla_src ../shared/data/nw_ucla] [--batches 20]
+  python -m experiments.data_bench [--nw_ucla_src=../shared/data/nw_ucla] [--batches=20]
+      [--batch_size=16] [--data_dir=DIR]
 
 measures NW-UCLA (converted into a temporary store if ``--data_dir`` does not hold ``nw_ucla``) and
 NTU-shaped clips (M = 2, V = 25, C = 3, 60-300 raw frames -> T = 100, PreNormalize3D with spine
 alignment, RandomRot, bone + motion features) for training batches and for 10-clip test batches.
-:func:`pipeline_rate` is the function the project's main benchmark calls.
+:func:`pipeline_rate` is the function the project's main benchmark (``experiments.bench``) calls.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 
+from absl import flags
+
+from stgcn_jax import cli
 from stgcn_jax.data import builders, iterator, pipeline, source, synthetic
 
 __all__ = ["pipeline_rate", "ntu_shaped_store", "main"]
@@ -57,18 +61,21 @@ def ntu_shaped_store(data_dir: str, name: str = "ntu_shaped", num_clips: int = 2
 
 
 def _default_nw_ucla_src() -> str:
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   return os.path.join(os.path.dirname(repo), "shared", "data", "nw_ucla")
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_dir", default=None, help="store with nw_ucla (default: a temp dir)")
-  parser.add_argument("--nw_ucla_src", default=_default_nw_ucla_src())
-  parser.add_argument("--batches", type=int, default=20)
-  parser.add_argument("--batch_size", type=int, default=16)
-  args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("data_dir", None, "store with nw_ucla (default: a temp dir)", flag_values=fv)
+  flags.DEFINE_string("nw_ucla_src", _default_nw_ucla_src(), "raw NW-UCLA (converted when "
+                      "--data_dir lacks nw_ucla)", flag_values=fv)
+  flags.DEFINE_integer("batches", 20, "timed training batches per row", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("batch_size", 16, "samples per batch", lower_bound=1, flag_values=fv)
+
+
+def main(argv=None) -> int:
+  args = cli.parse(define_flags, argv, doc=__doc__)
   with tempfile.TemporaryDirectory(prefix="stgcn_data_bench_") as tmp:
     data_dir = args.data_dir or tmp
     rows = []
@@ -103,7 +110,8 @@ def main(argv=None) -> None:
   width = max(len(r[0]) for r in rows)
   for label, rate in rows:
     print(f"{label:<{width}}  {rate:8.0f} samples/s")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run(main))

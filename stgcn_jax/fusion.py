@@ -125,15 +125,13 @@ def members(run: Run) -> list[Run]:
   sparsities = (run.member_sparsities if run.member_sparsities is not None
                 else run.config.get("ensemble_sparsities", [None] * k))
   infos = run.results.get("members") or [{}] * k
-  dense_p, dense_t = _member_dense(run.results)
-  dense = {key: n for key, n in (("prunable_params", dense_p), ("total_params", dense_t)) if n}
   out = []
   for i in range(k):
     s = sparsities[i] if i < len(sparsities) else None
     label = f"s={float(s):g}" if s is not None else f"member{i}"
     config = dict(run.config, mode="ensemble_member", sparsity=float(s or 0.0))
     out.append(dataclasses.replace(run, name=f"{run.name}[{label}]", config=config,
-                                   results={**dense, **(infos[i] if i < len(infos) else {})},
+                                   results=dict(infos[i]) if i < len(infos) else {},
                                    scores=run.member_scores[i], member_scores=None,
                                    member_sparsities=None))
   return out
@@ -235,20 +233,6 @@ def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
               mean_class_accuracy=mean_class_accuracy(scores, labels))
 
 
-def _member_dense(results: dict) -> tuple:
-  """One dense member's (prunable, total) parameter counts from a joint ensemble's top level.
-
-  Members may carry their own counts (then these are unused); the top-level counts are either of
-  one dense member, or of the whole stack (then its nonzero count is the members' sum).
-  """
-  infos = results.get("members") or []
-  dense_p, dense_t = results.get("prunable_params"), results.get("total_params")
-  if (len(infos) > 1 and dense_p is not None and dense_t is not None
-      and results.get("prunable_nonzero") == sum(m.get("prunable_nonzero", 0) for m in infos)):
-    dense_p, dense_t = dense_p / len(infos), dense_t / len(infos)
-  return dense_p, dense_t
-
-
 def _budget_entries(results: dict, name: str) -> list[dict]:
   """One entry per model: its nonzero counts and one dense model's counts."""
   infos = results.get("members")
@@ -261,13 +245,11 @@ def _budget_entries(results: dict, name: str) -> list[dict]:
                  prunable_nonzero=results["prunable_nonzero"],
                  nonzero_params=results["nonzero_params"],
                  dense_prunable=results["prunable_params"], dense_total=results["total_params"])]
-  dense_p, dense_t = _member_dense(results)
   entries = []
-  for i, m in enumerate(infos):
+  for i, m in enumerate(infos):  # each member carries its own counts (training.results.add_counts)
     entry = dict(name=f"{name}[member{i}]", sparsity=m.get("sparsity", m.get("prunable_sparsity")),
                  prunable_nonzero=m.get("prunable_nonzero"), nonzero_params=m.get("nonzero_params"),
-                 dense_prunable=m.get("prunable_params", dense_p),
-                 dense_total=m.get("total_params", dense_t))
+                 dense_prunable=m.get("prunable_params"), dense_total=m.get("total_params"))
     missing = [k for k, v in entry.items() if v is None and k != "sparsity"]
     if missing:
       raise FusionError(f"{name}: results.json members[{i}] lacks {', '.join(missing)} (needed "

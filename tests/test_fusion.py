@@ -157,18 +157,20 @@ def test_joint_ensemble_workdir_expands_into_members(tmp_path):
   assert report["fused"]["top1"] == pytest.approx(2 / 3)
 
 
-def test_joint_ensemble_workdir_budget_uses_top_level_dense_counts(tmp_path):
-  # The contract's format: one dense model's counts at the top level, nonzero counts per member.
-  members = [{"sparsity": 1 - k, **{key: budget_results(k)[key]
-                                    for key in ("prunable_nonzero", "nonzero_params")}}
-             for k in (.4, .2, .05, .01)]
-  results = {"top1": .5, "prunable_params": 10_000, "total_params": 12_000, "members": members}
+def test_joint_ensemble_workdir_budget_uses_each_members_counts(tmp_path):
+  # What training writes for a joint ensemble (training.results.add_counts): every member its own
+  # counts, the top level one dense member's size with the nonzero counts summed.
+  members = [dict(budget_results(k), sparsity=1 - k) for k in (.4, .2, .05, .01)]
+  results = {"top1": .5, "prunable_params": 10_000, "total_params": 12_000, "members": members,
+             "prunable_nonzero": sum(m["prunable_nonzero"] for m in members),
+             "nonzero_params": sum(m["nonzero_params"] for m in members)}
   member_scores = np.stack([A, B, A, B]).astype(np.float32)
   d = make_run(tmp_path, "ens", member_scores.sum(0), LABELS, member_scores=member_scores,
                member_sparsities=np.array([.6, .8, .95, .99]), results=results,
                config={"mode": "ensemble"})
   report = fuse.run_fusion(workdirs=[d])
   assert report["parameter_budget"]["prunable_budget"] == pytest.approx(0.66, abs=1e-12)
+  assert report["parameter_budget"]["total_budget"] == pytest.approx((6_600 + 4 * 2_000) / 12_000)
 
 
 def test_mean_class_accuracy_weights_classes_equally():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TypedDict
 
 import jax
 import numpy as np
@@ -16,12 +17,56 @@ from stgcn_jax.training.setup import model_options, pipeline
 from stgcn_jax.training.state import abstract_state
 from stgcn_jax.training.switch import sparsity_record
 
-__all__ = ["final_evaluation", "best_by_validation", "hardware", "add_counts", "SUMMARY"]
+__all__ = ["Results", "Member", "final_evaluation", "best_by_validation", "hardware", "add_counts",
+           "SUMMARY"]
+
+
+class Member(TypedDict, total=False):
+  """One member of a joint ensemble in ``results.json`` ``members``: its own accuracy and counts."""
+  sparsity: float
+  top1: float
+  top5: float
+  mean_class_accuracy: float
+  prunable_sparsity: float
+  total_sparsity: float
+  prunable_params: int          # one dense model's prunable weights
+  total_params: int             # one dense model's parameters
+  prunable_nonzero: int
+  nonzero_params: int
+
+
+class Results(TypedDict, total=False):
+  """``results.json``: what training writes and ``fusion`` / ``sweep`` / ``analyze`` read.
+
+  Accuracy is of the final model (ensemble: of the members' summed scores) on the test split,
+  10-clip test, with precise BN; counts are of the masked model (ensemble: top level one dense
+  member's size, nonzero counts summed over the members, and every member's own in ``members``).
+  """
+  top1: float
+  top5: float
+  mean_class_accuracy: float
+  num_samples: int
+  num_classes: int
+  confusion_matrix: list
+  members: list[Member]
+  precise_bn_batches: int
+  without_precise_bn: dict      # top1 / top5 / mean_class_accuracy with the running averages
+  validation: str
+  seeds: dict
+  best_by_val: dict             # step, epoch, val_top1 and its test accuracy
+  train_time_s: float
+  hardware: dict
+  prunable_sparsity: float
+  total_sparsity: float
+  prunable_params: int
+  total_params: int
+  prunable_nonzero: int
+  nonzero_params: int
 
 SUMMARY = ("top1", "top5", "mean_class_accuracy")
 
 
-def final_evaluation(config, trainer, state, test_src, info, workdir) -> dict:
+def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results:
   """The 10-clip test: scores.npz, the final masked model, and the accuracy report."""
   pipe = pipeline(config, info, False)
   out = evaluate_source(trainer, state, test_src, pipe, eval_batch_size(config), config.seed)

@@ -1,0 +1,244 @@
+"""Raw skeleton files and live frames -> records, as the converters would store them.
+
+A raw input goes through the converters' own parse functions and coordinate rule, so a file gives
+exactly the record ``data_prep`` would store: NTU ``.skeleton`` (``data_prep.ntu.to_record``), a
+Kinetics-skeleton video JSON (``data_prep.kinetics.parse_video``), an NW-UCLA JSON
+(``data_prep.nw_ucla.parse_file``) and a pyskl annotation pickle (every annotation is a sample; read
+by the restricted unpickler). ``parse_frame`` reads one frame of a JSON-lines stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from stgcn_jax import data as data_lib
+from stgcn_jax import graph
+from stgcn_jax.data.records import DataError, repair_non_finite
+
+__all__ = ["FORMATS", "FORMAT_LAYOUTS", "FORMAT_CHANNELS", "PredictError", "Sample",
+           "detect_format", "read_samples", "parse_frame"]
+
+FORMATS = ("ntu", "kinetics", "nw_ucla", "pyskl")
+FORMAT_TITLES = {"ntu": "NTU .skeleton", "kinetics": "Kinetics-skeleton", "nw_ucla": "NW-UCLA",
+                 "pyskl": "pyskl pickle"}
+FORMAT_LAYOUTS = {"ntu": "nturgb+d", "kinetics": "openpose", "nw_ucla": "nw-ucla"}
+FORMAT_CHANNELS = {"ntu": ("x", "y", "z"), "kinetics": ("x", "y", "score"),
+                   "nw_ucla": ("x", "y", "z")}
+_PYSKL_CHANNELS = {"3d": ("x", "y", "z"), "2d": ("x", "y"), "2d+score": ("x", "y", "score")}
+_SUFFIXES = {".skeleton": "ntu", ".pkl": "pyskl", ".pickle": "pyskl", ".json": None}
+
+class PredictError(ValueError):
+  """A user mistake (a model, file or flag that cannot be used), reported as one line."""
+
+
+@dataclasses.dataclass
+class Sample:
+  """One sample read from a raw file: ``record`` is what the converter would store."""
+  name: str
+  source: str
+  format: str
+  record: dict
+  channels: tuple[str, ...]
+  label: int | None = None
+
+
+def detect_format(path: str) -> str:
+  """``ntu``, ``kinetics``, ``nw_ucla`` or ``pyskl`` from the extension and, for JSON, the content.
+
+  Raises:
+    DataError: naming the file, when the format cannot be told.
+  """
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in _SUFFIXES:
+    raise DataError(f"{path}: unknown file type {suffix or '(no extension)'}; expected .skeleton "
+                    "(NTU), .json (Kinetics-skeleton or NW-UCLA) or .pkl (pyskl), or pass --format")
+  if _SUFFIXES[suffix] is not None:
+    return _SUFFIXES[suffix]
+  from data_prep import kinetics  # pylint: disable=import-outside-toplevel
+  obj = kinetics.read_json(path)
+  if isinstance(obj, dict) and "data" in obj:
+    return "kinetics"
+  if isinstance(obj, dict) and "skeletons" in obj:
+    return "nw_ucla"
+  keys = sorted(map(str, obj))[:3] if isinstance(obj, dict) else None
+  kind = "an object" if isinstance(obj, dict) else "a list" if isinstance(obj, list) else "a value"
+  raise DataError(f"{path}: neither a Kinetics-skeleton video ({{\"data\": [...]}}) nor an NW-UCLA "
+                  f"sample ({{\"skeletons\": [...]}}); got {kind}"
+                  + (f" with keys {keys}..." if keys is not None else ""))
+
+
+def _list_files(src: str) -> list[str]:
+  if not os.path.exists(src):
+    raise PredictError(f"--src {src}: no such file or directory")
+  if not os.path.isdir(src):
+    return [src]
+  try:
+    names = sorted(os.listdir(src))
+  except OSError as err:
+    raise PredictError(f"--src {src}: cannot list it ({err.strerror or err})") from None
+  files = [os.path.join(src, n) for n in names
+           if os.path.splitext(n)[1].lower() in _SUFFIXES and os.path.isfile(os.path.join(src, n))]
+  if not files:
+    raise PredictError(f"--src {src}: no .skeleton, .json or .pkl file in it")
+  return files
+
+
+def _check_layout(fmt: str, model_layout: graph.Layout, pyskl_layout, where: str) -> graph.Layout:
+  name = FORMAT_LAYOUTS.get(fmt)
+  layout = graph.get_layout(name) if name else (pyskl_layout or model_layout)
+  if layout != model_layout:
+    raise PredictError(f"{where}: {FORMAT_TITLES[fmt]} data is layout {layout.name!r}, but the "
+                       f"model was trained on layout {model_layout.name!r}")
+  return layout
+
+
+def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample], list[str]]:
+  """Samples of one file and the messages of its rejected samples (pyskl: per annotation)."""
+  from data_prep import common  # pylint: disable=import-outside-toplevel
+  report = data_lib.ConversionReport()
+  if fmt == "ntu":
+    from data_prep import ntu  # pylint: disable=import-outside-toplevel
+    try:
+      ntu.parse_name(ntu._stem(os.path.basename(path)))  # pylint: disable=protected-access
+    except DataError:
+      record = _ntu_unnamed(path)     # a recording of one's own: no NTU name, no label
+    else:
+      record = ntu.to_record(path)
+    kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=ntu.MAX_ABS_METRES)
+    if kp is None:
+      raise DataError(report.messages[-1].split(": ", 1)[1])
+    return [Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
+                                                    "img_shape": (0, 0)},
+                   FORMAT_CHANNELS[fmt], record["label"])], []
+  if fmt == "kinetics":
+    from data_prep import kinetics  # pylint: disable=import-outside-toplevel
+    kp, label_index, _ = kinetics.parse_video(path, report)
+    if kp is None:
+      raise DataError(report.messages[-1].split(": ", 1)[1])
+    name = os.path.splitext(os.path.basename(path))[0]
+    return [Sample(name, path, fmt, {"keypoint": kp.astype(np.float32), "img_shape": (1, 1)},
+                   FORMAT_CHANNELS[fmt], label_index)], []
+  if fmt == "nw_ucla":
+    from data_prep import nw_ucla  # pylint: disable=import-outside-toplevel
+    record = nw_ucla.parse_file(path)
+    kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=nw_ucla.MAX_ABS)
+    if kp is None:
+      raise DataError(report.messages[-1].split(": ", 1)[1])
+    return [Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
+                                                    "img_shape": (0, 0)},
+                   FORMAT_CHANNELS[fmt], int(record["label"]))], []
+  from data_prep import pyskl  # pylint: disable=import-outside-toplevel
+  obj = pyskl.read_pickle(path)
+  annotations, _, _ = pyskl._annotations_and_splits(obj, path)  # pylint: disable=protected-access
+  if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
+    raise DataError(f"{path}: no annotation has a 'keypoint' field (a K400-style metadata pickle "
+                    "whose keypoints live in separate kpfiles?); nothing to predict")
+  samples, bad = [], []
+  for i, ann in enumerate(annotations):
+    # pylint: disable-next=protected-access
+    if isinstance(ann, dict) and not pyskl._is_label(ann.get("label")):
+      ann = dict(ann, label=0)      # a label is not needed to predict
+    try:
+      # pyskl's own per-annotation parsing (labels unused: shift 0, no class count)
+      # pylint: disable-next=protected-access
+      record = pyskl._record(ann, i, path, layout, 0, None, report)
+    except DataError as err:
+      bad.append(str(err))
+      continue
+    if record is None:
+      bad.append(report.messages[-1].split(": ", 1)[1])
+      continue
+    samples.append(Sample(record["frame_dir"], path, fmt,
+                          {"keypoint": record["keypoint"], "img_shape": record["img_shape"]},
+                          _PYSKL_CHANNELS[record["kind"]]))
+  if not annotations:
+    raise DataError(f"{path}: the pickle holds no annotation")
+  return samples, bad
+
+
+def _ntu_unnamed(path: str) -> dict:
+  """``data_prep.ntu.to_record`` for a file whose name is not an NTU sample name: the same two
+  most energetic bodies, named by the file."""
+  from data_prep import ntu  # pylint: disable=import-outside-toplevel
+  num_frames, bodies = ntu.read_bodies(path)
+  if num_frames == 0 or not bodies:
+    raise DataError(f"{path}: zero-length sequence ({num_frames} frames, no body in any frame)")
+  ids = list(bodies)
+  usable = ntu._usable  # pylint: disable=protected-access
+  energy = [ntu.motion_energy(usable(bodies[i][1])) for i in ids]
+  order = sorted(range(len(ids)), key=lambda k: -energy[k])[:2]
+  kp = np.zeros((len(order), num_frames, ntu.NUM_JOINTS, 3))
+  for m, k in enumerate(order):
+    frames, xyz = bodies[ids[k]]
+    kp[m, frames] = xyz
+  return {"keypoint": kp, "label": None,
+          "frame_dir": ntu._stem(os.path.basename(path))}  # pylint: disable=protected-access
+
+
+def read_samples(src: str, *, layout: graph.Layout, fmt: str | None = None,
+                 pyskl_layout: str | None = None, check=None) -> tuple[list[Sample], list[str]]:
+  """The samples of a file or directory and one message per bad file / annotation.
+
+  ``layout`` is the model's; data of another layout is a ``PredictError`` naming both. ``check``
+  (e.g. ``Predictor.check_channels``) may reject a sample with a DataError.
+  """
+  if fmt is not None and fmt not in FORMATS:
+    raise PredictError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+  try:
+    pyskl_layout = graph.get_layout(pyskl_layout) if pyskl_layout else None
+  except graph.LayoutError as err:
+    raise PredictError(f"--layout: {err}") from None
+  samples, bad = [], []
+  for path in _list_files(src):
+    try:
+      file_fmt = fmt or detect_format(path)
+      file_layout = _check_layout(file_fmt, layout, pyskl_layout, path)
+      got, rejected = _read_file(path, file_fmt, file_layout)
+      bad.extend(rejected)
+      for sample in got:
+        try:
+          if check is not None:
+            check(sample.channels, f"{path} ({sample.name})")
+          samples.append(sample)
+        except DataError as err:
+          bad.append(str(err))
+    except DataError as err:
+      bad.append(str(err) if str(err).startswith(path) else f"{path}: {err}")
+    except (OSError, ValueError) as err:
+      if isinstance(err, PredictError):
+        raise
+      bad.append(f"{path}: cannot read it ({type(err).__name__}: {str(err)[:200]})")
+  return samples, bad
+
+
+def _numbers_only(value) -> bool:
+  if isinstance(value, list):
+    return all(_numbers_only(v) for v in value)
+  return type(value) in (int, float)
+
+
+def parse_frame(line: str, num_joints: int, channels: int) -> np.ndarray:
+  """A JSON line -> ``(persons, V, C)`` float64 (persons may be 0); ValueError when malformed."""
+  try:
+    obj = json.loads(line)
+  except ValueError as err:
+    raise ValueError(f"not valid JSON ({err})") from None
+  if not isinstance(obj, list) or not _numbers_only(obj):
+    raise ValueError("expected a list of persons, each a list of joints of numbers")
+  if not obj:
+    return np.zeros((0, num_joints, channels))
+  try:
+    frame = np.asarray(obj, np.float64)
+  except (ValueError, OverflowError) as err:
+    raise ValueError(f"ragged or out-of-range values ({err})") from None
+  if frame.ndim == 2:
+    frame = frame[None]
+  if frame.ndim != 3 or frame.shape[1:] != (num_joints, channels):
+    raise ValueError(f"shape {frame.shape}: expected persons x {num_joints} joints x {channels} "
+                     f"values (or {num_joints} x {channels} for one person)")
+  frame, _ = repair_non_finite(frame, "frame")
+  return frame

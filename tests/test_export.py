@@ -13,7 +13,6 @@ import pytest
 
 from stgcn_jax import checkpoint, export
 from stgcn_jax import sparsity as sp
-from stgcn_jax.models import get_model
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(), down_stages=())
@@ -153,7 +152,7 @@ def test_zero_channels_and_size_on_disk(tmp_path):
 
 
 def test_bench_deploy_table(tmp_path):
-  from experiments import bench  # pylint: disable=import-outside-toplevel
+  from experiments import bench, bench_deploy  # pylint: disable=import-outside-toplevel
   out = tmp_path / "deploy.json"
   result = bench.main(["--deploy", "--tiny", "--backbones=stgcn", "--deploy_sparsities=0,0.95",
                        "--deploy_steps=1", "--frames=8", f"--json={out}"])
@@ -165,4 +164,4 @@ def test_bench_deploy_table(tmp_path):
   assert sparse["kept_prunable"] == round(0.05 * sparse["prunable_weights"])
   assert sparse["sparse_export_bytes"] < dense["sparse_export_bytes"]
   assert all(r["dense_checkpoint_bytes"] > 0 and r["latency_ms_p50"] > 0 for r in rows)
-  assert "stgcn" in bench.format_deploy_table(result)
+  assert "stgcn" in bench_deploy.format_deploy_table(result)

@@ -407,12 +407,18 @@ def parse_args(argv=None) -> types.SimpleNamespace:
   return args
 
 
-def run(args: types.SimpleNamespace) -> dict[str, Any]:
-  """Every measurement; returns the result dict (what ``--json`` writes)."""
+def backbone_names(args: types.SimpleNamespace) -> list[str]:
+  """``--backbones`` as a list; an unknown name is a usage error."""
   names = [n for n in args.backbones.split(",") if n]
   unknown = sorted(set(names) - set(BACKBONES))
   if unknown:
     raise cli.UsageError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
+  return names
+
+
+def run(args: types.SimpleNamespace) -> dict[str, Any]:
+  """Every measurement; returns the result dict (what ``--json`` writes)."""
+  names = backbone_names(args)
   nproc = os.cpu_count() or 1
   load_start = [round(v, 2) for v in os.getloadavg()]
   warnings = []

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import (BACKBONES, TINY_OPTIONS, ContentionMeter, _fmt, compile_jitted,
-                               cpu_model, time_calls)
-from stgcn_jax import cli
+from experiments.bench import (TINY_OPTIONS, ContentionMeter, _fmt, backbone_names,
+                               compile_jitted, cpu_model, time_calls)
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
@@ -77,10 +76,7 @@ def bench_deploy(name: str, args, tmp: str) -> list[dict[str, Any]]:
 
 def run_deploy(args: types.SimpleNamespace) -> dict[str, Any]:
   """The ``--deploy`` measurements; returns the result dict (what ``--json`` writes)."""
-  names = [n for n in args.backbones.split(",") if n]
-  unknown = sorted(set(names) - set(BACKBONES))
-  if unknown:
-    raise cli.UsageError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
+  names = backbone_names(args)
   for s in args.deploy_sparsities:
     sp.check_sparsity(s, "--deploy_sparsities")
   meter = ContentionMeter().start()

@@ -96,9 +96,20 @@ def _check_layout(fmt: str, model_layout: graph.Layout, pyskl_layout, where: str
   return layout
 
 
+def _cleaned(record: dict, path: str, fmt: str, report, max_abs: float) -> Sample:
+  """A converter's record of a 3D file after the coordinate and all-zero rules, as a Sample."""
+  from data_prep import common  # pylint: disable=import-outside-toplevel
+  kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=max_abs)
+  if kp is None:
+    raise DataError(report.messages[-1].split(": ", 1)[1])
+  label = record.get("label")
+  return Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
+                                                 "img_shape": (0, 0)},
+                FORMAT_CHANNELS[fmt], None if label is None else int(label))
+
+
 def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample], list[str]]:
   """Samples of one file and the messages of its rejected samples (pyskl: per annotation)."""
-  from data_prep import common  # pylint: disable=import-outside-toplevel
   report = data_lib.ConversionReport()
   if fmt == "ntu":
     from data_prep import ntu  # pylint: disable=import-outside-toplevel
@@ -108,12 +119,7 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
       record = _ntu_unnamed(path)     # a recording of one's own: no NTU name, no label
     else:
       record = ntu.to_record(path)
-    kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=ntu.MAX_ABS_METRES)
-    if kp is None:
-      raise DataError(report.messages[-1].split(": ", 1)[1])
-    return [Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
-                                                    "img_shape": (0, 0)},
-                   FORMAT_CHANNELS[fmt], record["label"])], []
+    return [_cleaned(record, path, fmt, report, ntu.MAX_ABS_METRES)], []
   if fmt == "kinetics":
     from data_prep import kinetics  # pylint: disable=import-outside-toplevel
     kp, label_index, _ = kinetics.parse_video(path, report)
@@ -124,13 +130,7 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
                    FORMAT_CHANNELS[fmt], label_index)], []
   if fmt == "nw_ucla":
     from data_prep import nw_ucla  # pylint: disable=import-outside-toplevel
-    record = nw_ucla.parse_file(path)
-    kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=nw_ucla.MAX_ABS)
-    if kp is None:
-      raise DataError(report.messages[-1].split(": ", 1)[1])
-    return [Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
-                                                    "img_shape": (0, 0)},
-                   FORMAT_CHANNELS[fmt], int(record["label"]))], []
+    return [_cleaned(nw_ucla.parse_file(path), path, fmt, report, nw_ucla.MAX_ABS)], []
   from data_prep import pyskl  # pylint: disable=import-outside-toplevel
   obj = pyskl.read_pickle(path)
   annotations, _, _ = pyskl._annotations_and_splits(obj, path)  # pylint: disable=protected-access

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax.models import abstract_variables
-from stgcn_jax.models.base import Recognizer, adjacency
+from stgcn_jax.models.base import Recognizer
 
 __all__ = ["ConversionError", "from_pyskl", "to_pyskl", "pyskl_key", "load_state_dict"]
 
@@ -54,15 +54,9 @@ _RULES: list[tuple[str, str]] = [
 _LEAF = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
 
 
-def _block_prefix(backbone_name: str) -> tuple[str, dict[str, str]]:
-  if backbone_name == "CTRGCN":
-    return "net", {"gcn": "gcn1", "tcn": "tcn1"}
-  return "gcn", {}
-
-
 def pyskl_key(model: Recognizer, path: tuple[str, ...]) -> str:
   """The pyskl state_dict key of the Flax leaf at ``path`` (without the collection name)."""
-  blocks, renames = _block_prefix(type(model.backbone).__name__)
+  blocks, renames = model.backbone.pyskl_blocks, model.backbone.pyskl_units
   parts = list(path)
   if parts[0] == "backbone" and len(parts) > 1 and parts[1].startswith("block"):
     parts[1:2] = [blocks, parts[1][len("block"):]]
@@ -98,19 +92,7 @@ def _flat(tree) -> dict[tuple[str, ...], Any]:
 
 def _fixed_graph_buffers(model: Recognizer) -> dict[str, np.ndarray]:
   """Graph buffers pyskl saves that this model computes itself, with the values it uses."""
-  bb = model.backbone
-  name = type(bb).__name__
-  out = {}
-  if name in ("AAGCN", "CTRGCN"):
-    out["backbone.A"] = adjacency(bb.layout, bb.graph_mode)
-  if name == "STGCN" and bb.gcn_adaptive != "init":
-    a = adjacency(bb.layout, bb.graph_mode)
-    blocks = len(bb.specs())
-    out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(blocks)})
-  if name == "AAGCN" and not bb.gcn_adaptive:
-    a = adjacency(bb.layout, bb.graph_mode)
-    out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(len(bb.specs()))})
-  return out
+  return model.backbone.pyskl_fixed_buffers()
 
 
 def from_pyskl(state_dict: Mapping[str, Any], model: Recognizer, *, strict: bool = True,

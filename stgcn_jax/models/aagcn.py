@@ -77,6 +77,13 @@ class AAGCN(Backbone):
   tcn_type: str = "unit_tcn"
   tcn_ms_cfg: tuple = layers.MS_CFG
 
+  def pyskl_fixed_buffers(self):
+    a = self.graph()
+    out = {"backbone.A": a}
+    if not self.gcn_adaptive:
+      out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(len(self.specs()))})
+    return out
+
   def units(self, cout, stride, dropout, a):
     gcn = functools.partial(UnitAAGCN, cout, a, self.gcn_coff_embedding, self.gcn_adaptive,
                             self.gcn_attention)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,16 @@ class Backbone(nn.Module):
 
   graph_mode: str = "spatial"
   data_bn_type: str | None = "VC"
+
+  # How pyskl names this backbone's blocks in a state_dict (``stgcn_jax.convert``): the block list
+  # (``backbone.gcn.3``) and the renamed units of a block (CTR-GCN: ``net.3.gcn1``).
+  pyskl_blocks: ClassVar[str] = "gcn"
+  pyskl_units: ClassVar[dict[str, str]] = {}
+
+  def pyskl_fixed_buffers(self) -> dict[str, np.ndarray]:
+    """Graph buffers pyskl saves that this backbone computes itself, with the values it uses
+    (``convert`` checks them instead of loading them)."""
+    return {}
 
   def graph(self) -> np.ndarray:
     """The ``(K, V, V)`` adjacency stack the GCN units start from."""

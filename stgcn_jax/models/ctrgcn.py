@@ -95,6 +95,12 @@ class CTRGCN(Backbone):
   kernel_size: int = 5
   dilations: tuple[int, ...] = (1, 2)
 
+  pyskl_blocks = "net"
+  pyskl_units = {"gcn": "gcn1", "tcn": "tcn1"}
+
+  def pyskl_fixed_buffers(self):
+    return {"backbone.A": self.graph()}
+
   def units(self, cout, stride, dropout, a):
     gcn = functools.partial(UnitCTRGCN, cout, a)
     tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout,

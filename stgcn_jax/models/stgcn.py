@@ -65,6 +65,12 @@ class STGCN(Backbone):
   tcn_type: str = "unit_tcn"
   tcn_ms_cfg: tuple = layers.MS_CFG
 
+  def pyskl_fixed_buffers(self):
+    if self.gcn_adaptive == "init":  # then A is a parameter of every block
+      return {}
+    a = self.graph()
+    return {f"backbone.gcn.{i}.gcn.A": a for i in range(len(self.specs()))}
+
   def units(self, cout, stride, dropout, a):
     gcn = functools.partial(UnitGCN, cout, a, self.gcn_adaptive, self.gcn_conv_pos,
                             self.gcn_with_res)

@@ -75,13 +75,13 @@ def test_parameter_budget_is_066_and_honest_total():
   params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
   masks = [sp.make_masks(params, s, key=jax.random.key(i)) for i, s in enumerate(SPARSITIES)]
   budget = training.parameter_budget(params, masks)
-  assert budget["budget"] == pytest.approx(0.66, abs=1e-4)
-  unmasked = budget["dense_total"] - budget["dense_prunable"]
-  want = (sum((1 - s) for s in SPARSITIES) * budget["dense_prunable"] + 4 * unmasked)
-  assert budget["honest"] == pytest.approx(want / budget["dense_total"], abs=1e-4)
-  assert budget["honest"] > budget["budget"]
+  assert budget["prunable_budget"] == pytest.approx(0.66, abs=1e-4)
+  unmasked = budget["dense_total_params"] - budget["dense_prunable_params"]
+  want = (sum((1 - s) for s in SPARSITIES) * budget["dense_prunable_params"] + 4 * unmasked)
+  assert budget["total_budget"] == pytest.approx(want / budget["dense_total_params"], abs=1e-4)
+  assert budget["total_budget"] > budget["prunable_budget"]
   stacked = jax.tree.map(lambda *m: jnp.stack(m), *masks)
-  assert training.parameter_budget(params, stacked)["budget"] == budget["budget"]
+  assert training.parameter_budget(params, stacked) == budget
 
 
 def test_unknown_ensemble_batching_is_refused():

@@ -13,7 +13,7 @@ members.
 >>> step = jax.jit(make_ensemble_train_step(model, cfg, "warmup"))
 >>> ens, metrics = step(ens, batch)                     # metrics[k]: (members,)
 >>> probs = fuse_scores(clip_average_softmax(jax.jit(make_ensemble_eval_step(model))(ens, x)))
->>> parameter_budget(params, ens.masks)["budget"]      # 0.66 for {0.6, 0.8, 0.95, 0.99}
+>>> parameter_budget(params, ens.masks)["prunable_budget"]   # 0.66 for {0.6, 0.8, 0.95, 0.99}
 """
 
 from __future__ import annotations
@@ -128,18 +128,17 @@ def fuse_scores(scores, weights: Sequence[float] | None = None) -> jax.Array:
 
 
 def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> dict:
-  """The ensemble's parameter cost relative to one dense model.
+  """The ensemble's parameter cost relative to one dense model, from its masks: the counts each
+  member's ``results.json`` would hold, through ``fusion.parameter_budget`` (the same keys:
+  ``prunable_budget`` = nonzero prunable weights summed over the members / one dense model's, the
+  paper's 0.66; ``total_budget`` the same over all parameters, unmasked ones included).
 
   Args:
     params: one member's parameter tree (arrays or shapes; no member axis).
     member_masks: a sequence of mask trees, or one stacked mask tree (leading member axis).
     spec: the prunable predicate.
-
-  Returns:
-    ``budget`` = nonzero prunable weights summed over members / dense prunable weights (the paper's
-    66 %), ``honest`` = all nonzero parameters of all members (unmasked parameters and heads
-    included) / dense total, plus the counts behind them.
   """
+  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel  (fusion imports training)
   spec = spec or PrunableSpec()
   leaves = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(params)]
   if isinstance(member_masks, (list, tuple)):
@@ -152,9 +151,8 @@ def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> 
     members = [{p: m[i] for p, m in flat.items()} for i in range(k)]
   dense_prunable = sum(int(np.prod(l.shape)) for p, l in leaves if spec(p))
   dense_total = sum(int(np.prod(l.shape)) for _, l in leaves)
-  kept_prunable = [sum(int(np.count_nonzero(m[p])) for p, _ in leaves if spec(p)) for m in members]
-  kept_total = [sum(int(np.count_nonzero(m[p])) for p, _ in leaves) for m in members]
-  return dict(budget=sum(kept_prunable) / dense_prunable, honest=sum(kept_total) / dense_total,
-              members=len(members), member_prunable_nonzero=kept_prunable,
-              member_total_nonzero=kept_total, dense_prunable=dense_prunable,
-              dense_total=dense_total)
+  results = [{"prunable_params": dense_prunable, "total_params": dense_total,
+              "prunable_nonzero": sum(int(np.count_nonzero(m[p])) for p, _ in leaves if spec(p)),
+              "nonzero_params": sum(int(np.count_nonzero(m[p])) for p, _ in leaves)}
+             for m in members]
+  return fusion.parameter_budget(results)

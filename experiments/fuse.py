@@ -140,41 +140,57 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
                 fused=dict(num_samples=int(len(y)), num_classes=runs[0].num_classes, **metrics),
                 parameter_budget=None)
   if kind == "ensemble":
-    try:
-      budget = fusion.parameter_budget([r.results for r in runs], [r.name for r in runs])
-    except fusion.FusionError as e:
-      print(f"parameter budget not computed: {e}")
-    else:
-      report["parameter_budget"] = budget
-      print(f"parameter budget: {budget['prunable_budget']:.4f} x one dense model's prunable "
-            f"weights ({budget['prunable_nonzero']:,} nonzero prunable over {len(runs)} members / "
-            f"{budget['dense_prunable_params']:,.0f})")
-      print(f"honest total:     {budget['total_budget']:.4f} x one dense model's parameters "
-            f"({budget['nonzero_params']:,} nonzero incl. unmasked layers and heads / "
-            f"{budget['dense_total_params']:,.0f})")
+    report["parameter_budget"] = _print_budget(runs)
+  report["disk_sizes"] = _print_sizes(runs)
+  if out:
+    _write(out, report, fused, runs[0], save_scores)
+  return report
+
+
+def _print_budget(runs) -> dict | None:
+  try:
+    budget = fusion.parameter_budget([r.results for r in runs], [r.name for r in runs])
+  except fusion.FusionError as e:
+    print(f"parameter budget not computed: {e}")
+    return None
+  print(f"parameter budget: {budget['prunable_budget']:.4f} x one dense model's prunable "
+        f"weights ({budget['prunable_nonzero']:,} nonzero prunable over {len(runs)} members / "
+        f"{budget['dense_prunable_params']:,.0f})")
+  print(f"honest total:     {budget['total_budget']:.4f} x one dense model's parameters "
+        f"({budget['nonzero_params']:,} nonzero incl. unmasked layers and heads / "
+        f"{budget['dense_total_params']:,.0f})")
+  return budget
+
+
+def _print_sizes(runs) -> dict | None:
   sizes = fusion.disk_sizes(runs)
-  report["disk_sizes"] = sizes
   if sizes is None:
     print("size on disk: not computed (a member has no saved model/)")
-  else:
-    for member in sizes["members"]:
-      print(f"size on disk: {member['name']}: sparse export {member['sparse_bytes'] / 1024:,.0f} "
-            f"KiB, checkpoint {member['checkpoint_bytes'] / 1024:,.0f} KiB")
-    print(f"size on disk: all {len(runs)} members: sparse export "
-          f"{sizes['sparse_bytes'] / 1024:,.0f} KiB, checkpoints "
-          f"{sizes['checkpoint_bytes'] / 1024:,.0f} KiB")
-  if out:
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "fusion.json")
-    with open(path, "w") as f:
-      json.dump(report, f, indent=2)
+    return None
+  for member in sizes["members"]:
+    print(f"size on disk: {member['name']}: sparse export {member['sparse_bytes'] / 1024:,.0f} "
+          f"KiB, checkpoint {member['checkpoint_bytes'] / 1024:,.0f} KiB")
+  print(f"size on disk: all {len(runs)} members: sparse export "
+        f"{sizes['sparse_bytes'] / 1024:,.0f} KiB, checkpoints "
+        f"{sizes['checkpoint_bytes'] / 1024:,.0f} KiB")
+  return sizes
+
+
+def _write(out: str, report: dict, fused, first, save_scores: bool) -> None:
+  """fusion.json (and fused_scores.npz), each under a temporary name and then renamed."""
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, "fusion.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(report, f, indent=2)
+  os.replace(path + ".tmp", path)
+  print(f"wrote {path}")
+  if save_scores:
+    path = os.path.join(out, "fused_scores.npz")
+    extra = {} if first.names is None else {"names": first.names}
+    np.savez(path + ".tmp.npz", scores=fused.astype(np.float32), labels=first.labels,
+             index=first.index, **extra)
+    os.replace(path + ".tmp.npz", path)
     print(f"wrote {path}")
-    if save_scores:
-      path = os.path.join(out, "fused_scores.npz")
-      extra = {} if runs[0].names is None else {"names": runs[0].names}
-      np.savez(path, scores=fused.astype(np.float32), labels=y, index=runs[0].index, **extra)
-      print(f"wrote {path}")
-  return report
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from absl import flags
 from matplotlib.figure import Figure   # no pyplot: no global backend state, PNG via Agg
 import numpy as np
 
-from stgcn_jax import cli, fusion, runtime
+from stgcn_jax import atomic, cli, fusion, runtime
 
 FIG4_GROUPS = ("generator + penalty", "generator, no penalty", "LTH, pretrained",
                "LTH, random init")
@@ -137,7 +137,8 @@ def plot_curves(runs: list[dict], groups: tuple, title: str, path: str, metric: 
     ax.legend()
   fig.suptitle(title + (" (s=0: dense)" if any(r["dense"] for r in runs) else ""))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with atomic.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120)
   return True
 
 
@@ -204,7 +205,8 @@ def plot_confidence(runs: list[dict], path: str, threshold: float, notes: list[s
     _violins(axes[1, col], [(label, v[v < threshold]) for label, v in sets])
     axes[1, col].set_title(f"samples with max < {threshold:g}")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with atomic.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120)
   return True
 
 
@@ -249,13 +251,13 @@ def _cell(key: str, value) -> str:
 
 def write_table(rows: list[dict], out: str) -> tuple[str, str]:
   md, csv_path = os.path.join(out, "runs.md"), os.path.join(out, "runs.csv")
-  with open(csv_path, "w", newline="") as f:
+  with atomic.atomic_open(csv_path, "w", newline="") as f:
     writer = csv.DictWriter(f, COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
   lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
   lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
-  with open(md, "w") as f:
+  with atomic.atomic_open(md) as f:
     f.write("Accuracies in %.\n\n" + "\n".join(lines) + "\n")
   return md, csv_path
 

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from stgcn_jax import cli
+from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
 from stgcn_jax import sparsity as sp
@@ -476,7 +476,7 @@ def main(argv=None) -> dict[str, Any]:
     result = run(args)
     print(format_table(result))
   if args.json:
-    with open(args.json, "w") as f:
+    with atomic.atomic_open(args.json) as f:
       json.dump(result, f, indent=2, default=str)
   return result
 

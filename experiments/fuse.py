@@ -24,7 +24,7 @@ import sys
 from absl import flags
 import numpy as np
 
-from stgcn_jax import cli, fusion, runtime
+from stgcn_jax import atomic, cli, fusion, runtime
 
 
 
@@ -180,16 +180,15 @@ def _write(out: str, report: dict, fused, first, save_scores: bool) -> None:
   """fusion.json (and fused_scores.npz), each under a temporary name and then renamed."""
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, "fusion.json")
-  with open(path + ".tmp", "w") as f:
+  with atomic.atomic_open(path) as f:
     json.dump(report, f, indent=2)
-  os.replace(path + ".tmp", path)
   print(f"wrote {path}")
   if save_scores:
     path = os.path.join(out, "fused_scores.npz")
     extra = {} if first.names is None else {"names": first.names}
-    np.savez(path + ".tmp.npz", scores=fused.astype(np.float32), labels=first.labels,
-             index=first.index, **extra)
-    os.replace(path + ".tmp.npz", path)
+    with atomic.atomic_path(path) as tmp:
+      np.savez(tmp, scores=fused.astype(np.float32), labels=first.labels, index=first.index,
+               **extra)
     print(f"wrote {path}")
 
 

@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from absl import flags
 
-from stgcn_jax import cli, runtime
+from stgcn_jax import atomic, cli, runtime
 
 ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 
@@ -168,7 +168,7 @@ def _add_time(workdir: str, seconds: float, rc: int) -> None:
     with open(path) as f:
       times = json.load(f)
   times.append({"wall_s": seconds, "returncode": rc})
-  with open(path, "w") as f:
+  with atomic.atomic_open(path) as f:
     json.dump(times, f)
 
 
@@ -335,7 +335,7 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
                  f"{_pct(r['mca'])} | {realised} | {r['budget'] or ''} | {r['size']} | {r['time']} | "
                  f"{r['hardware']} | `{r['command']}` |")
   text = "\n".join(lines) + "\n"
-  with open(os.path.join(root, "table.md"), "w") as f:
+  with atomic.atomic_open(os.path.join(root, "table.md")) as f:
     f.write(text)
   return text
 

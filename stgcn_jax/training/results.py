@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from stgcn_jax import checkpoint, sparsity
+from stgcn_jax import atomic, checkpoint, sparsity
 from stgcn_jax.training.evaluate import accuracy_report, eval_batch_size, evaluate_source, scores_of
 from stgcn_jax.training.setup import model_options, pipeline
 from stgcn_jax.training.state import abstract_state
@@ -83,10 +83,9 @@ def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results
                                               if k != "confusion_matrix"})
                           for s, m in zip(trainer.sparsities, member_scores)]
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, "scores.tmp.npz")
-    np.savez(tmp, scores=scores.astype(np.float32), labels=labels, index=np.arange(len(labels)),
-             names=names, **extra)
-    os.replace(tmp, os.path.join(workdir, "scores.npz"))
+    with atomic.atomic_path(os.path.join(workdir, "scores.npz")) as tmp:
+      np.savez(tmp, scores=scores.astype(np.float32), labels=labels,
+               index=np.arange(len(labels)), names=names, **extra)
     # The final model(s) with the statistics they were tested with: model/, or one model
     # checkpoint per member of a joint ensemble (members/s<sparsity>/).
     spec = checkpoint.model_spec_json(

@@ -20,6 +20,7 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
+from stgcn_jax import atomic
 from stgcn_jax.training.state import abstract_state
 
 __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
@@ -76,10 +77,8 @@ _AFTER_CHECKPOINT = ("switch", "test")
 
 def write_json(path: str, obj) -> None:
   """Writes ``obj`` as JSON under a temporary name, then renames it: never a half-written file."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
+  with atomic.atomic_open(path) as f:
     json.dump(obj, f, indent=2, default=str)
-  os.replace(tmp, path)
 
 
 def prepare_workdir(workdir: str, config) -> str:

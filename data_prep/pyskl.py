@@ -358,6 +358,29 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
         "Convert the kpfiles into a pickle with 'keypoint' and 'keypoint_score' per annotation "
         "first.")
   shift = _label_shift(annotations, label_base, path)
+  by_name, kind, rejected = _records(annotations, path, layout, shift, num_classes, report)
+  splits = _split_records(split_names, by_name, rejected, path, report)
+  used = {r["frame_dir"] for rs in splits.values() for r in rs}
+  for name, record in by_name.items():
+    if name in used:
+      report.keep()
+      _note_repairs(record, report)
+    else:
+      report.reject("no_split", f"{path}: annotation {record['index']} ({name!r}) is in no split; "
+                                "not written")
+  if not splits:
+    raise DataError(f"{path}: no usable annotation is listed in a split:\n" + report.summary())
+  kept = [by_name[n] for n in used]
+  classes = num_classes or _check_dense_labels(path, sorted(kept, key=lambda r: r["index"]), shift)
+  if unsplit:
+    print(f"note: {path}: no split information; all {len(used)} annotations form the split "
+          f"{UNSPLIT!r}, which also serves the 'test' role (hold out validation data, e.g. "
+          "--config.val_fraction, for honest figures)")
+  return splits, kind, classes
+
+
+def _records(annotations, path, layout, shift, num_classes, report) -> tuple[dict, str, set]:
+  """(frame_dir -> record of every usable annotation, their one kind, rejected frame_dirs)."""
   by_name, by_kind, rejected = {}, {}, set()
   for i, ann in enumerate(annotations):
     if isinstance(ann, dict) and isinstance(ann.get("frame_dir"), str):
@@ -378,10 +401,14 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
     by_kind.setdefault(record["kind"], []).append(record)
   if len(by_kind) > 1:
     raise _mixed_kinds(path, by_kind)
-  rejected -= set(by_name)
   if not by_name:
     raise DataError(f"{path}: no usable annotation (rejected {report.rejected}):\n"
                     + report.summary())
+  return by_name, next(iter(by_kind)), rejected - set(by_name)
+
+
+def _split_records(split_names, by_name, rejected, path, report) -> dict:
+  """Split -> records as the pickle lists them, without leakage into evaluation splits."""
   splits = {}
   for split, names in split_names.items():
     records, listed = [], set()
@@ -412,24 +439,7 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
                             f"split {train!r} and evaluation split {test!r}; kept in {train!r} "
                             "only")
     splits[test] = [r for r in splits[test] if r["frame_dir"] not in in_train]
-  splits = {s: r for s, r in splits.items() if r}
-  used = {r["frame_dir"] for rs in splits.values() for r in rs}
-  for name, record in by_name.items():
-    if name in used:
-      report.keep()
-      _note_repairs(record, report)
-    else:
-      report.reject("no_split", f"{path}: annotation {record['index']} ({name!r}) is in no split; "
-                                "not written")
-  if not splits:
-    raise DataError(f"{path}: no usable annotation is listed in a split:\n" + report.summary())
-  kept = [by_name[n] for n in used]
-  classes = num_classes or _check_dense_labels(path, sorted(kept, key=lambda r: r["index"]), shift)
-  if unsplit:
-    print(f"note: {path}: no split information; all {len(used)} annotations form the split "
-          f"{UNSPLIT!r}, which also serves the 'test' role (hold out validation data, e.g. "
-          "--config.val_fraction, for honest figures)")
-  return splits, next(iter(by_kind)), classes
+  return {s: r for s, r in splits.items() if r}
 
 
 def default_roles(split_names) -> dict:

@@ -359,64 +359,74 @@ def collect(src: str, report: ConversionReport, num_classes: int | None):
     indexes[split] = load_label_index(label_path)
   classes = count_classes(list(indexes.values()), num_classes)
   range_hint = "" if num_classes is not None else "; pass --num-classes to set the count"
+  splits, seen = {}, {}
+  for split in present:
+    records = []
+    for path in sorted(glob.glob(os.path.join(src, f"kinetics_{split}", "*.json"))):
+      record = _video_record(path, indexes[split], classes, range_hint, seen, report)
+      if record is not None:
+        records.append(record)
+    if records:
+      splits[split] = records
+  return splits, _class_names(indexes.values(), classes)
+
+
+def _video_record(path: str, index: LabelIndex, classes: int, range_hint: str, seen: dict,
+                  report: ConversionReport) -> dict | None:
+  """The record of one video file, or ``None`` with the reason counted in ``report``."""
+  label_file = os.path.basename(index.path)
+  vid = os.path.splitext(os.path.basename(path))[0]
+  entry = index.entries.get(vid)
+  problem = None
+  if vid in index.problems:
+    problem = ("bad_label_entry", f"{path}: malformed label-index entry: {index.problems[vid]}")
+  elif entry is None:
+    problem = ("unknown_label", f"{path}: unknown label: {vid!r} is not in {label_file}")
+  elif not entry["has_skeleton"]:
+    problem = ("has_skeleton_false", f"{path}: has_skeleton is false in the label index")
+  elif not 0 <= entry["label_index"] < classes:
+    problem = ("unknown_label", f"{path}: unknown label: label_index {entry['label_index']} of "
+                                f"entry {vid!r} in {label_file} is outside [0, {classes})"
+                                f"{range_hint}")
+  elif vid in seen:
+    problem = ("duplicate", f"{path}: duplicate sample name {vid!r} (first seen in "
+                            f"{seen[vid]}); the first one is kept")
+  if problem is not None:
+    report.reject(*problem)
+    return None
+  try:
+    raw, label_index, label = read_video(path)
+  except DataError as err:
+    report.reject("invalid", str(err))
+    return None
+  if label_index is not None and label_index != entry["label_index"]:
+    report.reject("unknown_label", f"{path}: label_index {label_index} disagrees with the "
+                                   f"label index's {entry['label_index']}")
+    return None
+  if label is not None and entry["label"] is not None and label != entry["label"]:
+    report.reject("unknown_label", f"{path}: label {_show(label)} disagrees with the label "
+                                   f"index's {_show(entry['label'])}")
+    return None
+  kp = clean_video(raw, path, report)
+  if kp is None:
+    return None
+  seen[vid] = path
+  report.keep()
+  return {"keypoint": kp, "label": entry["label_index"], "frame_dir": vid,
+          "total_frames": kp.shape[1], "img_shape": (1, 1)}
+
+
+def _class_names(indexes, classes: int) -> list[str]:
+  """One name per class from the label indexes (``class_K`` where none names it; a name given to
+  two classes gets the index appended)."""
   names = {}
-  for index in indexes.values():
+  for index in indexes:
     for entry in index.entries.values():
       if 0 <= entry["label_index"] < classes and names.get(entry["label_index"]) is None:
         names[entry["label_index"]] = entry["label"]
-  splits, seen = {}, {}
-  for split in present:
-    index, records = indexes[split], []
-    label_file = os.path.basename(index.path)
-    for path in sorted(glob.glob(os.path.join(src, f"kinetics_{split}", "*.json"))):
-      vid = os.path.splitext(os.path.basename(path))[0]
-      entry = index.entries.get(vid)
-      if vid in index.problems:
-        report.reject("bad_label_entry",
-                      f"{path}: malformed label-index entry: {index.problems[vid]}")
-        continue
-      if entry is None:
-        report.reject("unknown_label",
-                      f"{path}: unknown label: {vid!r} is not in {label_file}")
-        continue
-      if not entry["has_skeleton"]:
-        report.reject("has_skeleton_false", f"{path}: has_skeleton is false in the label index")
-        continue
-      if not 0 <= entry["label_index"] < classes:
-        report.reject("unknown_label",
-                      f"{path}: unknown label: label_index {entry['label_index']} of entry "
-                      f"{vid!r} in {label_file} is outside [0, {classes}){range_hint}")
-        continue
-      if vid in seen:
-        report.reject("duplicate", f"{path}: duplicate sample name {vid!r} (first seen in "
-                                   f"{seen[vid]}); the first one is kept")
-        continue
-      try:
-        raw, label_index, label = read_video(path)
-      except DataError as err:
-        report.reject("invalid", str(err))
-        continue
-      if label_index is not None and label_index != entry["label_index"]:
-        report.reject("unknown_label", f"{path}: label_index {label_index} disagrees with the "
-                                       f"label index's {entry['label_index']}")
-        continue
-      if label is not None and entry["label"] is not None and label != entry["label"]:
-        report.reject("unknown_label", f"{path}: label {_show(label)} disagrees with the label "
-                                       f"index's {_show(entry['label'])}")
-        continue
-      kp = clean_video(raw, path, report)
-      if kp is None:
-        continue
-      seen[vid] = path
-      report.keep()
-      records.append({"keypoint": kp, "label": entry["label_index"], "frame_dir": vid,
-                      "total_frames": kp.shape[1], "img_shape": (1, 1)})
-    if records:
-      splits[split] = records
   class_names = [names.get(k) or f"class_{k}" for k in range(classes)]
   repeated = {n for n, count in collections.Counter(class_names).items() if count > 1}
-  class_names = [f"{n} ({k})" if n in repeated else n for k, n in enumerate(class_names)]
-  return splits, class_names
+  return [f"{n} ({k})" if n in repeated else n for k, n in enumerate(class_names)]
 
 
 def convert(src: str, out: str, name: str = "kinetics_skeleton", *, num_classes: int | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from stgcn_jax import atomic
 from stgcn_jax import graph as graph_lib
 from stgcn_jax import models
 
@@ -57,10 +58,8 @@ def save_model(path: str, spec: dict, variables: dict[str, Any], *, overwrite: b
   ckptr.save(target, {k: variables[k] for k in ("params", "batch_stats") if k in variables},
              force=overwrite)
   ckptr.wait_until_finished()
-  tmp = os.path.join(path, "model.json.tmp")
-  with open(tmp, "w") as f:
+  with atomic.atomic_open(os.path.join(path, "model.json")) as f:
     json.dump(spec, f, indent=2)
-  os.replace(tmp, os.path.join(path, "model.json"))
 
 
 def load_model(path: str) -> tuple[models.Recognizer, dict[str, Any]]:

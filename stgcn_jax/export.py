@@ -30,14 +30,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax import checkpoint, models
+from stgcn_jax import atomic, checkpoint, models
 from stgcn_jax import graph as graph_lib
 from stgcn_jax.sparsity import masks as masks_lib
 
@@ -97,21 +96,8 @@ def size_on_disk(path: str) -> int:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-  path = os.path.abspath(path)
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the artifact private
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with atomic.atomic_open(path, "wb") as f:
+    f.write(data)
 
 
 def resolve_model_dir(path: str) -> str:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax import checkpoint, graph, models
+from stgcn_jax import atomic, checkpoint, graph, models
 from stgcn_jax import data as data_lib
 from stgcn_jax.data.records import DataError
 from stgcn_jax.raw_input import (FORMATS, PredictError, Sample, detect_format, parse_frame,
@@ -406,9 +406,8 @@ def write_predictions(path: str, rows: list[dict]) -> None:
   ext = os.path.splitext(path)[1].lower()
   if ext not in (".json", ".csv"):
     raise PredictError(f"--out {path}: expected a .json or .csv file name")
-  tmp = f"{path}.tmp"
   try:
-    with open(tmp, "w", newline="") as f:
+    with atomic.atomic_open(path, "w", newline="") as f:
       if ext == ".json":
         json.dump(rows, f, indent=2)
         f.write("\n")
@@ -421,10 +420,7 @@ def write_predictions(path: str, rows: list[dict]) -> None:
           for rank, top in enumerate(row["top_k"], 1):
             writer.writerow([row["sample"], row["source"], row["format"], rank, top["class"],
                              top["index"], f"{top['prob']:.6f}"])
-    os.replace(tmp, path)
   except OSError as err:
-    if os.path.exists(tmp):
-      os.remove(tmp)
     raise PredictError(f"--out {path}: cannot write it ({err.strerror or err})") from None
 
 

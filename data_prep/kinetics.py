@@ -52,25 +52,24 @@ from __future__ import annotations
 
 import collections
 import glob
-import json
-import math
 import os
-import stat
 import sys
 from typing import NamedTuple
 
-import numpy as np
 from absl import flags
 
 from data_prep import common
+from data_prep.kinetics_video import (MAX_ABS, MAX_FRAME_INDEX, clean_video, parse_video, read_json,
+                                      read_video, show)
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
 
-NUM_JOINTS, PERSONS_IN, PERSONS_OUT = 18, 5, 2
+# One video file is read by data_prep.kinetics_video; its readers are importable from here too.
+__all__ = ["MAX_ABS", "MAX_FRAME_INDEX", "MAX_CLASSES", "LabelIndex", "read_json", "read_video",
+           "clean_video", "parse_video", "load_label_index", "count_classes", "collect", "convert",
+           "define_flags", "main"]
+
 SPLITS = ("train", "val")
-MAX_FRAME_INDEX = 10_000                  # Kinetics clips: 10 s at 30 fps = 300 frames
-MAX_ABS = 100.0                           # coordinate rule for normalised x, y and scores
 MAX_CLASSES = 100_000                     # Kinetics-700 has 700; bounds the class-name list
-MAX_FILE_BYTES = 256 * 2**20              # the largest video JSON is < 1 MB, label index ~30 MB
 _ENTRY = "{has_skeleton, label, label_index}"
 
 
@@ -81,206 +80,19 @@ class LabelIndex(NamedTuple):
   problems: dict    # youtube_id -> message naming the file, entry and field
 
 
-class _Object(dict):
-  """A JSON object that remembers the keys given more than once (json keeps the last silently)."""
-  duplicates: tuple = ()
-
-
-def _object(pairs: list) -> dict:
-  obj = _Object(pairs)
-  if len(obj) != len(pairs):
-    seen, dups = set(), []
-    for key, _ in pairs:
-      if key in seen and key not in dups:
-        dups.append(key)
-      seen.add(key)
-    obj.duplicates = tuple(dups)
-  return obj
-
-
-def _show(value) -> str:
-  """A short repr of a value read from a file, for messages."""
-  text = repr(value)
-  return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _no_duplicates(obj: dict, where: str) -> None:
-  dups = getattr(obj, "duplicates", ())
-  if dups:
-    raise DataError(f"{where}: field {_show(dups[0])} is given more than once")
-
-
-def read_json(path: str):
-  """The JSON value in the regular file ``path``; DataError naming the file for anything else.
-
-  The file is opened without blocking and checked on the open descriptor (a FIFO is rejected, not
-  waited on) and at most ``MAX_FILE_BYTES`` are read.
-  """
-  try:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-  except OSError as err:
-    raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-  try:
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-      kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-          "a device or socket"
-      raise DataError(f"{path}: is {kind}, not a regular JSON file")
-    raw = bytearray()
-    while len(raw) <= MAX_FILE_BYTES:
-      chunk = os.read(fd, min(2**20, MAX_FILE_BYTES + 1 - len(raw)))
-      if not chunk:
-        break
-      raw += chunk
-  except OSError as err:
-    raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-  finally:
-    os.close(fd)
-  if len(raw) > MAX_FILE_BYTES:
-    raise DataError(f"{path}: larger than the limit of {MAX_FILE_BYTES} bytes")
-  try:
-    return json.loads(raw.decode("utf-8"), object_pairs_hook=_object)
-  except UnicodeDecodeError as err:
-    raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
-  except json.JSONDecodeError as err:
-    raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column "
-                    f"{err.colno})") from None
-  except ValueError as err:         # e.g. an integer with more digits than Python converts
-    raise DataError(f"{path}: malformed JSON ({err})") from None
-  except RecursionError:
-    raise DataError(f"{path}: malformed JSON (nested too deeply)") from None
-
-
-def _numbers(values, count: int, where: str, field: str) -> np.ndarray:
-  """``values`` (a JSON list of ``count`` numbers) as float64; DataError naming the field else."""
-  if not isinstance(values, list):
-    raise DataError(f"{where}: {field!r} must be a list of {count} numbers, got {_show(values)}")
-  if len(values) != count:
-    raise DataError(f"{where}: {field} has {len(values)} values, expected {count} "
-                    f"({NUM_JOINTS} joints)")
-  for j, value in enumerate(values):
-    if type(value) is not float and type(value) is not int:   # bool, str, None, list, dict
-      raise DataError(f"{where}: {field}[{j}] is {_show(value)}, expected a number")
-  try:
-    return np.array(values, np.float64)
-  except OverflowError:             # an integer beyond float64: unusable like inf (coordinate rule)
-    return np.array([v if type(v) is float or abs(v) < 1e300 else math.inf if v > 0 else -math.inf
-                     for v in values], np.float64)
-
-
-def read_video(path: str) -> tuple[np.ndarray, int | None, str | None]:
-  """One video JSON -> (keypoint (5, T, 18, 3) float64, label_index, label), structure checked.
-
-  The values are as in the file (NaN, inf or out of range included); :func:`clean_video` applies
-  the coordinate, missing-joint and all-zero rules and keeps the top 2 persons.
-
-  Raises:
-    DataError: naming the file and the frame / person / field that breaks the format.
-  """
-  obj = read_json(path)
-  if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
-    raise DataError(f"{path}: expected an object with a 'data' list of frames")
-  _no_duplicates(obj, path)
-  label_index, label = obj.get("label_index"), obj.get("label")
-  if label_index is not None and type(label_index) is not int:
-    raise DataError(f"{path}: label_index {_show(label_index)} is not an integer")
-  if label is not None and not isinstance(label, str):
-    raise DataError(f"{path}: label {_show(label)} is not a string")
-  frames, indices, seen = obj["data"], [], set()
-  for k, frame in enumerate(frames):
-    if not isinstance(frame, dict):
-      raise DataError(f"{path}: data[{k}]: expected a frame object {{frame_index, skeleton}}, got "
-                      f"{_show(frame)}")
-    idx = frame.get("frame_index")
-    if type(idx) is not int or not 1 <= idx <= MAX_FRAME_INDEX:
-      raise DataError(f"{path}: data[{k}]: frame_index {_show(idx)} is not an integer in "
-                      f"[1, {MAX_FRAME_INDEX}]")
-    if idx in seen:
-      raise DataError(f"{path}: frame_index {idx} appears more than once")
-    seen.add(idx)
-    indices.append(idx)
-    _no_duplicates(frame, f"{path}: frame_index {idx}")
-    if not isinstance(frame.get("skeleton"), list):
-      raise DataError(f"{path}: frame_index {idx}: 'skeleton' must be a list of detections, got "
-                      f"{_show(frame.get('skeleton'))}")
-  num_frames = max(indices, default=0)
-  if not any(frame["skeleton"] for frame in frames):
-    raise DataError(f"{path}: zero-length sequence (no person in any of {num_frames} frames)")
-  kp = np.zeros((PERSONS_IN, num_frames, NUM_JOINTS, 3))
-  for idx, frame in zip(indices, frames):
-    for m, person in enumerate(frame["skeleton"][:PERSONS_IN]):
-      where = f"{path}: frame_index {idx}, person {m}"
-      if not isinstance(person, dict):
-        raise DataError(f"{where}: expected an object {{pose, score}}, got {_show(person)}")
-      _no_duplicates(person, where)
-      kp[m, idx - 1, :, :2] = _numbers(person.get("pose"), 2 * NUM_JOINTS, where,
-                                       "pose").reshape(NUM_JOINTS, 2)
-      kp[m, idx - 1, :, 2] = _numbers(person.get("score"), NUM_JOINTS, where, "score")
-  return kp, label_index, label
-
-
-def clean_video(kp: np.ndarray, path: str, report: ConversionReport) -> np.ndarray | None:
-  """Raw (5, T, 18, 3) -> the stored (M, T, 18, 3), M = 1 or 2; None when rejected (counted).
-
-  Missing-joint rule (x = y = 0 -> score 0), then ``common.clean_keypoint`` (coordinate rule with
-  ``MAX_ABS``, all-zero rule), then per frame the persons ranked by summed score, top 2 kept. Every
-  repair and rejection is counted in ``report`` with one message naming ``path``; a video is
-  counted as repaired once.
-  """
-  missing = (kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] != 0)       # (5, T, 18)
-  score_message = None
-  if missing.any():
-    m, t, v = (int(i[0]) for i in np.nonzero(missing))
-    score_message = (f"{path}: {int(missing.sum())} joint(s) at x = y = 0 (not detected) with a "
-                     f"non-zero score: score set to 0 (first: person {m}, frame {t}, joint {v}: "
-                     f"score {kp[m, t, v, 2]:.4g})")
-    kp = kp.copy()
-    kp[missing, 2] = 0
-  repaired_before = report.repaired
-  kp = common.clean_keypoint(kp, path, report, max_abs=MAX_ABS)
-  if kp is None:
-    return None
-  if score_message is not None and report.repaired == repaired_before:
-    report.repair("score_without_position", score_message)
-  # Rank the detections of every frame by summed score and keep the top PERSONS_OUT; an empty slot
-  # (all zero) ranks below every detection, so trimming never drops the only detected joints.
-  detected = kp.any(axis=-1).any(axis=-1)                                    # (5, T)
-  key = np.where(detected, kp[..., 2].sum(-1), -np.inf)
-  order = np.argsort(-key, axis=0, kind="stable")
-  kp = np.take_along_axis(kp, order[:, :, None, None], axis=0)[:PERSONS_OUT]
-  if not np.any(kp[1:] != 0):     # nobody in second place in any frame: M = 1
-    kp = kp[:1]
-  return kp
-
-
-def parse_video(path: str, report: ConversionReport | None = None
-                ) -> tuple[np.ndarray | None, int | None, str | None]:
-  """One video JSON -> (keypoint (M, T, 18, 3) float64 or None when rejected, label_index, label).
-
-  :func:`read_video` then :func:`clean_video`; repairs and the all-zero rejection are counted in
-  ``report`` (by default a new one, then a rejection shows only as the ``None``).
-
-  Raises:
-    DataError: the file breaks the format (naming the file and frame / field).
-  """
-  kp, label_index, label = read_video(path)
-  report = report if report is not None else ConversionReport()
-  return clean_video(kp, path, report), label_index, label
-
-
 def _entry_problem(entry) -> str | None:
   if not isinstance(entry, dict):
-    return f"expected an object {_ENTRY}, got {_show(entry)}"
+    return f"expected an object {_ENTRY}, got {show(entry)}"
   if getattr(entry, "duplicates", ()):
-    return f"field {_show(entry.duplicates[0])} is given more than once"
+    return f"field {show(entry.duplicates[0])} is given more than once"
   label_index = entry.get("label_index")
   if type(label_index) is not int:
     return ("has no label_index" if "label_index" not in entry else
-            f"label_index {_show(label_index)} is not an integer")
+            f"label_index {show(label_index)} is not an integer")
   if "label" in entry and not isinstance(entry["label"], str):
-    return f"label {_show(entry['label'])} is not a string"
+    return f"label {show(entry['label'])} is not a string"
   if "has_skeleton" in entry and not isinstance(entry["has_skeleton"], bool):
-    return f"has_skeleton {_show(entry['has_skeleton'])} is not true or false"
+    return f"has_skeleton {show(entry['has_skeleton'])} is not true or false"
   return None
 
 
@@ -300,13 +112,13 @@ def load_label_index(path: str) -> LabelIndex:
     raise DataError(f"{path}: empty label index; expected {expected}")
   entries, problems = {}, {}
   for vid in getattr(index, "duplicates", ()):
-    problems[vid] = f"{path}: entry {_show(vid)} appears more than once"
+    problems[vid] = f"{path}: entry {show(vid)} appears more than once"
   for vid, entry in index.items():
     if vid in problems:
       continue
     problem = _entry_problem(entry)
     if problem is not None:
-      problems[vid] = f"{path}: entry {_show(vid)}: {problem}"
+      problems[vid] = f"{path}: entry {show(vid)}: {problem}"
     else:
       entries[vid] = {"has_skeleton": entry.get("has_skeleton", True),
                       "label": entry.get("label"), "label_index": entry["label_index"]}
@@ -333,7 +145,7 @@ def count_classes(indexes: list[LabelIndex], num_classes: int | None) -> int:
     raise DataError(f"{files}: no entry has a label_index >= 0")
   if 0 not in present:
     if max(present) >= MAX_CLASSES:
-      raise DataError(f"{files}: largest label_index {_show(max(present))} would make more than "
+      raise DataError(f"{files}: largest label_index {show(max(present))} would make more than "
                       f"{MAX_CLASSES} classes; pass --num-classes")
     return max(present) + 1
   classes = 0
@@ -404,8 +216,8 @@ def _video_record(path: str, index: LabelIndex, classes: int, range_hint: str, s
                                    f"label index's {entry['label_index']}")
     return None
   if label is not None and entry["label"] is not None and label != entry["label"]:
-    report.reject("unknown_label", f"{path}: label {_show(label)} disagrees with the label "
-                                   f"index's {_show(entry['label'])}")
+    report.reject("unknown_label", f"{path}: label {show(label)} disagrees with the label "
+                                   f"index's {show(entry['label'])}")
     return None
   kp = clean_video(raw, path, report)
   if kp is None:

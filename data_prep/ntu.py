@@ -42,13 +42,16 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import sys
 
 import numpy as np
 from absl import flags
 
 from data_prep import common
+from data_prep.common import Unreadable
+from data_prep.ntu_protocol import (DATASETS, MISSING_FILE, SUFFIX, class_names, is_train,
+                                    parse_name, read_missing_list)
+from data_prep.ntu_protocol import stem as _stem  # ntu._stem: used by stgcn_jax.raw_input
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
 
 NUM_JOINTS = 25
@@ -56,148 +59,21 @@ VALUES_PER_JOINT = 12
 LINES_PER_BODY = 2 + NUM_JOINTS            # info line, joint count, one line per joint
 MAX_ABS_METRES = 100.0                     # coordinate rule: |x|, |y|, |z| beyond this -> joint 0
 MAX_FILE_BYTES = 256 * 2**20               # the largest official file is a few MB
-SUFFIX = ".skeleton"
-_HERE = os.path.dirname(os.path.abspath(__file__))
-MISSING_FILE = os.path.join(_HERE, "ntu_missing_skeletons.txt")
-CLASS_FILE = os.path.join(_HERE, "ntu_class_names.txt")
-_NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\Z", re.ASCII | re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?[0-9]+\Z")
-XSUB60 = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
-XSUB120 = XSUB60 + (45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83,
-                    84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
-DATASETS = {"ntu60": {"max_setup": 17, "num_classes": 60, "benchmarks": ("xsub", "xview")},
-            "ntu120": {"max_setup": 32, "num_classes": 120, "benchmarks": ("xsub", "xset")}}
-
-
-class Unreadable(DataError):
-  """A sample that is not a regular file (``reason`` ``not_a_file``) or cannot be read
-  (``unreadable``); the report counts it under ``reason``."""
-
-  def __init__(self, message: str, reason: str = "unreadable"):
-    super().__init__(message)
-    self.reason = reason
-
-
-def _read_list(path: str) -> list[str]:
-  with open(path, encoding="utf-8") as f:
-    return [line.strip() for line in f if line.strip() and not line.startswith("#")]
-
-
-def read_missing_list(path: str) -> set[str]:
-  """The sample names of a missing-skeleton list: UTF-8 text, one name per line, ``#`` comments.
-
-  A name may carry the ``.skeleton`` suffix; names are upper-cased. Raises one DataError naming the
-  file (and line) when it is unreadable, not UTF-8 text or holds a line that is not a sample name.
-  """
-  expected = "UTF-8 text with one NTU sample name SsssCcccPpppRrrrAaaa per line"
-  try:
-    with open(path, "rb") as f:
-      raw = f.read(MAX_FILE_BYTES + 1)
-  except OSError as err:
-    raise DataError(f"missing-skeleton list {path!r}: cannot read it ({err.strerror or err})") \
-        from None
-  if len(raw) > MAX_FILE_BYTES:
-    raise DataError(f"missing-skeleton list {path!r} is larger than {MAX_FILE_BYTES} bytes; "
-                    f"expected {expected}")
-  try:
-    text = raw.decode("utf-8").removeprefix("\ufeff")
-  except UnicodeDecodeError as err:
-    raise DataError(f"missing-skeleton list {path!r} is not UTF-8 text (byte {err.start} is "
-                    f"{raw[err.start:err.start + 1]!r}); expected {expected}") from None
-  names = set()
-  for number, line in enumerate(text.split("\n"), 1):
-    line = line.strip()
-    if not line or line.startswith("#"):
-      continue
-    name = _stem(line)
-    if not _NAME_RE.match(name):
-      raise DataError(f"missing-skeleton list {path}:{number}: {line[:60]!r} is not a sample name; "
-                      f"expected {expected}")
-    names.add(name.upper())
-  return names
-
-
-def _stem(file_name: str) -> str:
-  """``file_name`` without a ``.skeleton`` suffix in any letter case."""
-  return file_name[:-len(SUFFIX)] if file_name.lower().endswith(SUFFIX) else file_name
-
-
-def parse_name(name: str) -> dict:
-  match = _NAME_RE.match(name)
-  if not match:
-    raise DataError(f"{name}: not an NTU sample name SsssCcccPpppRrrrAaaa")
-  s, c, p, r, a = (int(g) for g in match.groups())
-  return {"setup": s, "camera": c, "performer": p, "replication": r, "action": a}
-
-
-def is_train(meta: dict, dataset: str, benchmark: str) -> bool:
-  if benchmark == "xsub":
-    return meta["performer"] in (XSUB60 if dataset == "ntu60" else XSUB120)
-  if benchmark == "xview":
-    return meta["camera"] in (2, 3)
-  if benchmark == "xset":
-    return meta["setup"] % 2 == 0
-  raise DataError(f"unknown benchmark {benchmark!r}")
-
-
-def _file_kind(mode: int) -> str:
-  for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                     (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                     (stat.S_ISBLK, "a block device")):
-    if test(mode):
-      return kind
-  return "not a regular file"
-
-
-def _os_error(path: str, err: OSError) -> Unreadable:
-  if isinstance(err, FileNotFoundError) and os.path.islink(path):
-    return Unreadable(f"{path}: dangling symbolic link (its target {os.readlink(path)!r} does not "
-                      "exist)", "not_a_file")
-  return Unreadable(f"{path}: cannot read it ({err.strerror or err})")
-
-
-def check_regular_file(path: str) -> None:
-  """Raises :class:`Unreadable` naming ``path`` unless it is (a link to) a regular file."""
-  try:
-    mode = os.stat(path).st_mode
-  except OSError as err:
-    raise _os_error(path, err) from None
-  if not stat.S_ISREG(mode):
-    raise Unreadable(f"{path}: is {_file_kind(mode)}, not a regular .skeleton file", "not_a_file")
 
 
 def read_bytes(path: str) -> bytes:
-  """The content of the regular file ``path``; :class:`Unreadable` for anything else.
-
-  The file is opened without blocking and checked on the open descriptor, so a FIFO (or a file
-  swapped for one) is rejected instead of waiting forever for a writer.
-  """
-  try:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-  except OSError as err:
-    raise _os_error(path, err) from None
-  with os.fdopen(fd, "rb") as f:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-      raise Unreadable(f"{path}: is {_file_kind(info.st_mode)}, not a regular .skeleton file",
-                       "not_a_file")
-    if info.st_size > MAX_FILE_BYTES:
-      raise Unreadable(f"{path}: {info.st_size} bytes, larger than any NTU file (limit "
-                       f"{MAX_FILE_BYTES})")
-    try:
-      return f.read(info.st_size + 1)  # st_size <= the limit, checked above
-    except OSError as err:
-      raise _os_error(path, err) from None
+  """The content of the regular .skeleton file ``path`` (:func:`common.read_regular_file`, at most
+  ``MAX_FILE_BYTES``); :class:`Unreadable` for anything else, so a FIFO is rejected instead of
+  waited on."""
+  return common.read_regular_file(path, ".skeleton file", MAX_FILE_BYTES)
 
 
 class _Lines:
   """Line reader over a whole file that reports 1-based line numbers (LF or CRLF)."""
 
   def __init__(self, path: str):
-    raw = read_bytes(path)
-    if len(raw) > MAX_FILE_BYTES:
-      raise Unreadable(f"{path}: larger than any NTU file (limit {MAX_FILE_BYTES} bytes)")
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = read_bytes(path).decode("utf-8", errors="replace").removeprefix("\ufeff")
     self.lines = [line.removesuffix("\r") for line in text.split("\n")]
     self.path, self.pos = path, 0
 
@@ -369,7 +245,7 @@ def collect(srcs: list[str], dataset: str, missing: set[str],
   limits = DATASETS[dataset]
   for path in paths:
     try:
-      check_regular_file(path)
+      common.check_regular_file(path, ".skeleton file")
     except Unreadable as err:
       report.reject(err.reason, str(err))
       continue
@@ -424,7 +300,7 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
     record["keypoint"] = keypoint.astype(np.float32)
     report.keep()
     records.append(record)
-  classes = _read_list(CLASS_FILE)[:DATASETS[dataset]["num_classes"]]
+  classes = class_names(dataset)
   for bench in benchmarks:
     splits = {"train": [r for r in records if is_train(r["meta"], dataset, bench)],
               "test": [r for r in records if not is_train(r["meta"], dataset, bench)]}

@@ -9,11 +9,13 @@
 Rules for bad input (each counted in the final summary):
 * sample files are the ``*.json`` files in ``all_sqe``, the extension matched case-insensitively
   (``.JSON`` counts too); other files there are not samples and are listed in one warning.
-* unreadable or malformed JSON, missing fields, a frame without 20 joints of 3 numbers (a string,
-  ``true`` or ``null`` coordinate is not a number), zero frames, a label outside 1..10 or one that
-  disagrees with the action id in the name, a name that is not ``aAA_sSS_eEE_vVV``, a
-  ``file_name`` field that disagrees with the file's own name (the view would be misread), a view
-  other than 1..3: the file is rejected with its path (and line / frame).
+* not a regular file (a directory, FIFO, device or dangling link named ``*.json``; only regular
+  files are read, so a FIFO cannot hang the run), unreadable, larger than 64 MiB or malformed
+  JSON, missing fields, a frame without 20 joints of 3 numbers (a string, ``true`` or ``null``
+  coordinate is not a number), zero frames, a label outside 1..10 or one that disagrees with the
+  action id in the name, a name that is not ``aAA_sSS_eEE_vVV``, a ``file_name`` field that
+  disagrees with the file's own name (the view would be misread), a view other than 1..3: the file
+  is rejected with its path (and line / frame).
 * a coordinate that is NaN, infinite, beyond float32 or larger than 100 m in magnitude (the data
   are Kinect camera-space metres, observed within 5.1 m): the joint is set to 0 (missing) and the
   clip is kept as repaired; a clip with no non-zero joint left is rejected as ``all_zero``.
@@ -25,7 +27,6 @@ Rules for bad input (each counted in the final summary):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -43,24 +44,17 @@ _NAME_RE = re.compile(r"^a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)$")
 TRAIN_VIEWS, TEST_VIEWS = (1, 2), (3,)
 NUM_JOINTS = 20
 MAX_ABS = 100.0     # metres; Kinect v1 camera space, observed |value| <= 5.1
+MAX_FILE_BYTES = 64 * 2**20     # the largest all_sqe file is 127 KB
 
 
 def parse_file(path: str) -> dict:
   """One NW-UCLA JSON file -> a record with an extra ``view``; raises DataError naming the file.
 
-  The keypoint is float64 as read: the coordinate rule (:func:`common.clean_keypoint`) is applied
+  Only a regular file is read (:func:`common.read_json`: a FIFO is refused, not waited on). The
+  keypoint is float64 as read: the coordinate rule (:func:`common.clean_keypoint`) is applied
   by :func:`collect`.
   """
-  try:
-    with open(path, "rb") as f:
-      obj = json.loads(f.read().decode("utf-8-sig"))
-  except json.JSONDecodeError as err:
-    raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column "
-                    f"{err.colno})") from None
-  except (OSError, UnicodeDecodeError) as err:
-    raise DataError(f"{path}: cannot read ({err})") from None
-  except (ValueError, RecursionError) as err:   # e.g. an integer of > 4300 digits, deep nesting
-    raise DataError(f"{path}: malformed JSON ({type(err).__name__}: {str(err)[:200]})") from None
+  obj = common.read_json(path, "JSON file", MAX_FILE_BYTES, encoding="utf-8-sig")
   if not isinstance(obj, dict):
     raise DataError(f"{path}: expected a JSON object with file_name, skeletons, label, got "
                     f"{type(obj).__name__}")
@@ -84,8 +78,8 @@ def parse_file(path: str) -> dict:
     raise DataError(f"{path}: unknown label {_short(label)}; expected an integer in "
                     f"1..{len(CLASS_NAMES)}")
   if ACTION_IDS[label - 1] != action:
-    raise DataError(f"{path}: label {label} means action a{ACTION_IDS[label - 1]:02d}, but the name "
-                    f"says a{action:02d}")
+    raise DataError(f"{path}: label {label} means action a{ACTION_IDS[label - 1]:02d}, but the "
+                    f"name says a{action:02d}")
   frames = obj["skeletons"]
   if not isinstance(frames, list) or not frames:
     raise DataError(f"{path}: zero-length sequence (field 'skeletons' has no frames)")

@@ -54,35 +54,25 @@ from __future__ import annotations
 
 import os
 import re
-import reprlib
 import sys
 import unicodedata
 
-import numpy as np
 from absl import flags
 
 from data_prep import common
+from data_prep.pyskl_annotation import is_label, note_repairs, short, to_record
+from data_prep.pyskl_splits import default_roles, split_records
 from stgcn_jax import graph
 from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*$")
 UNSPLIT = "train"                # the one split of a pickle without split information
 MAX_CLASSES = 100_000
-MAX_PERSONS_WITHOUT_FRAMES = 10  # more persons than frames and more than this: (T, M, V, C)
-MAX_IMG_SIDE = 1_000_000
-MAX_ABS_UNKNOWN_UNITS = 1e6      # coordinate bound for 3D and 2D data of unknown units
-PIXEL_BOUND_FACTOR = 10          # 2D pixel data: |coordinate| <= 10 x the image's longer side
 MAX_CLASS_NAME_FILE = 16 << 20
 _KINDS = {"3d": "3D keypoints (x, y, z)", "2d": "2D keypoints (x, y) without score",
           "2d+score": "2D keypoints with keypoint_score"}
 _CHANNELS = {"3d": ["x", "y", "z"], "2d": ["x", "y"], "2d+score": ["x", "y", "score"]}
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def _short(value) -> str:
-  """A repr of ``value`` short enough for one message line."""
-  return _REPR.repr(value)
+_record, _is_label = to_record, is_label   # one annotation, as stgcn_jax.raw_input reads it
 
 
 def read_pickle(path: str):
@@ -95,7 +85,7 @@ def _annotations_and_splits(obj, path: str) -> tuple[list, dict, bool]:
   if isinstance(obj, list):
     return obj, _unsplit(obj), True
   if not isinstance(obj, dict) or "annotations" not in obj:
-    keys = sorted(map(_short, obj))[:10] if isinstance(obj, dict) else None
+    keys = sorted(map(short, obj))[:10] if isinstance(obj, dict) else None
     raise DataError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
                     f"annotations), got {type(obj).__name__}"
                     + (f" with keys {', '.join(keys)}" if keys is not None else ""))
@@ -112,11 +102,11 @@ def _annotations_and_splits(obj, path: str) -> tuple[list, dict, bool]:
                     f"'split' out to use every annotation as one split {UNSPLIT!r})")
   for name, entries in splits.items():
     if not isinstance(name, str) or not _SPLIT_RE.match(name) or name.lower() == "all":
-      raise DataError(f"{path}: split name {_short(name)} must be ASCII letters, digits and _ "
+      raise DataError(f"{path}: split name {short(name)} must be ASCII letters, digits and _ "
                       "with at least one letter or digit, and not 'all' (reserved by tfds)")
     if not isinstance(entries, (list, tuple)):
       raise DataError(f"{path}: split {name!r} must be a list of frame_dir strings, got "
-                      f"{type(entries).__name__} {_short(entries)}")
+                      f"{type(entries).__name__} {short(entries)}")
   return annotations, splits, False
 
 
@@ -125,155 +115,17 @@ def _unsplit(annotations: list) -> dict:
                     if isinstance(a, dict) and isinstance(a.get("frame_dir"), str)]}
 
 
-def _is_label(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _label_shift(annotations: list, label_base, path: str) -> int:
   if label_base != "auto":
     if str(label_base) not in ("0", "1"):
       raise DataError(f"label base must be 'auto', 0 or 1, got {label_base!r}")
     return int(label_base)
-  ints = [int(a["label"]) for a in annotations if isinstance(a, dict) and _is_label(a.get("label"))]
+  ints = [int(a["label"]) for a in annotations if isinstance(a, dict) and is_label(a.get("label"))]
   one_based = bool(ints) and min(ints) == 1
   if one_based:
     print(f"note: {path}: labels run {min(ints)}..{max(ints)} with no 0; treating them as "
           "1-based (pass --label-base 0 to keep them)")
   return 1 if one_based else 0
-
-
-def _real_array(value, where: str, field: str) -> np.ndarray:
-  """``value`` (an ndarray or nested lists) as an array of real numbers, else DataError."""
-  if isinstance(value, np.ndarray):
-    array = value
-  elif isinstance(value, (list, tuple)):
-    try:
-      array = np.asarray(value)
-    except (ValueError, TypeError, OverflowError, RecursionError) as err:
-      raise DataError(f"{where}: {field} given as nested lists is not a regular array "
-                      f"({str(err).splitlines()[0][:120]})") from None
-  else:
-    raise DataError(f"{where}: {field} must be a numpy array, got {type(value).__name__} "
-                    f"{_short(value)}")
-  if array.dtype.kind not in "iuf":
-    raise DataError(f"{where}: {field} must hold real numbers (float or int), got dtype "
-                    f"{array.dtype}")
-  return array
-
-
-def _img_shape(ann: dict, where: str) -> tuple[int, int]:
-  """(height, width) from ``img_shape``; (0, 0) when missing or None (unknown)."""
-  value = ann.get("img_shape")
-  if value is None:
-    return (0, 0)
-  bad = DataError(f"{where}: img_shape must be (height, width) in pixels, positive integers up "
-                  f"to {MAX_IMG_SIDE} (or None when unknown), got {_short(value)}")
-  if not isinstance(value, (tuple, list, np.ndarray)):
-    raise bad
-  try:
-    shape = np.asarray(value)
-  except (ValueError, TypeError, OverflowError, RecursionError):
-    raise bad from None
-  if shape.ndim != 1 or not 2 <= shape.size <= 3 or shape.dtype.kind not in "iuf":
-    raise bad
-  hw = shape[:2].astype(np.float64)
-  if not np.isfinite(hw).all() or (hw != np.round(hw)).any():
-    raise bad
-  if (hw == 0).all():
-    return (0, 0)
-  if not ((hw >= 1) & (hw <= MAX_IMG_SIDE)).all():
-    raise bad
-  return int(hw[0]), int(hw[1])
-
-
-def _check_axis_order(shape: tuple, total, where: str) -> None:
-  """Rejects a keypoint that was stored as (T, M, V, C): more persons than frames and either more
-  than a plausible crowd or ``total_frames`` equal to the person count."""
-  m, t = shape[:2]
-  total = int(total) if _is_label(total) else None
-  if m > t and (m > MAX_PERSONS_WITHOUT_FRAMES or total == m):
-    raise DataError(
-        f"{where}: keypoint shape {shape} reads as {m} persons in {t} frame(s)"
-        + (f" while total_frames is {total}" if total is not None else "")
-        + "; the array looks stored as (T, M, V, C). pyskl's keypoint is (M, T, V, C): store "
-        "keypoint.transpose(1, 0, 2, 3) (and keypoint_score.transpose(1, 0, 2))")
-
-
-def _record(ann, i: int, path: str, layout: graph.Layout, shift: int,
-            num_classes: int | None, report: ConversionReport) -> dict | None:
-  """One annotation -> record; raises DataError for a rejected annotation; ``None`` when the
-  all-zero rule rejected it (already counted in ``report``)."""
-  if not isinstance(ann, dict):
-    raise DataError(f"{path}: annotation {i} is a {type(ann).__name__}, expected a dict")
-  name = ann.get("frame_dir")
-  where = f"{path}: annotation {i} ({_short(name)})"
-  if not isinstance(name, str) or not name:
-    raise DataError(f"{where}: missing or empty 'frame_dir' (expected a non-empty string)")
-  try:
-    name.encode("utf-8")
-  except UnicodeEncodeError:
-    raise DataError(f"{where}: frame_dir is not valid Unicode text") from None
-  if "label" not in ann:
-    raise DataError(f"{where}: no 'label' field")
-  if not _is_label(ann["label"]):
-    raise DataError(f"{where}: label must be an integer, got {_short(ann['label'])}")
-  raw = int(ann["label"])
-  label = raw - shift
-  if label < 0 or (num_classes is not None and label >= num_classes):
-    expected = (f"{shift}..{num_classes - 1 + shift}" if num_classes is not None
-                else f">= {shift}")
-    raise DataError(f"{where}: unknown label {raw}; expected {expected} (labels read as "
-                    f"{shift}-based)")
-  if "keypoint" not in ann:
-    raise DataError(f"{where}: no 'keypoint' field")
-  kp = _real_array(ann["keypoint"], where, "keypoint")
-  if kp.ndim != 4 or kp.shape[-1] not in (2, 3):
-    raise DataError(f"{where}: keypoint must be (M, T, V, 2 or 3), got shape {kp.shape}")
-  if kp.shape[0] == 0 or kp.shape[1] == 0:
-    raise DataError(f"{where}: zero-length sequence (keypoint shape {kp.shape})")
-  if kp.shape[2] != layout.num_joints:
-    raise DataError(f"{where}: keypoint has {kp.shape[2]} joints, layout {layout.name!r} has "
-                    f"{layout.num_joints}")
-  total = ann.get("total_frames", kp.shape[1])
-  _check_axis_order(kp.shape, total, where)
-  score = ann.get("keypoint_score")
-  kind = "3d" if kp.shape[-1] == 3 else "2d"
-  if score is not None and kind == "2d":
-    score = _real_array(score, where, "keypoint_score")
-    if score.shape != kp.shape[:3]:
-      raise DataError(f"{where}: keypoint_score shape {score.shape} does not match keypoint "
-                      f"{kp.shape[:3]}")
-    kind = "2d+score"
-  img_shape = _img_shape(ann, where)
-  values = kp.astype(np.float64)
-  if kind == "2d+score":
-    values = np.concatenate([values, score.astype(np.float64)[..., None]], axis=-1)
-  max_abs = (PIXEL_BOUND_FACTOR * max(img_shape) if kind != "3d" and max(img_shape) > 0
-             else MAX_ABS_UNKNOWN_UNITS)
-  scratch = ConversionReport()        # the sample's repair is noted only once it is kept
-  values = common.clean_keypoint(values, where, scratch, max_abs=max_abs)
-  # scratch's messages read "<rejected|repaired>: <where>: <what>"; keep <what>
-  notes = [(key.split("/", 1)[1], message.split(": ", 1)[1][len(where) + 2:])
-           for key, message in zip(scratch.reasons, scratch.messages)]
-  if values is None:
-    report.reject(notes[0][0], f"{where}: {notes[0][1]}")
-    return None
-  if score is not None and kind == "3d":
-    notes.append(("score_with_3d", "keypoint_score next to 3D keypoints is ignored"))
-  if not _is_label(total) or int(total) != kp.shape[1]:
-    notes.append(("total_frames", f"total_frames {_short(total)} != keypoint T {kp.shape[1]}; "
-                                  "set to T"))
-  return {"keypoint": values.astype(np.float32), "label": label, "frame_dir": name,
-          "total_frames": int(kp.shape[1]), "img_shape": img_shape, "kind": kind, "index": i,
-          "repairs": notes, "where": where}
-
-
-def _note_repairs(record: dict, report: ConversionReport) -> None:
-  """Counts a kept record's repairs as one repaired sample (reasons joined by +)."""
-  notes = record["repairs"]
-  if notes:
-    report.repair("+".join(r for r, _ in notes),
-                  f"{record['where']}: " + "; ".join(m for _, m in notes))
 
 
 def _mixed_kinds(path: str, by_kind: dict) -> DataError:
@@ -317,27 +169,6 @@ def _check_dense_labels(path: str, records: list[dict], shift: int) -> int:
       "N or --class-names FILE (labels outside the classes are then rejected by name)")
 
 
-def _split_role(name: str) -> str | None:
-  low = name.lower()
-  is_train, is_eval = "train" in low, "test" in low or "val" in low
-  return "train" if is_train and not is_eval else "eval" if is_eval and not is_train else None
-
-
-def _benchmark(name: str) -> str:
-  return re.sub(r"train|test|val", "", name.lower()).strip("_")
-
-
-def _leak_pairs(split_names) -> list[tuple[str, str]]:
-  """(training split, evaluation split) pairs that must not share a sample."""
-  pairs = {(a, b) for a in split_names for b in split_names
-           if _split_role(a) == "train" and _split_role(b) == "eval"
-           and _benchmark(a) == _benchmark(b)}
-  roles = default_roles(split_names)
-  if roles.get("train") and roles.get("test") and roles["train"] != roles["test"]:
-    pairs.add((roles["train"], roles["test"]))
-  return sorted(pairs)
-
-
 def collect(path: str, layout: graph.Layout, label_base: str, num_classes: int | None,
             report: ConversionReport) -> tuple[dict, int, int]:
   """Reads the pickle; returns (split -> records, channel kind, number of classes)."""
@@ -350,7 +181,7 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
   annotations, split_names, unsplit = _annotations_and_splits(obj, path)
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
     first = annotations[0] if isinstance(annotations[0], dict) else {}
-    name = _short(first.get("frame_dir"))
+    name = short(first.get("frame_dir"))
     raise DataError(
         f"{path}: no annotation has a 'keypoint' field (annotation 0 {name}"
         f" has {sorted(map(str, first))[:20]}); this is a K400-style metadata pickle whose "
@@ -359,12 +190,12 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
         "first.")
   shift = _label_shift(annotations, label_base, path)
   by_name, kind, rejected = _records(annotations, path, layout, shift, num_classes, report)
-  splits = _split_records(split_names, by_name, rejected, path, report)
+  splits = split_records(split_names, by_name, rejected, path, report)
   used = {r["frame_dir"] for rs in splits.values() for r in rs}
   for name, record in by_name.items():
     if name in used:
       report.keep()
-      _note_repairs(record, report)
+      note_repairs(record, report)
     else:
       report.reject("no_split", f"{path}: annotation {record['index']} ({name!r}) is in no split; "
                                 "not written")
@@ -386,7 +217,7 @@ def _records(annotations, path, layout, shift, num_classes, report) -> tuple[dic
     if isinstance(ann, dict) and isinstance(ann.get("frame_dir"), str):
       rejected.add(ann["frame_dir"])      # removed again below once the annotation is kept
     try:
-      record = _record(ann, i, path, layout, shift, num_classes, report)
+      record = to_record(ann, i, path, layout, shift, num_classes, report)
     except DataError as err:
       report.reject("invalid", str(err))
       continue
@@ -405,55 +236,6 @@ def _records(annotations, path, layout, shift, num_classes, report) -> tuple[dic
     raise DataError(f"{path}: no usable annotation (rejected {report.rejected}):\n"
                     + report.summary())
   return by_name, next(iter(by_kind)), rejected - set(by_name)
-
-
-def _split_records(split_names, by_name, rejected, path, report) -> dict:
-  """Split -> records as the pickle lists them, without leakage into evaluation splits."""
-  splits = {}
-  for split, names in split_names.items():
-    records, listed = [], set()
-    for j, name in enumerate(names):
-      if not isinstance(name, str):
-        report.reject("split_entry", f"{path}: split {split!r} entry {j} is {_short(name)}, "
-                                     "expected a frame_dir string")
-        continue
-      if name in listed:
-        report.reject("duplicate", f"{path}: split {split!r} lists {name!r} twice; kept once")
-        continue
-      listed.add(name)
-      if name in by_name:
-        records.append(by_name[name])
-      elif name not in rejected:          # a rejected annotation is already counted
-        report.reject("split_entry", f"{path}: split {split!r} lists {name!r}, which has no "
-                                     "usable annotation")
-    splits[split] = records
-  for train, test in _leak_pairs(split_names):
-    in_train = {r["frame_dir"] for r in splits[train]}
-    leaked = [r for r in splits[test] if r["frame_dir"] in in_train]
-    if leaked and len(leaked) == len(splits[test]):
-      raise DataError(f"{path}: every sample of evaluation split {test!r} ({len(leaked)}) is also "
-                      f"in training split {train!r} (first: annotation {leaked[0]['index']} "
-                      f"{leaked[0]['frame_dir']!r}); the splits must be disjoint")
-    for r in leaked:
-      report.reject("leak", f"{path}: annotation {r['index']} ({r['frame_dir']!r}) is in training "
-                            f"split {train!r} and evaluation split {test!r}; kept in {train!r} "
-                            "only")
-    splits[test] = [r for r in splits[test] if r["frame_dir"] not in in_train]
-  return {s: r for s, r in splits.items() if r}
-
-
-def default_roles(split_names) -> dict:
-  roles = {}
-  for role, keys in (("train", ("train",)), ("test", ("test", "val"))):
-    for key in keys:
-      hits = [s for s in sorted(split_names) if key in s]
-      if hits and role not in roles:
-        roles[role] = hits[0]
-  if len(split_names) == 1:
-    only = next(iter(split_names))
-    roles.setdefault("train", only)
-    roles.setdefault("test", only)
-  return roles
 
 
 def read_class_names(path: str | None, num_classes: int | None) -> list[str] | None:
@@ -479,7 +261,7 @@ def read_class_names(path: str | None, num_classes: int | None) -> list[str] | N
     if not line:
       continue
     if any(unicodedata.category(ch) == "Cc" for ch in line):
-      raise DataError(f"{path}: line {number}: class name {_short(line)} holds control "
+      raise DataError(f"{path}: line {number}: class name {short(line)} holds control "
                       "characters; expected a text file with one class name per line")
     if line in seen:
       raise DataError(f"{path}: line {number}: class name {line!r} repeats line {seen[line]}; "
@@ -499,7 +281,7 @@ def convert(src: str, out: str, name: str, layout: str, *, label_base: str = "au
             num_classes: int | None = None, class_names_file: str | None = None,
             overwrite: bool = False, report: ConversionReport | None = None) -> str:
   report = report if report is not None else ConversionReport()
-  if num_classes is not None and (not _is_label(num_classes)
+  if num_classes is not None and (not is_label(num_classes)
                                   or not 1 <= num_classes <= MAX_CLASSES):
     raise DataError(f"--num-classes must be an integer in 1..{MAX_CLASSES}, got {num_classes!r}")
   layout = graph.get_layout(layout)

@@ -182,7 +182,7 @@ def test_a_fifo_or_folder_named_json_is_rejected_not_waited_on(tmp_path):
   os.mkfifo(tmp_path / "fifo.json")
   (tmp_path / "dir.json").mkdir()
   with _deadline(5):
-    for name, kind in (("fifo", "a FIFO"), ("dir", "a directory")):
+    for name, kind in (("fifo", "a FIFO (named pipe)"), ("dir", "a directory")):
       with pytest.raises(data.DataError, match=re.escape(
           f"{tmp_path}/{name}.json: is {kind}, not a regular JSON file")):
         kinetics.parse_video(str(tmp_path / f"{name}.json"))

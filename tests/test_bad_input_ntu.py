@@ -145,7 +145,8 @@ def test_oversized_file_is_rejected(tmp_path, monkeypatch):
   monkeypatch.setattr(ntu, "MAX_FILE_BYTES", 1000)
   path = tmp_path / "S001C001P001R001A011.skeleton"
   path.write_bytes(NTU_FILE.read_bytes())
-  with pytest.raises(ntu.Unreadable, match=r"bytes, larger than any NTU file \(limit 1000\)"):
+  with pytest.raises(ntu.Unreadable,
+                     match=r"larger than the limit of 1000 bytes for a \.skeleton file"):
     ntu.to_record(str(path))
 
 

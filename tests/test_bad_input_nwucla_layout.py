@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -111,6 +112,32 @@ def test_nw_ucla_upper_case_extension_is_a_sample(tmp_path):
   samples, others = nw_ucla.list_files(str(tmp_path))
   assert samples == [str(tmp_path / "a01_s01_e00_v01.JSON")] and others == ["readme.md"]
   assert nw_ucla.parse_file(samples[0])["frame_dir"] == "a01_s01_e00_v01"
+
+
+def test_nw_ucla_fifo_is_refused_not_waited_on(tmp_path):
+  """A FIFO named like a sample is refused in one line naming it. A reader that opens it blocking
+  waits for a writer forever, so the parse runs in a thread and a hang fails the test."""
+  from data_prep import nw_ucla
+  fifo = tmp_path / "a01_s01_e00_v01.json"
+  os.mkfifo(fifo)
+  raised = []
+
+  def parse():
+    try:
+      nw_ucla.parse_file(str(fifo))
+    except Exception as err:  # pylint: disable=broad-except
+      raised.append(err)
+  thread = threading.Thread(target=parse, daemon=True)
+  thread.start()
+  thread.join(timeout=10)
+  if thread.is_alive():
+    try:                      # be the writer the reader waits for, so the thread can end
+      os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+      pass
+    pytest.fail("parse_file still waits on the FIFO after 10 s")
+  assert len(raised) == 1 and isinstance(raised[0], data.DataError), raised
+  assert str(raised[0]) == f"{fifo}: is a FIFO (named pipe), not a regular JSON file"
 
 
 @needs_data

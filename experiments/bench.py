@@ -33,24 +33,24 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
 import time
 import types
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+# Machine facts and timing helpers (also used by bench_deploy, which imports them from here).
+from experiments.bench_timing import (ContentionMeter, compile_jitted, cpu_model,
+                                      matmul_peak_gflops, peak_memory_bytes, time_calls)
 from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
-from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 from stgcn_jax.models import layers
 
@@ -71,113 +71,6 @@ REFERENCE = {
 TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_stages=(2,))
 
 
-# ----------------------------------------------------------------------------- machine facts
-
-
-def cpu_model() -> str:
-  """The CPU model name from ``/proc/cpuinfo`` (or ``platform.processor()``)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def _cpu_busy_jiffies() -> tuple[float, float] | None:
-  """(busy, total) CPU jiffies of the whole machine from ``/proc/stat``."""
-  try:
-    with open("/proc/stat") as f:
-      fields = [float(v) for v in f.readline().split()[1:]]
-  except (OSError, ValueError):
-    return None
-  idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-  return sum(fields) - idle, sum(fields)
-
-
-class ContentionMeter:
-  """The share of the machine's CPU time that *other* processes used between start and stop."""
-
-  def __init__(self):
-    self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    self._start = None
-
-  def start(self):
-    t = os.times()
-    self._start = (_cpu_busy_jiffies(), t.user + t.system + t.children_user + t.children_system)
-    return self
-
-  def stop(self) -> float | None:
-    """Other processes' CPU time / (wall x cores) over the interval, or None if unknown."""
-    now = _cpu_busy_jiffies()
-    if now is None or self._start[0] is None:
-      return None
-    t = os.times()
-    own = t.user + t.system + t.children_user + t.children_system - self._start[1]
-    busy = (now[0] - self._start[0][0]) / self._hz
-    total = (now[1] - self._start[0][1]) / self._hz
-    return max(0.0, busy - own) / total if total > 0 else None
-
-
-def peak_memory_bytes() -> tuple[int | None, str]:
-  """Peak memory: the device's ``peak_bytes_in_use`` where reported, else the process's max RSS."""
-  stats = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return int(rss * (1 if sys.platform == "darwin" else 1024)), "process peak RSS (cumulative)"
-
-
-# ----------------------------------------------------------------------------- timing helpers
-
-
-def time_calls(fn: Callable[[], Any], steps: int, warmup: int = 1) -> list[float]:
-  """Wall times of ``steps`` calls of ``fn`` (each blocked until ready) after ``warmup`` calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return times
-
-
-def compile_jitted(jitted, *args) -> tuple[Any, float, dict[str, Any]]:
-  """(compiled, compile seconds, {flops, memory analysis}) of ``jitted`` at ``args``."""
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  seconds = time.perf_counter() - start
-  info: dict[str, Any] = {"flops": None, "memory": None}
-  try:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else None
-    if cost and cost.get("flops", -1) > 0:
-      info["flops"] = float(cost["flops"])
-  except Exception:  # pylint: disable=broad-except  # some backends have no cost model
-    pass
-  try:
-    mem = compiled.memory_analysis()
-    if mem is not None:
-      info["memory"] = {k: int(getattr(mem, f"{k}_size_in_bytes"))
-                        for k in ("argument", "output", "temp", "alias")}
-  except Exception:  # pylint: disable=broad-except
-    pass
-  return compiled, seconds, info
-
-
-def matmul_peak_gflops(n: int, steps: int, dtype) -> float:
-  """GFLOP/s of a jitted ``(n x n) @ (n x n)`` product: the machine's dense-matmul rate."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(lambda a, b: a @ b)
-  times = time_calls(lambda: f(a, b), max(steps, 5), warmup=2)
-  return 2 * n ** 3 / min(times) / 1e9
-
-
 # ----------------------------------------------------------------------------- the model
 
 
@@ -193,9 +86,9 @@ def precision(dtype: str):
 
 def sparse_config(batch: int, **overrides) -> Any:
   """The generator-mode fine-tune configuration (80 % sparsity, no warm-up: sparse from step 0)."""
-  return sp.resolve(dict(dict(mode="generator", sparsity=0.8, warmup_epochs=0, num_epochs=100,
-                              steps_per_epoch=1000, batch_size=batch, base_batch_size=batch),
-                         **overrides))
+  return training.resolve(dict(mode="generator", sparsity=0.8, warmup_epochs=0, num_epochs=100,
+                               steps_per_epoch=1000, batch_size=batch, base_batch_size=batch),
+                          **overrides)
 
 
 def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array]:
@@ -278,7 +171,7 @@ def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) 
     return metrics["loss"]
 
   times = time_calls(once, args.ensemble_steps, warmup=args.ensemble_warmup)
-  members = len(cfg.ensemble_sparsities)
+  members = len(cfg.sparsity.ensemble_sparsities)
   out = {"backbone": name, "batching": batching, "members": members, "compile_s": compile_s,
          "step_s": statistics.median(times), "step_s_all": times,
          "xla_gflop_per_step": info["flops"] / 1e9 if info["flops"] else None,
@@ -305,10 +198,8 @@ def bench_pipeline(args, train_rates: dict[str, float]) -> dict[str, Any]:
   return {"dataset": "NTU-shaped synthetic (M=2, V=25, 60-300 raw frames, spine align, rot 0.1)",
           "clips": args.pipeline_clips, "store_write_s": write_s, "samples_per_s": rate,
           "train_consumption_samples_per_s": train_rates,
-          "pipeline_over_fastest_consumer": rate / max(train_rates.values()) if train_rates else None}
-
-
-# ----------------------------------------------------------------------------- deployment
+          "pipeline_over_fastest_consumer":
+              rate / max(train_rates.values()) if train_rates else None}
 
 
 # ----------------------------------------------------------------------------- report
@@ -323,7 +214,8 @@ def format_table(result: dict[str, Any]) -> str:
   m = result["machine"]
   lines = [f"machine: {m['cpu_model']}, {m['nproc']} cpus, backend {m['backend']} "
            f"({m['device']}), conv grad {m['conv_impl']}; load avg at start {m['load_avg_start']}, "
-           f"other processes used {_fmt(m.get('other_cpu_share'), '.0%')} of the CPU during the run",
+           f"other processes used {_fmt(m.get('other_cpu_share'), '.0%')} of the CPU during the "
+           "run",
            f"dense f32 matmul ({m['matmul_n']}^2): {m['matmul_gflops']:.0f} GFLOP/s",
            ""]
   head = (f"{'backbone':<8} {'train/s':>8} {'x pyskl':>7} {'infer/s':>8} {'x pyskl':>7} "
@@ -341,8 +233,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"{_fmt(temp and temp / 2**20, '.0f'):>8}")
   for e in result.get("ensemble", []):
     lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, {e['batching']}): "
-                 f"{e['step_s']:.2f} s/step vs 4 x one step {_fmt(e.get('members_x_single_step_s'))}"
-                 f" s: {_fmt(e.get('speedup_vs_sequential'))}x")
+                 f"{e['step_s']:.2f} s/step vs 4 x one step "
+                 f"{_fmt(e.get('members_x_single_step_s'))} s: "
+                 f"{_fmt(e.get('speedup_vs_sequential'))}x")
   p = result.get("pipeline")
   if p:
     lines.append(f"\ninput pipeline ({p['dataset']}): {p['samples_per_s']:.0f} samples/s; train "
@@ -436,8 +329,8 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
       "reference": REFERENCE,
       "machine": {"nproc": nproc, "cpu_model": cpu_model(), "backend": jax.default_backend(),
                   "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
-                  "load_avg_start": load_start, "conv_impl": args.conv_impl, "matmul_n": args.matmul_n,
-                  "matmul_gflops": peak, "matmul_dtype": args.dtype},
+                  "load_avg_start": load_start, "conv_impl": args.conv_impl,
+                  "matmul_n": args.matmul_n, "matmul_gflops": peak, "matmul_dtype": args.dtype},
       "backbones": [], "ensemble": [], "pipeline": None, "warnings": warnings,
   }
   for name in names:

@@ -46,28 +46,25 @@ _FIELD = {"epochs": "num_epochs"}
 
 
 def _config():
-  config = _CONFIG.value
-  with config.unlocked():
-    for name, flag in _FLAGS.items():
-      if flag.value is not None:
-        config[_FIELD.get(name, name)] = flag.value
-    if config.mode == "dense" and _FLAGS["sparsity"].value is None:
-      config.sparsity = 0.0
-    if config.sparsity == 0 and config.mode == "generator":
-      config.mode = "dense"
-    if config.num_epochs < config.warmup_epochs and _FLAGS["warmup_epochs"].value is None:
-      config.warmup_epochs = int(round(0.6 * config.num_epochs))
-    if config.lr_warmup_epochs >= config.num_epochs:  # a short run: warm the LR up over 10 % of it
-      config.lr_warmup_epochs = 0.1 * config.num_epochs
-  return config
+  """The typed run config: the config file's fields, the shortcut flags over them, and the run
+  policy (``stgcn_jax.training.config``: sparsity 0 is a dense run, a warm-up longer than a short
+  run is rescaled) applied once."""
+  from stgcn_jax.training.config import RunConfig  # pylint: disable=import-outside-toplevel
+  flat = _CONFIG.value.to_dict()
+  explicit = set()
+  for name, flag in _FLAGS.items():
+    if flag.value is not None:
+      flat[_FIELD.get(name, name)] = flag.value
+      explicit.add(_FIELD.get(name, name))
+  return RunConfig.from_flat(flat, explicit=explicit)
 
 
 def _run_name(config) -> str:
-  parts = [config.dataset, config.backbone, config.mode]
-  if config.mode != "dense":
-    parts.append(f"s{config.sparsity:g}")
-  if config.modality != "j":
-    parts.append(config.modality.replace(",", "+"))
+  parts = [config.data.dataset, config.model.backbone, config.sparsity.mode]
+  if config.sparsity.mode != "dense":
+    parts.append(f"s{config.sparsity.sparsity:g}")
+  if config.data.modality != "j":
+    parts.append(config.data.modality.replace(",", "+"))
   return "_".join(parts)
 
 

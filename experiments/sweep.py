@@ -4,10 +4,10 @@
       --backbones=stgcn,aagcn,ctrgcn,dgstgcn --sparsities=0,0.6,0.8,0.95,0.99 \\
       --root=runs/nw_ucla --parallel=4 [-- --data_dir=DIR --epochs=100 ...]
 
-Each cell is one ``python -m experiments.run`` process (sparsity 0 runs ``--mode=dense``, the
-others the generator) with the workdir ``ROOT/BACKBONE_sSPARSITY``; flags after ``--`` go to every
-run. Finished cells (``results.json`` present) are skipped and unfinished ones resume from their
-checkpoints, so a sweep that was stopped is continued by running the same command again. With
+Each cell is one ``python -m experiments.run`` process (sparsity 0 is a dense run, the others the
+generator: the run config's policy, ``stgcn_jax.training.config``) with the workdir
+``ROOT/BACKBONE_sSPARSITY``; flags after ``--`` go to every run. Finished cells (``results.json``
+present) are skipped and unfinished ones resume from their checkpoints, so a sweep that was stopped is continued by running the same command again. With
 ``--parallel`` > 1 on a GPU each process gets an equal share of its memory
 (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless you set it).
 
@@ -94,8 +94,6 @@ def run_command(config: str, backbone: str, sparsity: float, workdir: str,
   """The ``experiments.run`` command line of one cell (``--seed=SEED`` last, so that it wins)."""
   cmd = [sys.executable, "-m", "experiments.run", f"--config={config}", f"--backbone={backbone}",
          f"--sparsity={sparsity:g}", f"--workdir={workdir}"]
-  if sparsity == 0:
-    cmd.append("--mode=dense")
   return cmd + list(extra) + ([] if seed is None else [f"--seed={seed}"])
 
 

@@ -16,7 +16,8 @@ zero (then the bit mask costs less than the zeros). "Kept" means a nonzero bit p
 and NaNs survive: ``load_sparse`` returns bit-identical weights and hence bit-identical logits.
 The few concatenated arrays keep the zip overhead to a few hundred bytes whatever the model size.
 
-Portable artifact (``export_stablehlo``): ``jax.export`` of the eval-mode forward pass with the
+Portable artifact (``export_stablehlo``, ``input_contract``, ``JOINT_NAMES``: defined in
+``stgcn_jax.stablehlo``, re-exported here): ``jax.export`` of the eval-mode forward pass with the
 weights baked in as constants, input ``float32 (B, M, T, V, C)`` with a symbolic batch ``B``;
 ``FILE`` holds ``Exported.serialize()`` and ``FILE.json`` the input contract. Running it needs only
 ``jax`` and ``numpy``::
@@ -37,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import atomic, checkpoint, models
-from stgcn_jax import graph as graph_lib
 from stgcn_jax.sparsity import masks as masks_lib
+from stgcn_jax.stablehlo import JOINT_NAMES, export_stablehlo, input_contract
 
 __all__ = ["FORMAT", "ExportError", "resolve_model_dir", "load_any", "save_sparse", "load_sparse",
            "export_stablehlo", "input_contract", "size_on_disk", "sparse_size_bound",
@@ -48,29 +49,6 @@ FORMAT = "stgcn-jax-sparse-v1"
 _COLLECTIONS = ("params", "batch_stats")
 _SPARSE_GAIN = 1.0 / 32.0   # a non-prunable kernel is stored sparse above this zero fraction
 _MAX_JSON_BYTES = 64 << 20
-
-# The joint order of the built-in layouts (documentation for the input contract).
-JOINT_NAMES = {
-    "nturgb+d": [  # Kinect v2, NTU RGB+D's 1-based joint numbers minus one
-        "spine_base", "spine_mid", "neck", "head", "left_shoulder", "left_elbow", "left_wrist",
-        "left_hand", "right_shoulder", "right_elbow", "right_wrist", "right_hand", "left_hip",
-        "left_knee", "left_ankle", "left_foot", "right_hip", "right_knee", "right_ankle",
-        "right_foot", "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip",
-        "right_thumb"],
-    "nw-ucla": [  # Kinect v1
-        "hip_center", "spine", "shoulder_center", "head", "left_shoulder", "left_elbow",
-        "left_wrist", "left_hand", "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-        "left_hip", "left_knee", "left_ankle", "left_foot", "right_hip", "right_knee",
-        "right_ankle", "right_foot"],
-    "coco": [
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-        "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
-        "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"],
-    "openpose": [  # OpenPose COCO-18
-        "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
-        "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip",
-        "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear"],
-}
 
 
 class ExportError(ValueError):
@@ -332,112 +310,3 @@ def zero_channel_fraction(params, prunable: masks_lib.PrunableSpec | None = None
     dead += int(np.sum(per_channel == 0))
     total += int(leaf.shape[-1])
   return dead, total
-
-
-# ----------------------------------------------------------------------------- StableHLO
-
-
-def _layout_json(layout: graph_lib.Layout) -> dict:
-  return {"name": layout.name, "num_joints": layout.num_joints, "center": layout.center,
-          "edges": [list(e) for e in layout.inward]}
-
-
-def input_contract(spec: dict, model, frames: int) -> dict:
-  """The sidecar JSON of a StableHLO artifact: what goes in, what comes out."""
-  bb = model.backbone
-  layout = bb.layout
-  pipe = spec.get("pipeline")
-  recorded = isinstance(pipe, dict)
-  if not recorded:  # the training config's defaults (experiments/configs/default.py)
-    pipe = {"modality": "j", "normalize": "auto", "align_spine": False, "clip_len": frames,
-            "num_clips": 1, "num_person": bb.num_person}
-  modality = str(pipe.get("modality", "j"))
-  c_raw = bb.in_channels // max(1, len(modality.split(",")))
-  contract = {
-      "format": "jax.export serialized StableHLO (jax.export.deserialize(bytes).call(x))",
-      "jax_version": jax.__version__,
-      "model": {"backbone": spec.get("backbone"), "num_classes": int(model.num_classes),
-                "options": spec.get("options", {})},
-      "input": {
-          "dtype": "float32", "shape": ["B", bb.num_person, frames, layout.num_joints,
-                                        bb.in_channels],
-          "axes": ["batch (symbolic: any B >= 1)", "M persons (missing persons are zeros)",
-                   "T frames", "V joints", "C channels"],
-          "layout": _layout_json(layout),
-          "joint_order": JOINT_NAMES.get(layout.name,
-                                         [f"joint_{i}" for i in range(layout.num_joints)]),
-          "channels": _channel_names(modality, c_raw),
-      },
-      "preprocessing": {
-          "recorded_in_checkpoint": recorded,
-          "pipeline": pipe,
-          "steps": _pipeline_steps(pipe, c_raw),
-      },
-      "output": {"name": "logits", "dtype": "float32", "shape": ["B", int(model.num_classes)],
-                 "note": "unnormalised class scores; softmax for probabilities. For the multi-clip "
-                         "test, run each clip and average the softmax."},
-  }
-  if not recorded:
-    contract["preprocessing"]["note"] = (
-        "model.json does not record the pipeline: these are the defaults of "
-        "experiments/configs/default.py (check the training config of this model)")
-  names = spec.get("class_names")
-  if names:
-    contract["output"]["class_names"] = list(names)
-  return contract
-
-
-def _channel_names(modality: str, c_raw: int) -> list[str]:
-  base = {2: ["x", "y"], 3: ["x", "y", "z (3D data) or score (2D keypoints)"]}.get(
-      c_raw, [f"c{i}" for i in range(c_raw)])
-  kinds = {"j": "joint", "b": "bone", "jm": "joint_motion", "bm": "bone_motion"}
-  return [f"{kinds.get(m, m)}_{c}" for m in modality.split(",") for c in base]
-
-
-def _pipeline_steps(pipe: dict, c_raw: int) -> list[str]:
-  norm = pipe.get("normalize", "auto")
-  steps = [
-      "keypoints (M, T_raw, V, C) in the layout's joint order, float32",
-      f"normalize={norm!r} ('auto': PreNormalize3D for 3D data, PreNormalize2D for 2D data "
-      "with a score channel). PreNormalize3D: keep the frames where person 0 (or person 1, if "
-      "it has more) is not all zero; subtract the centre joint of person 0 at the first kept "
-      "frame (joint 1 when V == 25, else the last joint) from every non-zero joint"
-      + ("; rotate so joints 0->1 point along +z and 8->4 along +x" if pipe.get("align_spine")
-         else "; no spine rotation (align_spine=False)")
-      + ". PreNormalize2D: x, y from pixels to [-1, 1] by the image size (default 1080 x 1920); "
-      "joints with score <= 0.01 get x = y = 0",
-      f"features: modality {pipe.get('modality', 'j')!r} (j = joints, b = bones "
-      "joint - parent, jm / bm = frame differences); several are concatenated on C",
-      f"test sampling: {pipe.get('num_clips', 1)} clip(s) of T={pipe.get('clip_len')} frames "
-      "(pyskl UniformSampleFrames, test mode, seed 255), persons padded with zeros / cut to M",
-  ]
-  return steps
-
-
-def export_stablehlo(path: str, model, variables, spec: dict, *, frames: int = 100,
-                     symbolic_batch: bool = True, platforms=None) -> dict:
-  """Serialize the eval-mode forward pass (weights as constants) to ``path``; contract to
-  ``path + '.json'``. Returns the contract."""
-  bb = model.backbone
-  consts = {k: variables[k] for k in _COLLECTIONS if k in variables}
-
-  def infer(x):
-    return model.apply(consts, x, train=False)
-
-  tail = (bb.num_person, int(frames), bb.layout.num_joints, bb.in_channels)
-  if symbolic_batch:
-    (b,) = jax.export.symbolic_shape("b")
-    arg = jax.ShapeDtypeStruct((b,) + tail, jnp.float32)
-  else:
-    arg = jax.ShapeDtypeStruct((1,) + tail, jnp.float32)
-  kwargs = {"platforms": tuple(platforms)} if platforms else {}
-  exported = jax.export.export(jax.jit(infer), **kwargs)(arg)
-  contract = input_contract(spec, model, int(frames))
-  if not symbolic_batch:
-    contract["input"]["shape"][0] = 1
-    contract["input"]["axes"][0] = "batch (fixed: 1)"
-    contract["output"]["shape"][0] = 1
-  contract["platforms"] = list(exported.platforms)
-  _atomic_write(path, bytes(exported.serialize()))
-  _atomic_write(path + ".json", (json.dumps(contract, indent=2) + "\n").encode())
-  return contract

@@ -4,8 +4,13 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+
+# Every broadcast in the library is explicit about rank (``layers.per_channel``): an implicit
+# rank promotion is an error in the tests.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STGCN_SHARED", REPO.parent / "shared"))

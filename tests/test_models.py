@@ -42,7 +42,7 @@ def test_parameter_counts_match_pyskl(name, layout, classes, expected):
 
 
 @pytest.mark.parametrize("options,expected", [
-    (dict(attention=False), 3_469_520),           # the 3.47M AA-GCN the paper quotes
+    (dict(gcn_attention=False), 3_469_520),           # the 3.47M AA-GCN the paper quotes
     (dict(gcn_adaptive=False), 3_434_876),
 ])
 def test_aagcn_variant_counts(options, expected):

@@ -6,7 +6,6 @@ import numpy as np
 
 from stgcn_jax import training
 from stgcn_jax import models, precise_bn, sparsity
-from stgcn_jax.sparsity import config as sp_config
 
 
 def _tiny_model():
@@ -28,8 +27,8 @@ def test_precise_stats_of_the_first_bn_equal_a_hand_computation():
   model = _tiny_model()
   xs = [np.random.default_rng(i).normal(size=(6, 1, 8, 20, 3)).astype(np.float32) + i
         for i in range(3)]
-  cfg = sp_config.resolve(mode="generator", sparsity=0.5, steps_per_epoch=1, num_epochs=2,
-                          warmup_epochs=1)
+  cfg = training.resolve(mode="generator", sparsity=0.5, steps_per_epoch=1, num_epochs=2,
+                         warmup_epochs=1)
   state = training.create_train_state(model, jax.random.key(0), jnp.asarray(xs[0]), cfg)
   moments = jax.jit(precise_bn.make_moments_fn(model, masked=True))
   stats = precise_bn.precise_batch_stats(state.batch_stats, [moments(state, x) for x in xs])
@@ -50,8 +49,8 @@ def test_eval_mode_matches_training_mode_after_precise_bn():
   its bias, which eval mode scales by 1/sqrt(eps); precise BN removes the gap."""
   model = _tiny_model()
   x = jnp.asarray(np.random.default_rng(1).normal(size=(16, 1, 8, 20, 3)), jnp.float32)
-  cfg = sp_config.resolve(mode="generator", sparsity=0.9, steps_per_epoch=1, num_epochs=2,
-                          warmup_epochs=0)
+  cfg = training.resolve(mode="generator", sparsity=0.9, steps_per_epoch=1, num_epochs=2,
+                         warmup_epochs=0)
   state = training.create_train_state(model, jax.random.key(3), x, cfg)
   params = jax.tree.map(lambda p: p + 0.05, state.params)   # biases off the running means
   state = state.replace(params=sparsity.apply_masks(params, state.masks))

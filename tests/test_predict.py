@@ -185,8 +185,8 @@ def test_cli_predicts_a_directory_and_writes_json(ckpts, tmp_path):
 
 
 def test_joint_ensemble_workdir_runs_its_members_in_one_vmapped_call(tmp_path):
-  import orbax.checkpoint as ocp
   from stgcn_jax import data
+  from stgcn_jax.training import workdir as workdir_lib
   data_dir = str(tmp_path / "data")
   data.build_synthetic(data_dir, num_train=4, num_test=4, num_classes=3, min_frames=20,
                        max_frames=22, seed=1)
@@ -200,9 +200,14 @@ def test_joint_ensemble_workdir_runs_its_members_in_one_vmapped_call(tmp_path):
            "params": jax.tree.map(stack, *(m["params"] for m in members)),
            "batch_stats": jax.tree.map(stack, *(m["batch_stats"] for m in members))}
   workdir = tmp_path / "ens"
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(str(workdir / "checkpoints" / "7" / "state"), state)
-  ckptr.wait_until_finished()
+  # An old joint-ensemble workdir (no members/), its checkpoints as training writes them; the
+  # newest (step 9) is damaged, so the newest that restores (step 7) is used.
+  mngr = workdir_lib.checkpoint_manager(str(workdir / "checkpoints"), 3)
+  for step in (7, 9):
+    workdir_lib.save_checkpoint(mngr, state, step, {"iterator": {}, "step": step, "epoch": 0,
+                                                    "phase": "finetune"})
+  mngr.close()
+  (workdir / "checkpoints" / "9" / "state" / "_METADATA").write_text("{")
   config = {"mode": "ensemble", "dataset": "synthetic", "data_dir": data_dir, "backbone": "stgcn",
             "model": {k: v for k, v in OPTIONS.items() if k != "num_person"},
             "model_options": "", "num_person": 2, "modality": "j", "clip_len": 16,

@@ -19,8 +19,8 @@ def test_ensemble_step_equals_member_steps(batching):
                     down_stages=(2,))
   x = jax.random.normal(jax.random.key(1), (2, 2, 16, 25, 3))
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
-  cfg = sp.resolve(dict(mode="ensemble", warmup_epochs=1, num_epochs=4, steps_per_epoch=1,
-                        ensemble_sparsities=SPARSITIES, ensemble_batching=batching))
+  cfg = training.resolve(dict(mode="ensemble", warmup_epochs=1, num_epochs=4, steps_per_epoch=1,
+                              ensemble_sparsities=SPARSITIES, ensemble_batching=batching))
   ens = training.create_ensemble_state(model, jax.random.key(0), x, cfg)
   assert ens.step.shape == (4,)
   members = [training.member_state(ens, i) for i in range(4)]
@@ -86,21 +86,21 @@ def test_parameter_budget_is_066_and_honest_total():
 
 def test_unknown_ensemble_batching_is_refused():
   with pytest.raises(ValueError, match="config.ensemble_batching must be one of"):
-    sp.resolve(dict(mode="ensemble", ensemble_batching="loop"))
+    training.resolve(dict(mode="ensemble", ensemble_batching="loop"))
 
 
 def test_members_are_independent_unless_nested_masks():
   from stgcn_jax.training import loop
-  import ml_collections
   model = get_model("stgcn", 5, base_channels=8, num_stages=2, inflate_stages=(2,),
                     down_stages=(2,))
   x = jnp.zeros((1, 2, 16, 25, 3))
   for nested in (False, True):
-    config = ml_collections.ConfigDict(dict(seed=0, mode="ensemble", nested_masks=nested,
-                                            ensemble_sparsities=SPARSITIES))
+    config = training.RunConfig.from_flat(dict(seed=0, mode="ensemble", nested_masks=nested,
+                                               ensemble_sparsities=SPARSITIES))
     seeds = loop.run_seeds(config)
-    cfg = sp.resolve(dict(mode="ensemble", ensemble_sparsities=SPARSITIES, nested_masks=nested,
-                          mask_cover_channels=False))   # moving kept weights breaks nesting
+    cfg = training.resolve(dict(mode="ensemble", ensemble_sparsities=SPARSITIES,
+                                nested_masks=nested,
+                                mask_cover_channels=False))  # moving kept weights breaks nesting
     ens = training.create_ensemble_state(
         model, [jax.random.key(m["init"]) for m in seeds["members"]], x, cfg,
         mask_keys=[jax.random.key(m["mask"]) for m in seeds["members"]])

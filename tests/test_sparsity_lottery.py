@@ -52,7 +52,7 @@ def test_lth_changes_only_scores(tmp_path):
                     down_stages=(2,))
   x = jax.random.normal(jax.random.key(1), (2, 2, 16, 25, 3))
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
-  cfg = sp.resolve(dict(mode="lth", sparsity=0.9, num_epochs=2, steps_per_epoch=2))
+  cfg = training.resolve(dict(mode="lth", sparsity=0.9, num_epochs=2, steps_per_epoch=2))
   pretrained = jax.jit(model.init)(jax.random.key(5), x)
   state = training.create_train_state(model, jax.random.key(0), x, cfg, variables=pretrained)
   assert training.phase_at(0, cfg) == "finetune"
@@ -76,8 +76,8 @@ def test_lth_changes_only_scores(tmp_path):
   # The ticket is a predefined mask for the generator's stage 2.
   path = str(tmp_path / "ticket.npz")
   sp.save_masks(path, new.masks)
-  gen = training.create_train_state(model, jax.random.key(0), x, sp.resolve(
-      dict(mask_method="predefined", mask_path=path, warmup_epochs=0, num_epochs=2)),
-      variables=pretrained)
+  gen = training.create_train_state(model, jax.random.key(0), x, training.resolve(
+            dict(mask_method="predefined", mask_path=path, warmup_epochs=0, num_epochs=2)),
+            variables=pretrained)
   for a, b in zip(jax.tree.leaves(gen.masks), jax.tree.leaves(new.masks)):
     np.testing.assert_array_equal(a, b)

@@ -140,7 +140,7 @@ def test_bad_sparsity_is_a_clear_error(bad):
   with pytest.raises(ValueError, match=r"sparsity must be .*\[0, 1\)"):
     sp.make_masks(full_params("stgcn"), bad, key=jax.random.key(0))
   with pytest.raises(ValueError, match=r"config.sparsity must be"):
-    sp.resolve(dict(sparsity=bad))
+    sp.check_sparsity_config(sp.SparsityConfig(sparsity=bad), num_epochs=1)
 
 
 def test_bad_method_and_missing_key():

@@ -72,8 +72,8 @@ def test_penalty_shrinks_masked_out_weights_in_warmup():
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   results = {}
   for lam in (0.0, 1.0):
-    cfg = sp.resolve(dict(sparsity=0.8, warmup_epochs=5, num_epochs=10, steps_per_epoch=1,
-                          penalty_lambda=lam, weight_decay=0.0))
+    cfg = training.resolve(dict(sparsity=0.8, warmup_epochs=5, num_epochs=10, steps_per_epoch=1,
+                                penalty_lambda=lam, weight_decay=0.0))
     state = training.create_train_state(model, jax.random.key(0), x, cfg)
     step = jax.jit(training.make_train_step(model, cfg, "warmup"))
     before = float(sp.group_lasso(state.params, state.masks))
@@ -115,9 +115,9 @@ def test_proximal_warmup_reaches_exact_zeros():
                     down_stages=())
   x = jax.random.normal(jax.random.key(1), (4, 2, 8, 25, 3))
   batch = {"x": x, "label": jnp.array([0, 1, 2, 3], jnp.int32)}
-  cfg = sp.resolve(dict(mode="generator", sparsity=0.8, warmup_epochs=8, num_epochs=10,
-                        steps_per_epoch=1, penalty_update="proximal", penalty_lambda=5.0,
-                        learning_rate=0.4, batch_size=128))
+  cfg = training.resolve(dict(mode="generator", sparsity=0.8, warmup_epochs=8, num_epochs=10,
+                              steps_per_epoch=1, penalty_update="proximal", penalty_lambda=5.0,
+                              learning_rate=0.4, batch_size=128))
   state = training.create_train_state(model, jax.random.key(0), x, cfg)
   step = jax.jit(training.make_train_step(model, cfg, "warmup"))
   state, first = step(state, batch)

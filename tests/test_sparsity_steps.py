@@ -22,7 +22,7 @@ def setup():
                     down_stages=(2,))
   x = jax.random.normal(jax.random.key(1), (2, 2, 16, 25, 3))
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
-  cfg = sp.resolve(CFG)
+  cfg = training.resolve(CFG)
   steps = {p: jax.jit(training.make_train_step(model, cfg, p)) for p in training.PHASES}
   variables = jax.jit(model.init)(jax.random.key(0), x)
   return model, batch, cfg, steps, variables
@@ -94,7 +94,7 @@ def test_finetune_keeps_pruned_exactly_zero_across_checkpoint(setup, tmp_path):
 
 def test_no_warmup_starts_sparse(setup):
   model, batch, _, _, variables = setup
-  cfg = sp.resolve(CFG, warmup_epochs=0)
+  cfg = training.resolve(CFG, warmup_epochs=0)
   state = _create(model, batch, cfg, variables)
   assert training.phase_at(0, cfg) == "finetune"
   p, m = _leaves(state.params), _leaves(state.masks)
@@ -125,7 +125,7 @@ def test_eval_step_uses_masked_params_and_clips(setup):
 
 def test_dense_mode_never_masks(setup):
   model, batch, _, _, variables = setup
-  cfg = sp.resolve(CFG, mode="dense")
+  cfg = training.resolve(CFG, mode="dense")
   state = _create(model, batch, cfg, variables)
   assert all(bool(jnp.all(m)) for m in jax.tree.leaves(state.masks))
   assert training.phase_at(0, cfg) == "finetune"
@@ -135,7 +135,7 @@ def test_learn_scores_trains_scores_and_weights(setup):
   _, batch, _, _, _ = setup
   model = get_model("stgcn", 5, base_channels=8, num_stages=2, inflate_stages=(2,),
                     down_stages=(2,))                # cheaper to compile than CTR-GCN
-  cfg = sp.resolve(CFG, learn_scores=True)
+  cfg = training.resolve(CFG, learn_scores=True)
   state = _create(model, batch, cfg, jax.jit(model.init)(jax.random.key(0), batch["x"]))
   assert training.start_finetune(state) is state          # the reference zeroes nothing at the switch
   for phase in training.PHASES:                            # warm-up: dense threshold; then the target
@@ -156,27 +156,26 @@ def test_learn_scores_trains_scores_and_weights(setup):
 
 def test_unknown_phase_and_bad_config():
   with pytest.raises(ValueError, match="phase must be one of"):
-    training.make_train_step(None, sp.resolve(), "train")
+    training.make_train_step(None, training.resolve(), "train")
   with pytest.raises(ValueError, match="config.mode must be one of"):
-    sp.resolve(dict(mode="sparse"))
+    training.resolve(dict(mode="sparse"))
   with pytest.raises(ValueError, match="warmup_epochs must be in"):
-    sp.resolve(dict(warmup_epochs=200))
+    training.resolve(dict(warmup_epochs=200))
 
 
 def test_lr_warmup_schedule_values():
   from stgcn_jax.training import optim
-  cfg = sp.resolve(dict(learning_rate=0.1, base_batch_size=128, batch_size=64, num_epochs=10,
-                        warmup_epochs=5, steps_per_epoch=10, lr_warmup_epochs=2))
-  lr = optim.make_schedule(cfg)
+  cfg = training.resolve(dict(learning_rate=0.1, base_batch_size=128, batch_size=64, num_epochs=10,
+                              warmup_epochs=5, steps_per_epoch=10, lr_warmup_epochs=2))
+  lr = optim.make_schedule(cfg.optim)
   peak = 0.05
   assert float(lr(0)) == 0.0
   assert float(lr(10)) == pytest.approx(peak / 2)                # linear over 20 steps
   assert float(lr(20)) == pytest.approx(peak)
   assert float(lr(60)) == pytest.approx(peak * 0.5 * (1 + np.cos(np.pi * 40 / 80)), rel=1e-5)
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-9)
-  no_warmup = optim.make_schedule(sp.resolve(dict(learning_rate=0.1, base_batch_size=128,
-                                                  batch_size=64, num_epochs=10,
-                                                  warmup_epochs=5, steps_per_epoch=10)))
+  no_warmup = optim.make_schedule(training.OptimConfig(
+      learning_rate=0.1, base_batch_size=128, batch_size=64, num_epochs=10, steps_per_epoch=10))
   assert float(no_warmup(0)) == pytest.approx(peak)
   with pytest.raises(ValueError, match="lr_warmup_epochs"):
-    sp.resolve(dict(num_epochs=10, warmup_epochs=5, lr_warmup_epochs=10))
+    training.resolve(dict(num_epochs=10, warmup_epochs=5, lr_warmup_epochs=10))

@@ -38,7 +38,7 @@ def test_dry_run_lists_one_command_per_cell(tmp_path):
                                                 ("ctrgcn", "0"), ("ctrgcn", "0.95")]):
     assert f"--backbone={backbone} --sparsity={sparsity} " in line
     assert f"--workdir={tmp_path}/{backbone}_s{sparsity}" in line
-    assert ("--mode=dense" in line) == (sparsity == "0")
+    assert "--mode" not in line  # sparsity 0 is dense by the run config's policy
     assert line.endswith("--epochs=1 --seed=3")
 
 
@@ -65,7 +65,7 @@ def test_dry_run_lists_the_dense_seed_runs(tmp_path, flags, seeds):
     # The dense cell's command, its workdir renamed, with --seed=K after every flag from "--".
     assert line == (dense[backbone].replace(f"/{backbone}_s0 ", f"/{backbone}_s0_seed{seed} ")
                     + f" --seed={seed}")
-    assert "--mode=dense" in line and f"--backbone={backbone} --sparsity=0 " in line
+    assert f"--backbone={backbone} --sparsity=0 " in line
 
 
 def test_no_dense_cell_no_dense_seed_runs(tmp_path):
@@ -144,7 +144,7 @@ def test_dense_seed_ensemble_control(tmp_path):
   assert len(table) == 2 + 3  # header, rule, dense, dense seed 1, the dense seed ensemble
   assert table[2].startswith("| stgcn dense | 0 |")
   assert table[3].startswith("| stgcn dense (seed 1) | 1 |")
-  assert f"--workdir={root}/stgcn_s0_seed1 --mode=dense " in table[3]
+  assert f"--workdir={root}/stgcn_s0_seed1 " in table[3]
   assert table[3].endswith(" --epochs=1 --seed=1` |")
   ensemble_row = table[4]
   assert ensemble_row.startswith("| stgcn dense seed ensemble (2 seeds) | 0,1 |")

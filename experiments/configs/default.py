@@ -16,92 +16,51 @@ Variants (the paper's recipe, docs/METHOD.md section 7, on real data):
   ``test``: tiny channels, T=16, 2 blocks, for tests.
 """
 
+import dataclasses
+
 import ml_collections
 
-from stgcn_jax import sparsity
+from stgcn_jax.training import config as config_lib
 
 
 def get_config(variant: str = "synthetic") -> ml_collections.ConfigDict:
+  """The flat command-line config; ``training.config.RunConfig.from_flat`` sorts it into its
+  data / model / optim / sparsity / loop parts, whose docstrings describe every field."""
   c = ml_collections.ConfigDict()
   c.variant = variant
-  # Data.
-  c.dataset = "synthetic"
-  c.data_dir = ""                 # "" -> $STGCN_JAX_DATA_DIR or ~/.stgcn_jax/data
-  c.train_split = "train"
-  c.test_split = "test"
-  c.modality = "j"                # j, b, jm, bm (or comma-joined)
-  c.clip_len = 100
-  c.num_clips_test = 10
-  c.num_person = 2
-  c.normalize = "auto"
-  c.align_spine = False           # the sparse recipe centres only (docs/DATA.md section 3)
-  c.rotate = 0.2
+  c.seed = 0
+  for part in (config_lib.DataConfig(), config_lib.OptimConfig(), config_lib.SparsityConfig(),
+               config_lib.LoopConfig()):
+    c.update(dataclasses.asdict(part))
+  c.steps_per_epoch = 0           # 0 -> computed from the dataset
+  c.sparsity = 0.95
   # Model.
   c.backbone = "ctrgcn"
   # The block list every backbone shares (pyskl's defaults); --config.model.base_channels=32 etc.
   c.model = ml_collections.ConfigDict(dict(base_channels=64, ch_ratio=2, num_stages=10,
                                            inflate_stages=(5, 8), down_stages=(5, 8)))
-  # Backbone-specific options as JSON, e.g. '{"gcn_attention": false}' for the 3.47M AA-GCN.
+  # Backbone options in pyskl's spelling as a JSON object, e.g. '{"gcn_attention": false}' for the
+  # 3.47M AA-GCN (or '{"gcn": {"attention": false}}'); models.resolve_options types them.
   c.model_options = ""
   c.pretrained = ""               # model checkpoint dir (experiments.convert) for mode=lth
-  # Sparsity and optimisation: every field of stgcn_jax.sparsity.SparseConfig.
-  sp = sparsity.default_config()
-  for key, value in sp.items():
-    c[key] = value
-  c.sparsity = 0.95
-  c.steps_per_epoch = 0           # 0 -> computed from the dataset
-  c.eval_batch_size = 0           # 0 -> batch_size
-  # Loop.
-  c.seed = 0
-  c.log_every_steps = 50
-  # Validation (model selection; the test split is only for the final report).
-  c.val_split = ""                # a split of the dataset; "" -> its own "val" split if it has one,
-  c.val_fraction = 0.1            # else this fraction of train held out (by performer, else by class)
-  c.eval_every_epochs = 5         # 1-clip validation every N epochs, best/ by it (0 = none)
-  c.precise_bn_batches = 50       # exact BN statistics over N train batches (0 = running averages)
-  c.train_repeat = 1              # one epoch = this many passes over the training data
-  c.checkpoint_every_epochs = 1
-  c.keep_checkpoints = 2
-  c.tensorboard = False
-  c.distributed = False           # jax.distributed.initialize() for multi-host runs
-  c.progress_bar = True
 
+  # lr 0.1 at batch 16 (the config's learning_rate is per batch 128, scaled linearly).
+  batch_16 = dict(batch_size=16, learning_rate=0.8)
   if variant == "synthetic":
-    c.clip_len = 24
-    c.num_person = 1
-    c.rotate = 0.1
+    c.update(clip_len=24, num_person=1, rotate=0.1, lr_warmup_epochs=1.0, num_epochs=12,
+             warmup_epochs=7, eval_every_epochs=4, num_clips_test=5, log_every_steps=10,
+             **batch_16)
     c.model.update(base_channels=16, num_stages=4, inflate_stages=(2, 3), down_stages=(2, 3))
-    c.batch_size = 16
-    c.learning_rate = 0.8         # per batch 128: 0.1 at batch 16
-    c.lr_warmup_epochs = 1.0
-    c.num_epochs = 12
-    c.warmup_epochs = 7
-    c.eval_every_epochs = 4
-    c.num_clips_test = 5
-    c.log_every_steps = 10
   elif variant.startswith(("ntu60_", "ntu120_")):
     c.dataset = variant
   elif variant == "nw_ucla":
-    c.dataset = "nw_ucla"
-    c.clip_len = 52
-    c.num_person = 1
-    c.batch_size = 16
-    c.learning_rate = 0.8         # per batch 128: 0.1 at batch 16
-    c.lr_warmup_epochs = 5.0
-    c.train_repeat = 5
-    c.num_epochs = 30
-    c.warmup_epochs = 18
+    c.update(dataset="nw_ucla", clip_len=52, num_person=1, lr_warmup_epochs=5.0, train_repeat=5,
+             num_epochs=30, warmup_epochs=18, **batch_16)
   elif variant == "test":
-    c.clip_len = 16
-    c.num_clips_test = 2
+    c.update(clip_len=16, num_clips_test=2, batch_size=8, num_epochs=2, warmup_epochs=1,
+             log_every_steps=5, precise_bn_batches=4, progress_bar=False,
+             eval_every_epochs=0)       # tests that validate ask for it
     c.model.update(base_channels=8, num_stages=2, inflate_stages=(), down_stages=())
-    c.batch_size = 8
-    c.num_epochs = 2
-    c.warmup_epochs = 1
-    c.log_every_steps = 5
-    c.eval_every_epochs = 0       # tests that validate ask for it
-    c.precise_bn_batches = 4
-    c.progress_bar = False
   else:
     raise ValueError(f"unknown config variant {variant!r}; expected synthetic, ntu60_xsub, "
                      "ntu60_xview, ntu120_xsub, ntu120_xset, nw_ucla or test")

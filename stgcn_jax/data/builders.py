@@ -100,6 +100,34 @@ def dataset_dir(name: str, data_dir: str) -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(data_dir)), name, VERSION)
 
 
+def _builder_spec(name: str, root: str, target: str, split_records, *, layout, class_names,
+                  channels, num_persons, source, default_splits, report, overwrite,
+                  extra_metadata) -> dict:
+  """``write_dataset``'s arguments checked, as the spec of the builder that writes them."""
+  if not _NAME_RE.match(name):
+    raise DataError(f"dataset name {name!r} must match [a-z][a-z0-9_]* (lower case, digits, _)")
+  layout = graph.get_layout(layout)
+  if not split_records:
+    raise DataError(f"dataset {name!r}: no splits to write")
+  _check_writable_root(root)
+  if os.path.exists(target) and not overwrite:
+    raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+  roles = dict(default_splits or {})
+  for role, split in roles.items():
+    if split not in split_records:
+      raise DataError(f"default split {role!r} -> {split!r} is not one of {sorted(split_records)}")
+  metadata = {
+      "layout": layout.to_json(), "layout_name": layout.name, "num_joints": layout.num_joints,
+      "channels": list(channels), "num_persons": int(num_persons),
+      "class_names": list(class_names), "num_classes": len(class_names),
+      "splits": sorted(split_records), "default_splits": roles, "source": source,
+      "contract": CONTRACT, **dict(extra_metadata or {}),
+  }
+  return {"num_joints": layout.num_joints, "channels": len(channels),
+          "class_names": list(class_names), "metadata": metadata, "report": report,
+          "description": f"{name}: skeleton clips, layout {layout.name}. {source}".strip()}
+
+
 def write_dataset(name: str, data_dir: str, split_records: Mapping[str, Callable[[], Iterable[dict]]],
                   *, layout: str | graph.Layout | dict, class_names: Sequence[str],
                   channels: Sequence[str], num_persons: int, source: str = "",
@@ -124,30 +152,12 @@ def write_dataset(name: str, data_dir: str, split_records: Mapping[str, Callable
     overwrite: replace an existing dataset of the same name.
     extra_metadata: more JSON-able metadata (e.g. the benchmark protocol).
   """
-  if not _NAME_RE.match(name):
-    raise DataError(f"dataset name {name!r} must match [a-z][a-z0-9_]* (lower case, digits, _)")
-  layout = graph.get_layout(layout)
-  if not split_records:
-    raise DataError(f"dataset {name!r}: no splits to write")
   root = os.path.abspath(os.path.expanduser(data_dir))
   target = dataset_dir(name, data_dir)
-  _check_writable_root(root)
-  if os.path.exists(target) and not overwrite:
-    raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-  roles = dict(default_splits or {})
-  for role, split in roles.items():
-    if split not in split_records:
-      raise DataError(f"default split {role!r} -> {split!r} is not one of {sorted(split_records)}")
-  metadata = {
-      "layout": layout.to_json(), "layout_name": layout.name, "num_joints": layout.num_joints,
-      "channels": list(channels), "num_persons": int(num_persons),
-      "class_names": list(class_names), "num_classes": len(class_names),
-      "splits": sorted(split_records), "default_splits": roles, "source": source,
-      "contract": CONTRACT, **dict(extra_metadata or {}),
-  }
-  spec = {"num_joints": layout.num_joints, "channels": len(channels),
-          "class_names": list(class_names), "metadata": metadata, "report": report,
-          "description": f"{name}: skeleton clips, layout {layout.name}. {source}".strip()}
+  spec = _builder_spec(name, root, target, split_records, layout=layout, class_names=class_names,
+                       channels=channels, num_persons=num_persons, source=source,
+                       default_splits=default_splits, report=report, overwrite=overwrite,
+                       extra_metadata=extra_metadata)
   # Written under a temporary name beside the target and swapped in only when complete, so a
   # conversion that fails (or is killed) leaves an existing dataset as it was.
   staging = tempfile.mkdtemp(prefix=f".{name}.incomplete-", dir=root)

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +25,8 @@ BACKBONES: dict[str, type[Backbone]] = {"stgcn": STGCN, "aagcn": AAGCN, "ctrgcn"
                                         "dgstgcn": DGSTGCN}
 
 HEAD_OPTIONS = ("head_dropout",)
-
-
-def backbone_options(name: str) -> list[str]:
-  """The keyword options ``get_model`` accepts for backbone ``name``."""
-  cls = _backbone_class(name)
-  return sorted(f.name for f in dataclasses.fields(cls)
-                if f.name not in ("parent", "name", "layout", "in_channels"))
+UNITS = ("gcn", "tcn")
+_NOT_OPTIONS = ("parent", "name", "layout", "in_channels")
 
 
 def _backbone_class(name: str) -> type[Backbone]:
@@ -38,31 +35,88 @@ def _backbone_class(name: str) -> type[Backbone]:
   return BACKBONES[name]
 
 
+def _fields(cls) -> dict[str, dataclasses.Field]:
+  return {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_OPTIONS}
+
+
+def backbone_options(name: str) -> list[str]:
+  """The options of backbone ``name``, in pyskl's flat spelling (``gcn_X`` / ``tcn_X`` for the
+  fields of its ``GCNOptions`` / ``TCNOptions``)."""
+  out = []
+  for key, field in _fields(_backbone_class(name)).items():
+    if key in UNITS:
+      out += [f"{key}_{f.name}" for f in dataclasses.fields(field.default)]
+    else:
+      out.append(key)
+  return sorted(out)
+
+
+def _hashable(value):
+  """Lists from configs / JSON as the tuples the modules hold."""
+  if isinstance(value, list):
+    return tuple(_hashable(v) for v in value)
+  return value
+
+
+def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Backbone ``name``'s options as its module takes them: the block-list and graph fields, and
+  ``gcn`` / ``tcn`` as the backbone's ``GCNOptions`` / ``TCNOptions`` with every field set.
+
+  ``options`` gives ``gcn`` / ``tcn`` as such dataclasses or as dicts of their fields, or in
+  pyskl's flat spelling: ``gcn_X`` / ``tcn_X`` (``gcn_attention=False``, ``tcn_dropout=0.5``)
+  and the backbone's ``pyskl_names`` (CTR-GCN's ``kernel_size`` and ``dilations``). An unknown
+  option is a ``ValueError`` that lists the valid ones.
+  """
+  cls = _backbone_class(name)
+  fields = _fields(cls)
+  out: dict[str, Any] = {}
+  units: dict[str, dict[str, Any]] = {u: {} for u in UNITS}
+  unknown = []
+  for key, value in (options or {}).items():
+    key = cls.pyskl_names.get(key, key)
+    unit, _, field = key.partition("_")
+    if key in UNITS:
+      units[key].update(value if isinstance(value, Mapping) else dataclasses.asdict(value))
+    elif key in fields:
+      out[key] = _hashable(value)
+    elif unit in UNITS and field:
+      units[unit][field] = value
+    else:
+      unknown.append(key)
+  for unit in UNITS:
+    default = fields[unit].default
+    valid = {f.name for f in dataclasses.fields(default)}
+    unknown += [f"{unit}_{k}" for k in units[unit] if k not in valid]
+    out[unit] = dataclasses.replace(default, **{k: _hashable(v) for k, v in units[unit].items()
+                                                if k in valid})
+  if unknown:
+    raise ValueError(f"unknown option(s) {sorted(unknown)} for backbone {name!r}; valid options: "
+                     f"{backbone_options(name)}")
+  return out
+
+
+def options_json(options: Mapping[str, Any]) -> dict[str, Any]:
+  """Resolved options as JSON-ready values (``gcn`` / ``tcn`` as dicts), e.g. for ``model.json``;
+  ``resolve_options`` reads them back."""
+  return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+          for k, v in options.items()}
+
+
 def get_model(name: str, num_classes: int, layout="nturgb+d", in_channels: int = 3,
               **options) -> Recognizer:
   """A ``Recognizer`` (backbone + ``GCNHead``) for backbone ``name``.
 
   ``layout`` is a layout name (``nturgb+d``, ``coco``, ``openpose``, ``nw-ucla``), a path to a layout
-  JSON file, a dict or a ``graph.Layout``. ``options`` are the backbone's pyskl-named options (see
-  ``backbone_options(name)``), e.g. ``attention=False`` for AA-GCN, plus ``head_dropout``.
+  JSON file, a dict or a ``graph.Layout``. ``options`` are the backbone's (``resolve_options``:
+  e.g. ``gcn=aagcn.GCNOptions(attention=False)``, or pyskl's ``gcn_attention=False``), plus
+  ``head_dropout``.
   """
   cls = _backbone_class(name)
   if int(num_classes) < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}")
   head = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
-  valid = backbone_options(name)
-  for key in list(options):  # pyskl's unprefixed spellings: attention -> gcn_attention
-    for alias in (f"gcn_{key}", f"tcn_{key}"):
-      if key not in valid and alias in valid and alias not in options:
-        options[alias] = options.pop(key)
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for backbone {name!r}; valid options: {valid}")
-  for key, value in options.items():  # lists from configs/JSON -> hashable tuples
-    if isinstance(value, list):
-      options[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-  backbone = cls(layout=graph_lib.get_layout(layout), in_channels=int(in_channels), **options,
-                 name="backbone")
+  backbone = cls(layout=graph_lib.get_layout(layout), in_channels=int(in_channels),
+                 **resolve_options(name, options), name="backbone")
   return Recognizer(backbone=backbone, num_classes=int(num_classes), **head)
 
 
@@ -78,4 +132,4 @@ def abstract_variables(model: Recognizer, num_frames: int = 16) -> dict:
 
 
 __all__ = ["BACKBONES", "Backbone", "GCNHead", "Recognizer", "abstract_variables",
-           "backbone_options", "get_model"]
+           "backbone_options", "get_model", "options_json", "resolve_options"]

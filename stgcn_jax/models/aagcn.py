@@ -2,13 +2,14 @@
 
 pyskl config ``aagcn_pyskl``: ``spatial`` graph learned per block, data-dependent attention graphs
 (``conv_a``/``conv_b``), spatial/temporal/channel attention, 9x1 temporal convs, ``MVC`` data BN.
-``gcn_attention=False`` (alias ``attention=False``) gives the 3.47M-parameter model the paper quotes.
+``gcn=GCNOptions(attention=False)`` (pyskl's spelling: ``gcn_attention=False``) gives the
+3.47M-parameter model the paper quotes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,19 +19,28 @@ from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone
 
 
-class UnitAAGCN(nn.Module):
-  """pyskl ``unit_aagcn``."""
-  features: int
-  A: Any  # (K, V, V) numpy initial graph
-  coff_embedding: int = 4
+@dataclasses.dataclass(frozen=True)
+class GCNOptions:
+  """The options of ``unit_aagcn`` (pyskl's ``gcn_*`` keywords of ``AAGCN``).
+
+  adaptive: the graph is learned per block, plus data-dependent graphs (``conv_a``/``conv_b``).
+  attention: spatial, temporal and channel attention.
+  coff_embedding: the channel reduction of the data-dependent graphs.
+  """
   adaptive: bool = True
   attention: bool = True
+  coff_embedding: int = 4
+
+
+class UnitAAGCN(layers.GraphUnit):
+  """pyskl ``unit_aagcn``."""
+  opts: GCNOptions = GCNOptions()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     k, v = self.A.shape[0], self.A.shape[-1]
-    t, inter = x.shape[1], self.features // self.coff_embedding
-    if self.adaptive:
+    t, inter = x.shape[1], self.features // self.opts.coff_embedding
+    if self.opts.adaptive:
       a = self.param("A", lambda *_: jnp.asarray(self.A))
       alpha = self.param("alpha", nn.initializers.zeros, (1,))
     else:
@@ -38,11 +48,11 @@ class UnitAAGCN(nn.Module):
     y = 0.0
     for i in range(k):
       g = a[i]
-      if self.adaptive:
+      if self.opts.adaptive:
         ea = layers.Conv(inter, init_scheme="fan_out", name=f"conv_a_{i}")(x)
         eb = layers.Conv(inter, init_scheme="fan_out", name=f"conv_b_{i}")(x)
         s = jnp.tanh(jnp.einsum("btvc,btwc->bvw", ea, eb) / (inter * t))
-        g = g + alpha * s
+        g = g[None] + alpha[0] * s
         xg = jnp.einsum("btvc,bvw->btwc", x, g)
       else:
         xg = jnp.einsum("btvc,vw->btwc", x, g)
@@ -50,7 +60,7 @@ class UnitAAGCN(nn.Module):
     down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     y = nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
-    if self.attention:
+    if self.opts.attention:
       ks = v if v % 2 else v - 1
       sa_init, _ = layers.conv_inits("xavier", self.features * ks, ks)
       se = nn.Conv(1, (ks,), padding=(((ks - 1) // 2,) * 2,), kernel_init=sa_init,
@@ -71,24 +81,18 @@ class UnitAAGCN(nn.Module):
 class AAGCN(Backbone):
   graph_mode: str = "spatial"
   data_bn_type: str | None = "MVC"
-  gcn_adaptive: bool = True
-  gcn_attention: bool = True
-  gcn_coff_embedding: int = 4
-  tcn_type: str = "unit_tcn"
-  tcn_ms_cfg: tuple = layers.MS_CFG
+  gcn: GCNOptions = GCNOptions()
 
   def pyskl_fixed_buffers(self):
     a = self.graph()
     out = {"backbone.A": a}
-    if not self.gcn_adaptive:
+    if not self.gcn.adaptive:
       out.update({f"backbone.gcn.{i}.gcn.A": a for i in range(len(self.specs()))})
     return out
 
   def units(self, cout, stride, dropout, a):
-    gcn = functools.partial(UnitAAGCN, cout, a, self.gcn_coff_embedding, self.gcn_adaptive,
-                            self.gcn_attention)
+    gcn = functools.partial(UnitAAGCN, cout, a, self.gcn)
     # AAGCN re-initialises its unit_tcn (kaiming fan_out).
-    tcn = layers.temporal_unit(self.tcn_type, cout, stride, ms_cfg=self.tcn_ms_cfg,
-                               dropout=dropout, init_scheme="fan_out",
+    tcn = layers.temporal_unit(self.tcn, cout, stride, dropout, init_scheme="fan_out",
                                conv_impl=self.temporal_conv)
     return gcn, tcn

@@ -35,16 +35,21 @@ class Backbone(nn.Module):
   inflate_stages: tuple[int, ...] = (5, 8)
   down_stages: tuple[int, ...] = (5, 8)
   num_person: int = 2
-  tcn_dropout: float = 0.0
   temporal_conv: str = "custom_vjp"   # how (k x 1) convs are differentiated (layers.Conv.impl)
 
   graph_mode: str = "spatial"
   data_bn_type: str | None = "VC"
+  # The options of the block's units, a frozen dataclass each (the backbone module's
+  # ``GCNOptions`` / ``TCNOptions``); every ``tcn`` has a ``dropout``.
+  gcn: Any = None
+  tcn: Any = layers.TCNOptions()
 
   # How pyskl names this backbone's blocks in a state_dict (``stgcn_jax.convert``): the block list
   # (``backbone.gcn.3``) and the renamed units of a block (CTR-GCN: ``net.3.gcn1``).
   pyskl_blocks: ClassVar[str] = "gcn"
   pyskl_units: ClassVar[dict[str, str]] = {}
+  # pyskl keywords of this backbone that are not ``gcn_*`` / ``tcn_*`` (``models.split_options``).
+  pyskl_names: ClassVar[dict[str, str]] = {}
 
   def pyskl_fixed_buffers(self) -> dict[str, np.ndarray]:
     """Graph buffers pyskl saves that this backbone computes itself, with the values it uses
@@ -77,7 +82,7 @@ class Backbone(nn.Module):
                  make_block) -> jax.Array:
     """Data BN, then ``make_block(i, cout, stride, residual, dropout)(x, train)`` for every block.
 
-    ``dropout`` is ``tcn_dropout``, except 0 for block 0 (pyskl never drops out in the first block).
+    ``dropout`` is ``tcn.dropout``, except 0 for block 0 (pyskl never drops out in the first block).
 
     Call from the subclass's compact ``__call__``; returns features ``(N, M, T', V, C')``.
     """
@@ -85,7 +90,7 @@ class Backbone(nn.Module):
     n, m = x_NMTVC.shape[:2]
     x = layers.data_bn(x_NMTVC, data_bn_type, train)
     for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
-      dropout = 0.0 if i == 0 else self.tcn_dropout
+      dropout = 0.0 if i == 0 else self.tcn.dropout
       x = make_block(i, cout, stride, res_kind, dropout)(x, train)
     return x.reshape((n, m) + x.shape[1:])
 

@@ -7,8 +7,9 @@ Channel-wise topology refinement: per subset, a per-sample, per-channel graph
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -32,13 +33,13 @@ class CTRGC(nn.Module):
     x2 = layers.Conv(rel, init_scheme="fan_out", name="conv2")(x_mean)[:, 0]
     x3 = layers.Conv(self.features, init_scheme="fan_out", name="conv3")(x)         # (B, T, V, C)
     d = jnp.tanh(x1[:, :, None, :] - x2[:, None, :, :])                      # (B, U, V, R)
-    g = layers.Conv(self.features, init_scheme="fan_out", name="conv4")(d) * alpha + a_i[:, :, None]
+    g = layers.Conv(self.features, init_scheme="fan_out", name="conv4")(d)
+    g = g * alpha[0] + a_i[None, :, :, None]
     return jnp.einsum("btuc,buvc->btvc", x3, g)
 
 
-class UnitCTRGCN(nn.Module):
-  features: int
-  A: Any
+class UnitCTRGCN(layers.GraphUnit):
+  """pyskl ``unit_ctrgcn``: the sum of one ``CTRGC`` per graph, BN, + down, ReLU."""
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -48,6 +49,19 @@ class UnitCTRGCN(nn.Module):
     down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     return nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
+
+
+@dataclasses.dataclass(frozen=True)
+class GCNOptions:
+  """``unit_ctrgcn`` has no options."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TCNOptions:
+  """The options of CTR-GCN's ``MSTCN`` (pyskl: ``kernel_size``, ``dilations``, ``tcn_dropout``)."""
+  kernel_size: int = 5
+  dilations: tuple[int, ...] = (1, 2)
+  dropout: float = 0.0
 
 
 class MSTCN(nn.Module):
@@ -92,17 +106,19 @@ class MSTCN(nn.Module):
 class CTRGCN(Backbone):
   graph_mode: str = "spatial"
   data_bn_type: str = "MVC"
-  kernel_size: int = 5
-  dilations: tuple[int, ...] = (1, 2)
+  gcn: GCNOptions = GCNOptions()
+  tcn: TCNOptions = TCNOptions()
 
   pyskl_blocks = "net"
   pyskl_units = {"gcn": "gcn1", "tcn": "tcn1"}
+  pyskl_names: ClassVar[dict[str, str]] = {"kernel_size": "tcn_kernel_size",
+                                           "dilations": "tcn_dilations"}
 
   def pyskl_fixed_buffers(self):
     return {"backbone.A": self.graph()}
 
   def units(self, cout, stride, dropout, a):
     gcn = functools.partial(UnitCTRGCN, cout, a)
-    tcn = functools.partial(MSTCN, cout, self.kernel_size, stride, self.dilations, dropout,
-                            conv_impl=self.temporal_conv)
+    tcn = functools.partial(MSTCN, cout, self.tcn.kernel_size, stride, self.tcn.dilations,
+                            dropout, conv_impl=self.temporal_conv)
     return gcn, tcn

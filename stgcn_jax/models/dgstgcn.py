@@ -8,8 +8,8 @@ softmax affinities), and ``dgmstcn``: six temporal branches plus a mean-joint co
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,10 +29,15 @@ def _act(name: str, x: jax.Array, axis: int) -> jax.Array:
   return _ACTS[name](x)
 
 
-class DGGCN(nn.Module):
-  """pyskl ``dggcn`` (with ``ctr``/``ada`` in {None, 'T'})."""
-  features: int
-  A: Any  # (K, V, V) initial graphs
+@dataclasses.dataclass(frozen=True)
+class GCNOptions:
+  """The options of ``dggcn`` (pyskl's ``gcn_*`` keywords of ``DGSTGCN``).
+
+  ratio: the mid channels, as a fraction of the output channels.
+  ctr, ada: the channel-wise tanh-difference / the affinity graph terms: 'T' (on) or None (off).
+  subset_wise: one ``alpha``/``beta`` per graph instead of one shared.
+  ada_act, ctr_act: their activations (tanh, relu, sigmoid or softmax).
+  """
   ratio: float = 0.125
   ctr: str | None = "T"
   ada: str | None = "T"
@@ -40,13 +45,33 @@ class DGGCN(nn.Module):
   ada_act: str = "softmax"
   ctr_act: str = "tanh"
 
+
+@dataclasses.dataclass(frozen=True)
+class TCNOptions:
+  """The options of ``dgmstcn`` (pyskl's ``tcn_*`` keywords of ``DGSTGCN``).
+
+  ms_cfg: the temporal branches (``layers.MultiBranchTCN``); mid_channels: the branch width as a
+  fraction of the output channels (None: an equal split); num_joints: at least the layout's joints
+  (the mean-joint column's fusion weights); dropout: in every block but the first.
+  """
+  ms_cfg: tuple = layers.MS_CFG
+  mid_channels: float | None = None
+  num_joints: int = 25
+  dropout: float = 0.0
+
+
+class DGGCN(layers.GraphUnit):
+  """pyskl ``dggcn`` (with ``ctr``/``ada`` in {None, 'T'})."""
+  opts: GCNOptions = GCNOptions()
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    opts = self.opts
     for opt in ("ctr", "ada"):
-      if getattr(self, opt) not in (None, "T"):
-        raise ValueError(f"dggcn: gcn_{opt} must be None or 'T', got {getattr(self, opt)!r}")
+      if getattr(opts, opt) not in (None, "T"):
+        raise ValueError(f"dggcn: gcn_{opt} must be None or 'T', got {getattr(opts, opt)!r}")
     k = self.A.shape[0]
-    mid = int(self.ratio * self.features)
+    mid = int(opts.ratio * self.features)
     a = self.param("A", lambda *_: jnp.asarray(self.A))
     alpha = self.param("alpha", nn.initializers.zeros, (k,))
     beta = self.param("beta", nn.initializers.zeros, (k,))
@@ -55,20 +80,20 @@ class DGGCN(nn.Module):
     pre = layers.Conv(mid * k, name="pre")(x)
     pre = nn.relu(layers.BatchNorm(name="pre_bn")(pre, train))
     pre = pre.reshape(pre.shape[:-1] + (k, mid))                               # K-major channels
-    if self.ctr is None and self.ada is None:
+    if opts.ctr is None and opts.ada is None:
       out = jnp.einsum("btvkc,kvw->btwkc", pre, a)
     else:
       x_mean = jnp.mean(x, axis=1, keepdims=True)
       x1 = layers.Conv(mid * k, name="conv1")(x_mean)[:, 0].reshape(x.shape[0], -1, k, mid)
       x2 = layers.Conv(mid * k, name="conv2")(x_mean)[:, 0].reshape(x.shape[0], -1, k, mid)
       g = jnp.einsum("kvw->vwk", a)[None, :, :, :, None]                        # (1, V, W, K, 1)
-      if self.ctr is not None:
-        ctr = _act(self.ctr_act, x1[:, :, None] - x2[:, None], axis=1)        # (B, V, W, K, C)
-        g = g + ctr * (alpha[:, None] if self.subset_wise else alpha[0])
-      if self.ada is not None:
+      if opts.ctr is not None:
+        ctr = _act(opts.ctr_act, x1[:, :, None] - x2[:, None], axis=1)        # (B, V, W, K, C)
+        g = g + ctr * (alpha[:, None] if opts.subset_wise else alpha[0])
+      if opts.ada is not None:
         aff = jnp.einsum("bvkc,bwkc->bvwk", x1, x2)
-        aff = _act(self.ada_act, aff, axis=1)[..., None]                      # softmax over senders
-        g = g + aff * (beta[:, None] if self.subset_wise else beta[0])
+        aff = _act(opts.ada_act, aff, axis=1)[..., None]                      # softmax over senders
+        g = g + aff * (beta[:, None] if opts.subset_wise else beta[0])
       out = jnp.einsum("btvkc,bvwkc->btwkc", pre, g)
     out = layers.Conv(self.features, name="post")(out.reshape(out.shape[:-2] + (-1,)))
     return nn.relu(layers.BatchNorm(name="bn")(out, train) + res)
@@ -81,14 +106,8 @@ class DGSTGCN(Backbone):
   init_off: float = 0.04
   graph_seed: int = 0
   data_bn_type: str | None = "VC"
-  gcn_ratio: float = 0.125
-  gcn_ctr: str | None = "T"
-  gcn_ada: str | None = "T"
-  gcn_subset_wise: bool = False
-  gcn_ada_act: str = "softmax"
-  gcn_ctr_act: str = "tanh"
-  tcn_ms_cfg: tuple = layers.MS_CFG
-  tcn_num_joints: int = 25
+  gcn: GCNOptions = GCNOptions()
+  tcn: TCNOptions = TCNOptions()
 
   def graph(self):
     if self.graph_mode == "random":
@@ -97,10 +116,9 @@ class DGSTGCN(Backbone):
     return adjacency(self.layout, self.graph_mode)
 
   def units(self, cout, stride, dropout, a):
-    gcn = functools.partial(DGGCN, cout, a, self.gcn_ratio, self.gcn_ctr, self.gcn_ada,
-                            self.gcn_subset_wise, self.gcn_ada_act, self.gcn_ctr_act)
-    tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn_ms_cfg,
-                            global_joint=True,
-                            num_joints=max(self.tcn_num_joints, self.layout.num_joints),
+    gcn = functools.partial(DGGCN, cout, a, self.gcn)
+    tcn = functools.partial(layers.MultiBranchTCN, cout, stride, self.tcn.ms_cfg,
+                            mid_channels=self.tcn.mid_channels, global_joint=True,
+                            num_joints=max(self.tcn.num_joints, self.layout.num_joints),
                             dropout=dropout, conv_impl=self.temporal_conv)
     return gcn, tcn

@@ -14,6 +14,7 @@ Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6). A `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -59,6 +60,12 @@ def conv_inits(init: str, fan_in: int, fan_out: int):
   raise ValueError(f"unknown initialisation scheme {init!r}")
 
 
+def per_channel(v: Array, ndim: int) -> Array:
+  """A ``(C,)`` vector shaped ``(1, ..., 1, C)`` to broadcast over a channel-last array of rank
+  ``ndim`` (explicitly: the tests run with ``jax_numpy_rank_promotion='raise'``)."""
+  return jnp.reshape(v, (1,) * (ndim - jnp.ndim(v)) + jnp.shape(v))
+
+
 class Conv(nn.Module):
   """A ``(kernel_size x 1)`` convolution over time of ``x_BTVC``, PyTorch ``Conv2d`` semantics.
 
@@ -92,7 +99,7 @@ class Conv(nn.Module):
     else:
       raise ValueError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got "
                        f"{self.impl!r}")
-    return y + bias
+    return y + per_channel(bias, y.ndim)
 
 
 # "custom_vjp" (default): ``temporal_conv``; "xla": XLA's own gradient (same function; kept for
@@ -175,10 +182,11 @@ class BatchNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (c,))
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
     ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    channel = lambda v: per_channel(v, x.ndim)
     if train:
       axes = tuple(range(x.ndim - 1))
       mean = jnp.mean(x, axes)
-      var = jnp.mean(jnp.square(x - mean), axes)
+      var = jnp.mean(jnp.square(x - channel(mean)), axes)
       if not self.is_initializing():
         n = x.size // c
         unbiased = var * (n / max(n - 1, 1))
@@ -192,7 +200,7 @@ class BatchNorm(nn.Module):
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * lax.rsqrt(var + self.epsilon)
-    return (x - mean) * mul + bias
+    return (x - channel(mean)) * channel(mul) + channel(bias)
 
 
 class UnitTCN(nn.Module):
@@ -283,7 +291,7 @@ class MultiBranchTCN(nn.Module):
                          name=f"{name}_tconv")(y))
     y = jnp.concatenate(outs, axis=-1)
     if self.global_joint:
-      y = y[:, :, :v] + y[:, :, v:] * add_coeff[:v, None]
+      y = y[:, :, :v] + y[:, :, v:] * add_coeff[None, None, :v, None]
     y = nn.relu(BatchNorm(name="transform_bn")(y, train))
     y = Conv(self.features, name="transform_conv")(y)
     y = BatchNorm(name="bn")(y, train)
@@ -336,17 +344,35 @@ def block_specs(in_channels: int, base_channels: int = 64, ch_ratio: float = 2,
 ModuleDef = Any  # a module constructor, e.g. functools.partial(UnitTCN, 64, stride=2)
 
 
-def temporal_unit(kind: str, features: int, stride: int, *, ms_cfg: Sequence[Any] = MS_CFG,
-                  dropout: float = 0.0, init_scheme: str = "torch",
-                  conv_impl: str = "custom_vjp") -> ModuleDef:
+@dataclasses.dataclass(frozen=True)
+class TCNOptions:
+  """The temporal unit of an ST-GCN / AA-GCN block (pyskl's ``tcn_*`` keywords).
+
+  type: 'unit_tcn' (one 9x1 conv + BN) or 'mstcn' (pyskl's multi-branch TCN with ``ms_cfg``).
+  dropout: after the unit, in every block but the first.
+  """
+  type: str = "unit_tcn"
+  ms_cfg: tuple = MS_CFG
+  dropout: float = 0.0
+
+
+def temporal_unit(opts: TCNOptions, features: int, stride: int, dropout: float, *,
+                  init_scheme: str = "torch", conv_impl: str = "custom_vjp") -> ModuleDef:
   """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
-  if kind == "unit_tcn":
+  if opts.type == "unit_tcn":
     return functools.partial(UnitTCN, features, 9, stride, dropout=dropout,
                              init_scheme=init_scheme, conv_impl=conv_impl)
-  if kind == "mstcn":
-    return functools.partial(MultiBranchTCN, features, stride, ms_cfg, dropout=dropout,
+  if opts.type == "mstcn":
+    return functools.partial(MultiBranchTCN, features, stride, opts.ms_cfg, dropout=dropout,
                              conv_impl=conv_impl)
-  raise ValueError(f"unknown tcn_type {kind!r}; expected 'unit_tcn' or 'mstcn'")
+  raise ValueError(f"unknown tcn_type {opts.type!r}; expected 'unit_tcn' or 'mstcn'")
+
+
+class GraphUnit(nn.Module):
+  """The fields of every GCN unit: ``features`` output channels over the ``(K, V, V)`` numpy
+  graph stack ``A``; a backbone's unit adds its ``GCNOptions`` as ``opts``."""
+  features: int
+  A: Any
 
 
 class Block(nn.Module):

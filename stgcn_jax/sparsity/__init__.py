@@ -1,10 +1,11 @@
 """Sparse ST-GCN mathematics: masks, the group-lasso penalty, the lottery ticket, sparsity reports,
-and the run config's sparsity fields. The training that uses them lives in ``stgcn_jax.training``.
+and the sparsity part of the run config (``config.py``). The training that uses them lives in
+``stgcn_jax.training``.
 
-See ``docs/METHOD.md`` for the method; ``config.py`` lists the config fields.
+See ``docs/METHOD.md`` for the method.
 """
 
-from stgcn_jax.sparsity.config import MODES, SparseConfig, default_config, prunable_spec, resolve
+from stgcn_jax.sparsity.config import MODES, SparsityConfig, check_sparsity_config, prunable_spec
 from stgcn_jax.sparsity.lottery import init_scores, masks_from_scores, ste_params, topk_masks
 from stgcn_jax.sparsity.masks import (METHODS, PrunableSpec, apply_masks, block_of,
                                       check_sparsity, erk_densities, load_masks, make_masks,

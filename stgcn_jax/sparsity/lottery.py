@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from stgcn_jax.sparsity.masks import (PrunableSpec, _threshold_group, block_of, check_sparsity,
-                                      kaiming_uniform_scores, keep_largest, num_pruned, path_str)
+from stgcn_jax.sparsity.draw import (kaiming_uniform_scores, keep_largest, num_pruned,
+                                     threshold_group)
+from stgcn_jax.sparsity.masks import PrunableSpec, block_of, check_sparsity, path_str
 
 SCOPES = ("per_tensor", "global", "per_block")
 
@@ -58,7 +59,7 @@ def topk_masks(scores, sparsity: float, scope: str = "per_tensor"):
       groups.setdefault("all" if scope == "global" else block_of(p), {})[p] = v
     keep = {}
     for g in groups.values():
-      keep.update(_threshold_group(g, s))
+      keep.update(threshold_group(g, s))
   return traverse_util.unflatten_dict({k: keep[path_str(k)] for k in _flat(scores)})
 
 

@@ -1,5 +1,6 @@
-"""Training: the state, the optimizer recipe, the steps, joint ensembles and the loop.
+"""Training: the config, the state, the optimizer recipe, the steps, joint ensembles and the loop.
 
+* ``config.py``: ``RunConfig`` (data, model, optim, sparsity, loop parts) and ``TrainConfig``.
 * ``state.py``: ``TrainState`` (params, BN statistics, optimizer state, fixed masks) and its creation.
 * ``optim.py``: the SGD/cosine recipe, the masked-updates transform, the warm-up/fine-tune phases.
 * ``step.py``: the train and eval steps of each phase.
@@ -7,6 +8,8 @@
 * ``loop.py``: ``train_and_evaluate(config, workdir)``, the loop.
 """
 
+from stgcn_jax.training.config import (DataConfig, LoopConfig, ModelConfig, OptimConfig, RunConfig,
+                                       TrainConfig, resolve)
 from stgcn_jax.training.ensemble import (clip_average_softmax, create_ensemble_state, fuse_scores,
                                          make_ensemble_eval_step, make_ensemble_train_step,
                                          member_seed, member_state, parameter_budget,

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, resolve
+from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING
+from stgcn_jax.training.config import resolve
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
 from stgcn_jax.training.optim import build_optimizer
 from stgcn_jax.training.state import TrainState, create_train_state, start_finetune
@@ -56,13 +57,14 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
   ``key`` is one key (split into one per member) or a sequence of per-member keys; ``mask_keys``
   optionally gives each member's mask key (the same key for all gives nested 'uniform' masks)."""
   cfg = resolve(config)
-  if cfg.uses_scores:
+  sp = cfg.sparsity
+  if sp.uses_scores:
     raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
-                     f"mode='ensemble' or 'generator' (got mode={cfg.mode!r}, "
-                     f"learn_scores={cfg.learn_scores})")
-  if cfg.mode not in ("generator", "ensemble"):
-    raise ValueError(f"ensemble members need mode 'ensemble' or 'generator', got {cfg.mode!r}")
-  sparsities = tuple(cfg.ensemble_sparsities if sparsities is None else sparsities)
+                     f"mode='ensemble' or 'generator' (got mode={sp.mode!r}, "
+                     f"learn_scores={sp.learn_scores})")
+  if sp.mode not in ("generator", "ensemble"):
+    raise ValueError(f"ensemble members need mode 'ensemble' or 'generator', got {sp.mode!r}")
+  sparsities = tuple(sp.ensemble_sparsities if sparsities is None else sparsities)
   if not sparsities:
     raise ValueError("an ensemble needs at least one member sparsity")
   tx = build_optimizer(cfg)
@@ -97,7 +99,7 @@ def make_ensemble_train_step(model, config, phase: str):
   members (the batch is shared), batched as ``config.ensemble_batching`` says; every metric has
   shape ``(members,)``."""
   cfg = resolve(config)
-  return over_members(make_train_step(model, cfg, phase), cfg.ensemble_batching)
+  return over_members(make_train_step(model, cfg, phase), cfg.sparsity.ensemble_batching)
 
 
 start_finetune_ensemble = jax.vmap(start_finetune)

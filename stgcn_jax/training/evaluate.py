@@ -70,7 +70,8 @@ def evaluate_source(trainer, state, source, pipeline, batch_size: int, seed: int
 
 
 def eval_batch_size(config) -> int:
-  return (config.eval_batch_size or config.batch_size) // jax.process_count()
+  """A ``RunConfig``'s per-process evaluation batch."""
+  return (config.data.eval_batch_size or config.optim.batch_size) // jax.process_count()
 
 
 def scores_of(trainer, state, source, pipe, config, phase: str = "finetune"

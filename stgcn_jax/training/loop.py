@@ -1,14 +1,14 @@
-"""``train_and_evaluate(config, workdir)``: the training loop.
+"""``train_and_evaluate(config, workdir)``: the training loop, for a ``RunConfig`` (``config.py``).
 
 Data-parallel over every device with a 1-D mesh ``("data",)``: batches are sharded along it, the
 train state is replicated, and one jitted, donated step runs the same code on one CPU or many
-accelerators (multi-host with ``config.distributed``). BatchNorm statistics therefore cover the
+accelerators (multi-host with ``loop.distributed``). BatchNorm statistics therefore cover the
 global batch, exactly as on one device.
 
 Model selection never sees the test split: ``val`` is held out from the training data
-(``config.val_fraction``, by performer where the names carry one, else stratified by class; or the
-dataset's own ``val`` split) and validated every ``config.eval_every_epochs``. BatchNorm statistics
-are re-estimated exactly (``precise_bn``, ``config.precise_bn_batches`` training batches) after the
+(``data.val_fraction``, by performer where the names carry one, else stratified by class; or the
+dataset's own ``val`` split) and validated every ``loop.eval_every_epochs``. BatchNorm statistics
+are re-estimated exactly (``precise_bn``, ``loop.precise_bn_batches`` training batches) after the
 warm-up -> fine-tune switch, before every validation and after training.
 
 The workdir holds ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (orbax: the train state,
@@ -29,32 +29,31 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from stgcn_jax import data, sparsity
+from stgcn_jax import data
 from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
+from stgcn_jax.training.config import RunConfig, TrainConfig
 from stgcn_jax.training.evaluate import accuracy_report, scores_of
-from stgcn_jax.training.optim import phase_at
 from stgcn_jax.training.runner import Runner, make_runner
-from stgcn_jax.training.setup import model_options, run_seeds
+from stgcn_jax.training.setup import run_seeds
 from stgcn_jax.training.workdir import (MetricsLogger, RunError, checkpoint_manager, prepare_workdir,
                                         progress_bar, restore_newest_intact, save_checkpoint,
                                         trim_metrics, write_json)
 
-__all__ = ["RunError", "train_and_evaluate", "run_seeds", "model_options"]
+__all__ = ["RunError", "train_and_evaluate", "run_seeds"]
 
 
 @dataclasses.dataclass
 class _Run:
   """Everything one run holds besides its state."""
-  config: Any
+  config: RunConfig
   workdir: str
   info: data.DatasetInfo
   trainer: Runner
-  sp_cfg: Any
+  cfg: TrainConfig         # what the steps close over: optim (with the steps per epoch), sparsity
   seeds: dict
   sources: dict            # "train", "val" (or None), "test"
   pipes: dict              # "train", "val", "test"
@@ -75,10 +74,14 @@ class _Run:
                                        self.pipes["train"], self.config, self.bn_seed)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, evaluates on the test split and writes the workdir; returns ``results.json``."""
+def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
+  """Trains, evaluates on the test split and writes the workdir; returns ``results.json``.
+
+  ``config`` is a ``RunConfig`` or a flat ConfigDict / dict (``RunConfig.from_flat``)."""
   t_start = time.time()
-  if config.distributed:
+  if not isinstance(config, RunConfig):
+    config = RunConfig.from_flat(config)
+  if config.loop.distributed:
     jax.distributed.initialize()
   run, state = _start(config, prepare_workdir(workdir, config), t_start)
   try:
@@ -88,43 +91,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return _finish(run, state, step, time.time() - t_start)
 
 
-def _start(config, workdir: str, t_start: float) -> tuple[_Run, Any]:
+def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   """The run's data, model, runner and state, resumed from the newest intact checkpoint."""
   data_dir, info = setup.dataset(config)
   model = setup.build_model(config, info)
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
   seeds = run_seeds(config)
-  per_process = config.batch_size // jax.process_count()
-  if config.train_repeat < 1:
-    raise RunError(f"config.train_repeat must be >= 1, got {config.train_repeat}")
+  batch_size = config.optim.batch_size
+  per_process = batch_size // jax.process_count()
   if len(train_src) // jax.process_count() < per_process:
-    raise RunError(f"the {config.train_split!r} split has {len(train_src)} training samples, fewer "
-                   f"than one batch of {config.batch_size}; lower --batch_size")
+    raise RunError(f"the {config.data.train_split!r} split has {len(train_src)} training samples, "
+                   f"fewer than one batch of {batch_size}; lower --batch_size")
   pipes = {"train": setup.pipeline(config, info, True),
            "val": setup.pipeline(config, info, False, num_clips=1),
            "test": setup.pipeline(config, info, False)}
   train_it = data.BatchIterator(train_src, pipes["train"], per_process, train=True,
-                                seed=seeds["data"], repeat=config.train_repeat)
-  steps_per_epoch = config.steps_per_epoch or train_it.steps_per_epoch
-  sp_cfg = sparsity.resolve(config, steps_per_epoch=steps_per_epoch)
-  trainer = make_runner(config, model, sp_cfg)
+                                seed=seeds["data"], repeat=config.data.train_repeat)
+  cfg = config.train_config(train_it.steps_per_epoch)
+  trainer = make_runner(model, cfg)
   write_json(os.path.join(workdir, "config.json"),
-             {**config.to_dict(), "steps_per_epoch": steps_per_epoch, "seeds": seeds,
+             {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
               "validation": val_note})
-  sample_x = jnp.zeros((1, config.num_person, config.clip_len, info.num_joints,
+  sample_x = jnp.zeros((1, config.data.num_person, config.data.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
   state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
-  mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  validate = bool(config.eval_every_epochs) and val_src is not None
+  mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.loop.keep_checkpoints)
+  validate = bool(config.loop.eval_every_epochs) and val_src is not None
   best_mngr = checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
   restored = restore_newest_intact(mngr, state, workdir)
   # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
   trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
-  run = _Run(config, workdir, info, trainer, sp_cfg, seeds,
+  run = _Run(config, workdir, info, trainer, cfg, seeds,
              {"train": train_src, "val": val_src,
-              "test": data.load(config.dataset, data_dir, config.test_split)},
-             pipes, train_it, steps_per_epoch, val_note, mngr, best_mngr,
-             MetricsLogger(workdir, config.tensorboard), t_start)
+              "test": data.load(config.data.dataset, data_dir, config.data.test_split)},
+             pipes, train_it, cfg.steps_per_epoch, val_note, mngr, best_mngr,
+             MetricsLogger(workdir, config.loop.tensorboard), t_start)
   if restored is not None:
     state = restored[0].state
     train_it.set_state(restored[0].meta["iterator"])
@@ -134,24 +135,24 @@ def _start(config, workdir: str, t_start: float) -> tuple[_Run, Any]:
 
 def _train(run: _Run, state) -> tuple[Any, int]:
   """The loop: one jitted step a batch, the switch, logs, validation and checkpoints."""
-  config, sp_cfg, trainer = run.config, run.sp_cfg, run.trainer
-  step, total = trainer.step_of(state), sp_cfg.total_steps
+  loop_cfg, cfg, trainer = run.config.loop, run.cfg, run.trainer
+  step, total = trainer.step_of(state), cfg.total_steps
   if step == 0:
-    run.logger.write(0, {"split": "sparsity", "phase": phase_at(0, sp_cfg),
+    run.logger.write(0, {"split": "sparsity", "phase": cfg.phase_at(0),
                          **switch_lib.sparsity_record(trainer, state)})
     print(f"validation: {run.val_note}")
-  pbar = progress_bar(total, step, config.progress_bar)
+  pbar = progress_bar(total, step, loop_cfg.progress_bar)
   clock = [time.time(), step]  # when and at which step the last train record was written
   try:
     while step < total:
-      phase = "warmup" if step < sp_cfg.warmup_steps else "finetune"
-      if phase == "finetune" and step == sp_cfg.warmup_steps and step > 0:
+      phase = cfg.phase_at(step)
+      if phase == "finetune" and step == cfg.warmup_steps and step > 0:
         state = switch_lib.switch(trainer, state, step, run.sources["train"], run.pipes["train"],
-                                  config, run.bn_seed, run.logger, pbar)
+                                  run.config, run.bn_seed, run.logger, pbar)
       state, metrics = trainer.steps[phase](state, trainer.global_batch(next(run.train_it)))
       step += 1
       epoch_end = step % run.steps_per_epoch == 0
-      if step % config.log_every_steps == 0 or epoch_end or step == total:
+      if step % loop_cfg.log_every_steps == 0 or epoch_end or step == total:
         _log_train(run, step, phase, metrics, pbar, clock)
       if pbar is not None:
         pbar.update(1)
@@ -182,21 +183,21 @@ def _log_train(run: _Run, step: int, phase: str, metrics, pbar, clock: list) -> 
 
 def _end_of_epoch(run: _Run, state, step: int, phase: str) -> None:
   """Validation (with exact BN statistics, on a copy) and the checkpoints of an epoch's end."""
-  config, total = run.config, run.sp_cfg.total_steps
+  config, total = run.config, run.cfg.total_steps
   epoch = math.ceil(step / run.steps_per_epoch)
   metrics_val = val_state = None
-  if run.best_mngr is not None and (epoch % config.eval_every_epochs == 0 or step == total):
+  if run.best_mngr is not None and (epoch % config.loop.eval_every_epochs == 0 or step == total):
     val_state = run.precise_bn(state, phase)
     acc = accuracy_report(*scores_of(run.trainer, val_state, run.sources["val"], run.pipes["val"],
                                      config, phase))
     run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": acc["top1"],
                             "top5": acc["top5"]})
     # The best model is one of the kind the run delivers: sparse for the generator.
-    if phase == "finetune" or run.sp_cfg.warmup_steps == 0:
+    if phase == "finetune" or run.cfg.warmup_steps == 0:
       metrics_val = {"top1": acc["top1"]}
-  if epoch % config.checkpoint_every_epochs == 0 or step == total:
+  if epoch % config.loop.checkpoint_every_epochs == 0 or step == total:
     meta = {"iterator": run.train_it.get_state(), "step": step, "epoch": epoch,
-            "phase": phase_at(step, run.sp_cfg)}
+            "phase": run.cfg.phase_at(step)}
     save_checkpoint(run.mngr, state, step, meta)
     if run.best_mngr is not None and metrics_val is not None:
       save_checkpoint(run.best_mngr, val_state, step, meta, metrics_val)
@@ -206,10 +207,10 @@ def _finish(run: _Run, state, step: int, train_time: float) -> dict:
   """The final model's test (with running and with exact BN statistics), results.json."""
   config, trainer, test_src = run.config, run.trainer, run.sources["test"]
   ema = (accuracy_report(*scores_of(trainer, state, test_src, run.pipes["test"], config))
-         if config.precise_bn_batches else None)
+         if config.loop.precise_bn_batches else None)
   state = run.precise_bn(state, "finetune")
   results = results_lib.final_evaluation(config, trainer, state, test_src, run.info, run.workdir)
-  results["precise_bn_batches"] = int(config.precise_bn_batches)
+  results["precise_bn_batches"] = int(config.loop.precise_bn_batches)
   results["without_precise_bn"] = {k: (ema or results)[k] for k in results_lib.SUMMARY}
   results["validation"] = run.val_note
   results["seeds"] = run.seeds

@@ -3,7 +3,7 @@
 One optimizer serves both phases, so the optimizer-state tree has the same structure in warm-up and
 fine-tune (an orbax checkpoint from either phase restores into one abstract target)::
 
-  tx = make_optimizer(config)                       # chain(decay, sgd, [freeze], masked_updates())
+  tx = make_optimizer(cfg.optim)                    # chain(decay, sgd, [freeze], masked_updates())
   updates, opt_state = tx.update(grads, opt_state, params)               # warm-up: dense
   updates, opt_state = tx.update(grads, opt_state, params, masks=masks)  # fine-tune: masked
 
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stgcn_jax.sparsity.config import SparseConfig, resolve
+from stgcn_jax.training.config import OptimConfig, resolve
 
 
 def masked_updates() -> optax.GradientTransformationExtraArgs:
@@ -48,7 +48,7 @@ def masked_updates() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def make_schedule(config: SparseConfig) -> Callable[[Any], jax.Array]:
+def make_schedule(config: OptimConfig) -> Callable[[Any], jax.Array]:
   """The learning rate at a step: peak ``learning_rate * batch_size / base_batch_size``.
 
   Without LR warm-up, cosine decay to 0 over ``num_epochs * steps_per_epoch`` steps (constant
@@ -56,11 +56,10 @@ def make_schedule(config: SparseConfig) -> Callable[[Any], jax.Array]:
   peak over ``w * steps_per_epoch`` steps, then the cosine decay to 0 over the remaining steps
   (``optax.warmup_cosine_decay_schedule``).
   """
-  peak = config.learning_rate * config.batch_size / config.base_batch_size
+  config.check()
+  peak = config.peak_learning_rate
   if config.lr_warmup_epochs > 0:
     warmup = max(1, int(round(config.lr_warmup_epochs * config.steps_per_epoch)))
-    if config.lr_by_epoch:
-      raise ValueError("config.lr_by_epoch=True and config.lr_warmup_epochs > 0 cannot be combined")
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, config.total_steps, end_value=0.0)
   if not config.lr_by_epoch:
     return optax.cosine_decay_schedule(peak, config.total_steps, alpha=0.0)
@@ -68,12 +67,12 @@ def make_schedule(config: SparseConfig) -> Callable[[Any], jax.Array]:
   return lambda step: by_epoch(jnp.asarray(step) // config.steps_per_epoch)
 
 
-def make_optimizer(config: SparseConfig, *, frozen=None,
+def make_optimizer(config: OptimConfig, *, frozen=None,
                    decay_mask=None) -> optax.GradientTransformationExtraArgs:
   """``chain(add_decayed_weights, sgd(schedule, momentum, nesterov), [freeze], masked_updates())``.
 
   Args:
-    config: a resolved ``SparseConfig``.
+    config: the run's ``OptimConfig``.
     frozen: optional per-leaf bool tree (or prefix tree / callable) over the trained tree: True
       leaves get zero updates (``optax.masked(optax.set_to_zero(), frozen)``). Must be the same in
       every phase of a run.
@@ -113,13 +112,13 @@ def mask_optimizer_state(opt_state, params, masks):
 
 
 def phase_at(step: int, config) -> str:
-  """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'."""
-  cfg = resolve(config)
-  return "warmup" if int(step) < cfg.warmup_steps else "finetune"
+  """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'
+  (``TrainConfig.phase_at``; ``config`` may also be flat fields)."""
+  return resolve(config).phase_at(step)
 
 
 def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
   """The one optimizer of a run (LTH: every parameter frozen, only the scores train)."""
   cfg = resolve(config)
-  frozen = {"params": True, "scores": False} if cfg.mode == "lth" else None
-  return make_optimizer(cfg, frozen=frozen)
+  frozen = {"params": True, "scores": False} if cfg.sparsity.mode == "lth" else None
+  return make_optimizer(cfg.optim, frozen=frozen)

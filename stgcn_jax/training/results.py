@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from stgcn_jax import atomic, checkpoint, sparsity
+from stgcn_jax import atomic, checkpoint, models, sparsity
 from stgcn_jax.training.evaluate import accuracy_report, eval_batch_size, evaluate_source, scores_of
-from stgcn_jax.training.setup import model_options, pipeline
+from stgcn_jax.training.setup import pipeline
 from stgcn_jax.training.state import abstract_state
 from stgcn_jax.training.switch import sparsity_record
 
@@ -89,8 +89,8 @@ def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results
     # The final model(s) with the statistics they were tested with: model/, or one model
     # checkpoint per member of a joint ensemble (members/s<sparsity>/).
     spec = checkpoint.model_spec_json(
-        config.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
-        model_options(config), class_names=info.class_names,
+        config.model.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
+        models.options_json(config.model.options), class_names=info.class_names,
         pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
     for target, member in zip(trainer.model_dirs(workdir), trainer.members(state)):
       host = jax.device_get(member)

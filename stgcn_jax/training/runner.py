@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from stgcn_jax import precise_bn, sparsity
 from stgcn_jax.training import ensemble as ens
+from stgcn_jax.training.config import TrainConfig
 from stgcn_jax.training.state import create_train_state, start_finetune
 from stgcn_jax.training.step import PHASES, make_eval_step, make_train_step
 from stgcn_jax.training.workdir import RunError
@@ -28,11 +29,11 @@ __all__ = ["Runner", "StackedRunner", "make_runner"]
 class Runner:
   """One model: the jitted functions and shardings of a run."""
 
-  def __init__(self, config, model, sp_cfg):
-    self.config, self.model, self.sp_cfg = config, model, sp_cfg
-    n = jax.device_count()
-    if config.batch_size % n:
-      raise RunError(f"batch_size {config.batch_size} must be a multiple of the {n} devices")
+  def __init__(self, model, cfg: TrainConfig):
+    self.model, self.cfg = model, cfg
+    n, batch_size = jax.device_count(), cfg.optim.batch_size
+    if batch_size % n:
+      raise RunError(f"batch_size {batch_size} must be a multiple of the {n} devices")
     self.mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -46,7 +47,7 @@ class Runner:
                                  in_shardings=(self.replicated, self.batch_sharding),
                                  out_shardings=self.replicated)
     # The model a phase trains: dense in the generator's warm-up, params * masks otherwise.
-    masked = {phase: not (phase == "warmup" and sp_cfg.warmup_steps > 0) for phase in PHASES}
+    masked = {phase: not (phase == "warmup" and cfg.warmup_steps > 0) for phase in PHASES}
     self.evals = {phase: jit_eval(make_eval_step(model, masked=masked[phase])) for phase in PHASES}
     self.moments = {phase: jit_eval(precise_bn.make_moments_fn(model, masked=masked[phase]))
                     for phase in PHASES}
@@ -57,7 +58,7 @@ class Runner:
   sparsities: tuple[float, ...] | None = None
 
   def _train_step(self, phase: str):
-    return make_train_step(self.model, self.sp_cfg, phase)
+    return make_train_step(self.model, self.cfg, phase)
 
   def _switch_fn(self):
     return start_finetune
@@ -66,7 +67,7 @@ class Runner:
     return fn
 
   def create_state(self, seeds: dict, sample_x, variables):
-    state = create_train_state(self.model, jax.random.key(seeds["init"]), sample_x, self.sp_cfg,
+    state = create_train_state(self.model, jax.random.key(seeds["init"]), sample_x, self.cfg,
                                variables=variables, mask_key=jax.random.key(seeds["mask"]))
     return jax.device_put(state, self.replicated)
 
@@ -89,23 +90,23 @@ class Runner:
 class StackedRunner(Runner):
   """A joint multi-level ensemble: every array of the state has a leading member axis."""
 
-  def __init__(self, config, model, sp_cfg):
-    self.sparsities = tuple(sp_cfg.ensemble_sparsities)
-    super().__init__(config, model, sp_cfg)
+  def __init__(self, model, cfg: TrainConfig):
+    self.sparsities = tuple(cfg.sparsity.ensemble_sparsities)
+    super().__init__(model, cfg)
 
   def _train_step(self, phase: str):
-    return ens.make_ensemble_train_step(self.model, self.sp_cfg, phase)
+    return ens.make_ensemble_train_step(self.model, self.cfg, phase)
 
   def _switch_fn(self):
     return ens.start_finetune_ensemble
 
   def _per_member(self, fn):
-    return ens.over_members(fn, self.sp_cfg.ensemble_batching)
+    return ens.over_members(fn, self.cfg.sparsity.ensemble_batching)
 
   def create_state(self, seeds: dict, sample_x, variables):
     members = seeds["members"]
     state = ens.create_ensemble_state(
-        self.model, [jax.random.key(m["init"]) for m in members], sample_x, self.sp_cfg,
+        self.model, [jax.random.key(m["init"]) for m in members], sample_x, self.cfg,
         variables=variables, mask_keys=[jax.random.key(m["mask"]) for m in members])
     return jax.device_put(state, self.replicated)
 
@@ -116,8 +117,8 @@ class StackedRunner(Runner):
     return [os.path.join(workdir, "members", f"s{s:g}") for s in self.sparsities]
 
 
-def make_runner(config, model, sp_cfg) -> Runner:
-  return (StackedRunner if sp_cfg.mode == "ensemble" else Runner)(config, model, sp_cfg)
+def make_runner(model, cfg: TrainConfig) -> Runner:
+  return (StackedRunner if cfg.sparsity.mode == "ensemble" else Runner)(model, cfg)
 
 
 def _batch_metrics_fn(model, masked: bool):

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import optax
 
 from stgcn_jax.sparsity import lottery
-from stgcn_jax.sparsity.config import prunable_spec, resolve
+from stgcn_jax.sparsity.config import prunable_spec
+from stgcn_jax.training.config import resolve
 from stgcn_jax.sparsity.masks import apply_masks, make_masks, ones_like_masks, validate_masks
-from stgcn_jax.training.optim import build_optimizer, mask_optimizer_state, phase_at
+from stgcn_jax.training.optim import build_optimizer, mask_optimizer_state
 
 
 @flax.struct.dataclass
@@ -74,7 +75,7 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
     model: a linen ``Recognizer`` (``models.get_model``).
     key: PRNG key; split into init, mask, score and dropout keys.
     sample_x: an input batch ``(B, M, T, V, C)`` for ``model.init``.
-    config: a ConfigDict / ``SparseConfig`` (see ``config.py``).
+    config: a ``TrainConfig`` (or flat fields, ``training.config.resolve``).
     variables: optional ``{'params', 'batch_stats'}`` to start from (pretrained / converted).
     masks: optional mask tree (overrides ``mask_method``; validated against params).
     tx: optional optimizer (``ensemble.py`` shares one between members).
@@ -82,7 +83,8 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
     mask_key: the key of the mask draw (default: one split from ``key``).
   """
   cfg = resolve(config)
-  s = cfg.sparsity if sparsity is None else float(sparsity)
+  sp = cfg.sparsity
+  s = sp.sparsity if sparsity is None else float(sparsity)
   spec = prunable_spec(cfg)
   k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
   if mask_key is not None:
@@ -92,14 +94,14 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   scores = None
-  if cfg.uses_scores:
+  if sp.uses_scores:
     scores = lottery.init_scores(params, k_score, spec)
-    masks = lottery.masks_from_scores(params, scores, s, cfg.score_scope)
-  elif cfg.mode == "dense":
+    masks = lottery.masks_from_scores(params, scores, s, sp.score_scope)
+  elif sp.mode == "dense":
     masks = ones_like_masks(params)
   elif masks is None:
-    masks = make_masks(params, s, key=k_mask, method=cfg.mask_method, spec=spec,
-                       path=cfg.mask_path or None, cover_channels=cfg.mask_cover_channels)
+    masks = make_masks(params, s, key=k_mask, method=sp.mask_method, spec=spec,
+                       path=sp.mask_path or None, cover_channels=sp.mask_cover_channels)
   else:
     validate_masks(masks, params)
   tx = tx or build_optimizer(cfg)
@@ -107,7 +109,7 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
                      opt_state=None, masks=masks, rng=k_rng, apply_fn=model.apply, tx=tx,
                      scores=scores)
   state = state.replace(opt_state=tx.init(state.trainable()))
-  if phase_at(0, cfg) == "finetune":
+  if cfg.phase_at(0) == "finetune":
     state = start_finetune(state)
   return state
 

@@ -1,12 +1,12 @@
 """The train and eval steps, pure functions of (state, batch) that the loop jits with shardings.
 
->>> cfg = resolve(config)                                   # see config.py for the fields
+>>> cfg = resolve(config)                     # a training.config.TrainConfig: optim + sparsity
 >>> state = create_train_state(model, key, sample_x, cfg)
 >>> warm = jax.jit(make_train_step(model, cfg, "warmup"), donate_argnums=0)
 >>> tune = jax.jit(make_train_step(model, cfg, "finetune"), donate_argnums=0)
 >>> for step in ...:
 ...   if step == cfg.warmup_steps: state = jax.jit(start_finetune)(state)   # once; idempotent
-...   state, metrics = (warm if phase_at(step, cfg) == "warmup" else tune)(state, batch)
+...   state, metrics = (warm if cfg.phase_at(step) == "warmup" else tune)(state, batch)
 >>> logits = jax.jit(make_eval_step(model))(state, x)       # x: (B, M, T, V, C) or (B, clips, ...)
 
 Phases (docs/METHOD.md section 3): 'warmup' = dense forward, loss ``CE + lambda * group_lasso``, dense
@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import optax
 
 from stgcn_jax.sparsity import lottery
-from stgcn_jax.sparsity.config import prunable_spec, resolve
+from stgcn_jax.sparsity.config import prunable_spec
 from stgcn_jax.sparsity.masks import apply_masks
 from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight, proximal_group_lasso
+from stgcn_jax.training.config import TrainConfig, resolve
 from stgcn_jax.training.optim import make_schedule, mask_optimizer_state
 from stgcn_jax.training.state import TrainState
 
@@ -36,46 +37,19 @@ PHASES = ("warmup", "finetune")
 def make_train_step(model, config, phase: str):
   """``train_step(state, batch) -> (state, metrics)`` for ``phase`` in ``PHASES``.
 
-  ``batch = {'x': (B, M, T, V, C) float32, 'label': (B,) int32}``. Metrics: ``loss``, ``ce``,
-  ``penalty`` (the unweighted group lasso; 0 outside warm-up), ``lambda``, ``accuracy``,
-  ``grad_norm`` (of the trained tree), ``lr`` (at this step).
+  ``config``: a ``TrainConfig`` (or flat fields, ``training.config.resolve``). ``batch = {'x':
+  (B, M, T, V, C) float32, 'label': (B,) int32}``. Metrics: ``loss``, ``ce``, ``penalty`` (the
+  unweighted group lasso; 0 outside warm-up), ``lambda``, ``accuracy``, ``grad_norm`` (of the
+  trained tree), ``lr`` (at this step).
   """
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
   cfg = resolve(config)
-  spec = prunable_spec(cfg)
-  schedule = make_schedule(cfg)
-  warm = phase == "warmup" and cfg.mode != "lth"
-  use_penalty = warm and cfg.mode in ("generator", "ensemble")
-  proximal = use_penalty and cfg.penalty_update == "proximal" and not cfg.learn_scores
-  masked = phase == "finetune" and cfg.mode in ("generator", "ensemble")
-
-  def loss_fn(trained, state: TrainState, batch, dropout_key):
-    if state.scores is None:
-      params = trained
-      eff = apply_masks(params, state.masks) if masked else params
-      target = state.masks
-    else:
-      params, scores = trained["params"], trained["scores"]
-      s_fwd = 0.0 if warm else cfg.sparsity
-      eff, fwd_masks = lottery.ste_params(params, scores, s_fwd, cfg.score_scope)
-      target = fwd_masks if s_fwd == cfg.sparsity else state.masks
-    logits, new_vars = model.apply({"params": eff, "batch_stats": state.batch_stats}, batch["x"],
-                                   train=True, mutable=["batch_stats"],
-                                   rngs={"dropout": dropout_key})
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    if use_penalty:
-      pen = group_lasso(params, target, spec)
-      epoch = state.step // cfg.steps_per_epoch
-      lam = penalty_weight(epoch, cfg.penalty_lambda, cfg.lambda_schedule, cfg.warmup_epochs)
-      if cfg.penalty_lambda == 0 or proximal:  # proximal: applied after the step, not by gradient
-        pen = jax.lax.stop_gradient(pen)
-    else:
-      pen, lam = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-    loss = ce + (0.0 if proximal else lam) * pen
-    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-    aux = {"ce": ce, "penalty": pen, "accuracy": acc, "lambda": lam}
-    return loss, (new_vars["batch_stats"], aux)
+  sp, spec, schedule = cfg.sparsity, prunable_spec(cfg), make_schedule(cfg.optim)
+  masked = phase == "finetune" and sp.mode in ("generator", "ensemble")
+  proximal = (phase == "warmup" and sp.mode in ("generator", "ensemble")
+              and sp.penalty_update == "proximal" and not sp.learn_scores)
+  loss_fn = _loss_fn(model, cfg, phase)
 
   def train_step(state: TrainState, batch):
     dropout_key = jax.random.fold_in(state.rng, state.step)
@@ -88,7 +62,7 @@ def make_train_step(model, config, phase: str):
     if upd_masks is not None:  # belt and braces: p * 1 = p, and pruned entries stay exactly 0
       trained = apply_masks(trained, upd_masks)
     if proximal:  # block soft-thresholding at the step size of heavy-ball SGD, lr / (1 - momentum)
-      threshold = aux["lambda"] * schedule(state.step) / (1.0 - cfg.momentum)
+      threshold = aux["lambda"] * schedule(state.step) / (1.0 - cfg.optim.momentum)
       trained, alive = proximal_group_lasso(trained, state.masks, threshold, spec)
       # A group set to 0 also forgets its momentum, which would otherwise push it out again.
       opt_state = mask_optimizer_state(opt_state, trained, alive)
@@ -96,11 +70,51 @@ def make_train_step(model, config, phase: str):
                                      batch_stats=batch_stats)
     if new_state.scores is not None:
       new_state = new_state.replace(masks=lottery.masks_from_scores(
-          new_state.params, new_state.scores, cfg.sparsity, cfg.score_scope))
+          new_state.params, new_state.scores, sp.sparsity, sp.score_scope))
     metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step), **aux)
     return new_state, metrics
 
   return train_step
+
+
+def _loss_fn(model, cfg: TrainConfig, phase: str):
+  """``loss_fn(trained, state, batch, dropout_key) -> (loss, (batch_stats, aux))`` of a phase:
+  CE, plus the group lasso in a generator's warm-up (by gradient, or only reported when the
+  penalty is proximal)."""
+  sp, spec = cfg.sparsity, prunable_spec(cfg)
+  warm = phase == "warmup" and sp.mode != "lth"
+  use_penalty = warm and sp.mode in ("generator", "ensemble")
+  proximal = use_penalty and sp.penalty_update == "proximal" and not sp.learn_scores
+  masked = phase == "finetune" and sp.mode in ("generator", "ensemble")
+
+  def loss_fn(trained, state: TrainState, batch, dropout_key):
+    if state.scores is None:
+      params = trained
+      eff = apply_masks(params, state.masks) if masked else params
+      target = state.masks
+    else:
+      params, scores = trained["params"], trained["scores"]
+      s_fwd = 0.0 if warm else sp.sparsity
+      eff, fwd_masks = lottery.ste_params(params, scores, s_fwd, sp.score_scope)
+      target = fwd_masks if s_fwd == sp.sparsity else state.masks
+    logits, new_vars = model.apply({"params": eff, "batch_stats": state.batch_stats}, batch["x"],
+                                   train=True, mutable=["batch_stats"],
+                                   rngs={"dropout": dropout_key})
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    if use_penalty:
+      pen = group_lasso(params, target, spec)
+      epoch = state.step // cfg.steps_per_epoch
+      lam = penalty_weight(epoch, sp.penalty_lambda, sp.lambda_schedule, sp.warmup_epochs)
+      if sp.penalty_lambda == 0 or proximal:  # proximal: applied after the step, not by gradient
+        pen = jax.lax.stop_gradient(pen)
+    else:
+      pen, lam = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+    loss = ce + (0.0 if proximal else lam) * pen
+    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    aux = {"ce": ce, "penalty": pen, "accuracy": acc, "lambda": lam}
+    return loss, (new_vars["batch_stats"], aux)
+
+  return loss_fn
 
 
 def make_eval_step(model, masked: bool = True):

@@ -13,7 +13,7 @@ __all__ = ["sparsity_record", "precise_bn_state", "bn_batches", "switch_record",
 
 
 def sparsity_record(trainer, state) -> dict:
-  spec = sparsity.prunable_spec(trainer.sp_cfg)
+  spec = sparsity.prunable_spec(trainer.cfg)
   reports = [sparsity.sparsity_report(jax.device_get(m.params), jax.device_get(m.masks), spec)
              for m in trainer.members(state)]
   keys = ("prunable_sparsity", "total_sparsity", "nonzero_params", "total_params",
@@ -24,13 +24,14 @@ def sparsity_record(trainer, state) -> dict:
 
 
 def precise_bn_state(trainer, state, phase: str, source, pipeline, config, seed: int):
-  """``state`` with exact population BN statistics over ``config.precise_bn_batches`` training
+  """``state`` with exact population BN statistics over ``config.loop.precise_bn_batches`` training
   batches (at most one pass over ``source``; the same batches every time), for the model that
   ``phase`` trains."""
-  if not config.precise_bn_batches:
+  count = config.loop.precise_bn_batches
+  if not count:
     return state
   moments = [trainer.moments[phase](state, trainer.global_batch(batch, ("x",))["x"])
-             for batch in bn_batches(source, pipeline, config, seed, config.precise_bn_batches)]
+             for batch in bn_batches(source, pipeline, config, seed, count)]
   stats = precise_bn.precise_batch_stats(state.batch_stats, moments)
   return state.replace(batch_stats=jax.device_put(stats, trainer.replicated))
 
@@ -38,8 +39,8 @@ def precise_bn_state(trainer, state, phase: str, source, pipeline, config, seed:
 def bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
   """The first ``count`` (at most one epoch of) training batches of the fixed stream ``seed``:
   the precise-BN batches, and the switch's fixed batch (the first of them)."""
-  it = data.BatchIterator(source, pipeline, config.batch_size // jax.process_count(), train=True,
-                          seed=seed, num_epochs=1, prefetch=False)
+  it = data.BatchIterator(source, pipeline, config.optim.batch_size // jax.process_count(),
+                          train=True, seed=seed, num_epochs=1, prefetch=False)
   batches = [batch for _, batch in zip(range(min(int(count), it.steps_per_epoch)), it)]
   it.close()
   return batches
@@ -48,7 +49,7 @@ def bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
 def switch_record(trainer, state) -> dict:
   """Per block, the norm of the weights the mask removes (per member for an ensemble)."""
   host = jax.device_get(state)
-  spec = sparsity.prunable_spec(trainer.sp_cfg)
+  spec = sparsity.prunable_spec(trainer.cfg)
   members = trainer.members(host)
   norms = [{b: float(v) for b, v in sparsity.group_norms(m.params, m.masks, spec).items()}
            for m in members]

@@ -20,7 +20,8 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
-from stgcn_jax import atomic
+from stgcn_jax import atomic, models
+from stgcn_jax.training.config import model_options
 from stgcn_jax.training.state import abstract_state
 
 __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
@@ -69,7 +70,7 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
 # The config fields that say which run a workdir holds: a run that differs in one of them cannot
 # resume from the workdir's checkpoints (the rest, e.g. the epoch count, may change on a resume).
-_RUN_IDENTITY = ("dataset", "backbone", "model", "model_options", "modality", "mode", "sparsity",
+_RUN_IDENTITY = ("dataset", "backbone", "model", "modality", "mode", "sparsity",
                  "ensemble_sparsities", "mask_method", "seed", "pretrained")
 # What a run writes to metrics.jsonl at its checkpoint step after saving the checkpoint there.
 _AFTER_CHECKPOINT = ("switch", "test")
@@ -101,9 +102,11 @@ def prepare_workdir(workdir: str, config) -> str:
       raise RunError(f"{config_path} is unreadable ({err}), so it is unknown which run the "
                      f"checkpoints in {workdir} belong to; repair it, or choose another "
                      "--workdir") from None
-    new = json.loads(json.dumps(config.to_dict(), default=str))
-    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in _RUN_IDENTITY
-             if k in old and k in new and old[k] != new[k]]
+    old, new = _identity(old), _identity(config.to_flat())
+    differ = [k for k in _RUN_IDENTITY if k in old and k in new and old[k] != new[k]]
+    if "backbone" in differ and "model" in differ:  # its options differ too: say the cause
+      differ.remove("model")
+    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in differ]
     if diffs:
       raise RunError(f"--workdir {workdir} holds another run ({'; '.join(diffs)}), whose "
                      "checkpoints cannot resume this one; choose another --workdir, or remove it "
@@ -113,6 +116,18 @@ def prepare_workdir(workdir: str, config) -> str:
   except OSError as err:
     raise RunError(f"--workdir {workdir} cannot be created ({err.strerror or err})") from None
   return workdir
+
+
+def _identity(flat: dict) -> dict:
+  """A flat config's identity fields as JSON values, ``model`` as the backbone's full options
+  (so that an older ``config.json``, with the block list in ``model`` and the rest in
+  ``model_options``, compares equal to the same run's)."""
+  out = json.loads(json.dumps(flat, default=str))
+  try:
+    out["model"] = json.loads(json.dumps(models.options_json(model_options(flat))))
+  except (TypeError, ValueError):
+    pass  # options this version cannot read: compared as written
+  return out
 
 
 def _damaged_file(step_dir: str) -> str | None:
@@ -129,13 +144,14 @@ def _damaged_file(step_dir: str) -> str | None:
   return None
 
 
-def restore_newest_intact(mngr, state, workdir: str):
+def restore_newest_intact(mngr, state, workdir: str, *, move_damaged: bool = True):
   """``(restored, step)`` of the newest checkpoint that restores, or ``None`` when there is none.
 
   A checkpoint that fails to restore (a truncated chunk, a damaged metadata file) is reported in one
   line naming it and the reason; when an older one restores, the damaged ones are moved to
-  ``<workdir>/damaged_checkpoints/`` (so the run writes those steps afresh) and training resumes
-  from it. When none restores, nothing is moved and the run stops with the reasons.
+  ``<workdir>/damaged_checkpoints/`` (so the run writes those steps afresh; ``move_damaged=False``
+  for a reader that must leave the workdir as it is) and training resumes from it. When none
+  restores, nothing is moved and the run stops with the reasons.
   """
   args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state(state)),
                             meta=ocp.args.JsonRestore())
@@ -150,13 +166,13 @@ def restore_newest_intact(mngr, state, workdir: str):
       print(f"warning: checkpoint {step_dir} cannot be restored ({where}); trying an older one",
             file=sys.stderr)
       continue
-    if failures and jax.process_index() == 0:
+    if failures and move_damaged and jax.process_index() == 0:
       aside = os.path.join(workdir, "damaged_checkpoints")
       os.makedirs(aside, exist_ok=True)
       for path, _ in failures:
         os.replace(path, os.path.join(aside, f"{os.path.basename(path)}-{int(time.time())}"))
       print(f"moved the damaged checkpoint(s) to {aside}", file=sys.stderr)
-    if failures:
+    if failures and move_damaged:
       mngr.reload()
     return restored, step
   if failures:

@@ -208,8 +208,8 @@ def _video_record(path: str, index: LabelIndex, classes: int, range_hint: str, s
     return None
   try:
     raw, label_index, label = read_video(path)
-  except DataError as err:
-    report.reject("invalid", str(err))
+  except DataError as err:  # not a regular file, unreadable (the reader's reason), or invalid
+    report.reject(getattr(err, "reason", "invalid"), str(err))
     return None
   if label_index is not None and label_index != entry["label_index"]:
     report.reject("unknown_label", f"{path}: label_index {label_index} disagrees with the "

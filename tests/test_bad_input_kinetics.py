@@ -188,6 +188,18 @@ def test_a_fifo_or_folder_named_json_is_rejected_not_waited_on(tmp_path):
         kinetics.parse_video(str(tmp_path / f"{name}.json"))
 
 
+def test_a_fifo_among_the_videos_is_counted_not_a_file_and_the_rest_converts(tmp_path, real_index):
+  src = _src(tmp_path, {VID: _real_video()},
+             {VID: real_index[VID], "pipe": dict(real_index[VID])})
+  os.mkfifo(f"{src}/kinetics_val/pipe.json")
+  report = data.ConversionReport()
+  with _deadline(5):
+    splits, _ = kinetics.collect(src, report, 400)
+  assert [r["frame_dir"] for r in splits["val"]] == [VID]
+  assert report.reasons["rejected/not_a_file"] == 1
+  assert f"{src}/kinetics_val/pipe.json: is a FIFO (named pipe)" in _messages(report)
+
+
 # ----------------------------------------------------------------------------- 3. values
 @pytest.mark.parametrize("field,j,value,shown", [
     ("pose", 0, "0.5", "'0.5'"), ("pose", 7, True, "True"), ("pose", 35, None, "None"),

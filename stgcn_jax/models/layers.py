@@ -346,11 +346,9 @@ ModuleDef = Any  # a module constructor, e.g. functools.partial(UnitTCN, 64, str
 
 @dataclasses.dataclass(frozen=True)
 class TCNOptions:
-  """The temporal unit of an ST-GCN / AA-GCN block (pyskl's ``tcn_*`` keywords).
-
-  type: 'unit_tcn' (one 9x1 conv + BN) or 'mstcn' (pyskl's multi-branch TCN with ``ms_cfg``).
-  dropout: after the unit, in every block but the first.
-  """
+  """The temporal unit of an ST-GCN / AA-GCN block (pyskl's ``tcn_*`` keywords): ``type``
+  'unit_tcn' (one 9x1 conv + BN) or 'mstcn' (pyskl's multi-branch TCN with ``ms_cfg``);
+  ``dropout`` after the unit, in every block but the first."""
   type: str = "unit_tcn"
   ms_cfg: tuple = MS_CFG
   dropout: float = 0.0
@@ -358,7 +356,7 @@ class TCNOptions:
 
 def temporal_unit(opts: TCNOptions, features: int, stride: int, dropout: float, *,
                   init_scheme: str = "torch", conv_impl: str = "custom_vjp") -> ModuleDef:
-  """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's multi-branch ``mstcn``."""
+  """The ``tcn`` of an ST-GCN / AA-GCN block: ``unit_tcn`` (9x1) or pyskl's ``mstcn``."""
   if opts.type == "unit_tcn":
     return functools.partial(UnitTCN, features, 9, stride, dropout=dropout,
                              init_scheme=init_scheme, conv_impl=conv_impl)
@@ -369,8 +367,7 @@ def temporal_unit(opts: TCNOptions, features: int, stride: int, dropout: float, 
 
 
 class GraphUnit(nn.Module):
-  """The fields of every GCN unit: ``features`` output channels over the ``(K, V, V)`` numpy
-  graph stack ``A``; a backbone's unit adds its ``GCNOptions`` as ``opts``."""
+  """Every GCN unit: ``features`` out over the ``(K, V, V)`` numpy graphs ``A`` (plus ``opts``)."""
   features: int
   A: Any
 
@@ -380,8 +377,7 @@ class Block(nn.Module):
 
   As the flax ResNet example composes its blocks, ``gcn`` and ``tcn`` are module constructors
   (``functools.partial`` of a unit with its options), built here as the children ``gcn`` and
-  ``tcn``; ``residual`` is ``"none"``, ``"identity"`` or ``"proj"`` (see :func:`block_specs`).
-  """
+  ``tcn``; ``residual`` is ``"none"``, ``"identity"`` or ``"proj"`` (see :func:`block_specs`)."""
   gcn: ModuleDef
   tcn: ModuleDef
   features: int

@@ -115,3 +115,13 @@ def test_an_older_config_json_is_the_same_run():
   assert workdir._identity(other)["model"] != workdir._identity(new.to_flat())["model"]
   assert model_options(old) == new.model.options
   assert dataclasses.asdict(new.model.options["gcn"])["attention"] is False
+
+
+def test_a_workdir_of_other_backbone_options_names_the_option(tmp_path):
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  old = RunConfig.from_flat(_flat(backbone="aagcn", model_options='{"gcn_attention": false}'))
+  (tmp_path / "config.json").write_text(json.dumps(old.to_flat()))
+  workdir.prepare_workdir(str(tmp_path), old)  # the same run resumes
+  with pytest.raises(workdir.RunError, match=r"holds another run \(model option gcn_attention="
+                                             r"False there, True here\), whose"):
+    workdir.prepare_workdir(str(tmp_path), RunConfig.from_flat(_flat(backbone="aagcn")))

@@ -106,7 +106,9 @@ def prepare_workdir(workdir: str, config) -> str:
     differ = [k for k in _RUN_IDENTITY if k in old and k in new and old[k] != new[k]]
     if "backbone" in differ and "model" in differ:  # its options differ too: say the cause
       differ.remove("model")
-    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in differ]
+    diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in differ if k != "model"]
+    if "model" in differ:  # name the options that differ, not the whole option trees
+      diffs += _option_diffs(old["model"], new["model"])
     if diffs:
       raise RunError(f"--workdir {workdir} holds another run ({'; '.join(diffs)}), whose "
                      "checkpoints cannot resume this one; choose another --workdir, or remove it "
@@ -128,6 +130,18 @@ def _identity(flat: dict) -> dict:
   except (TypeError, ValueError):
     pass  # options this version cannot read: compared as written
   return out
+
+
+def _option_diffs(old, new) -> list[str]:
+  """``"gcn_attention=False there, True here"`` for every backbone option that differs."""
+  if not (isinstance(old, dict) and isinstance(new, dict)):
+    return [f"model={old!r} there, {new!r} here"]
+  flat = lambda options: {f"{k}_{f}" if isinstance(v, dict) else k: w
+                          for k, v in options.items()
+                          for f, w in (v.items() if isinstance(v, dict) else [(None, v)])}
+  old, new = flat(old), flat(new)
+  return [f"model option {k}={old.get(k)!r} there, {new.get(k)!r} here"
+          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def _damaged_file(step_dir: str) -> str | None:

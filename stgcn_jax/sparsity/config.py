@@ -94,7 +94,6 @@ def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
     raise ValueError(f"config.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
 
 
-def prunable_spec(config) -> PrunableSpec:
-  """The prunable predicate a ``SparsityConfig`` (or a config holding one) selects."""
-  config = getattr(config, "sparsity", config)
+def prunable_spec(config: SparsityConfig) -> PrunableSpec:
+  """The prunable predicate a ``SparsityConfig`` selects."""
   return PrunableSpec(include_head=config.mask_head, include_attention=config.mask_attention)

@@ -276,10 +276,9 @@ def model_options(flat: Mapping[str, Any], num_person: int | None = None) -> dic
 
 
 def resolve(config: Any = None, **overrides) -> TrainConfig:
-  """A ``TrainConfig`` from flat fields: a ConfigDict / dict (extra fields are ignored), a
-  ``TrainConfig`` or ``RunConfig``, plus ``overrides``. No run policy is applied."""
-  if isinstance(config, RunConfig):
-    config = config.train_config(config.optim.steps_per_epoch or 1)
+  """A ``TrainConfig`` from flat fields: a ConfigDict / dict (extra fields are ignored) or a
+  ``TrainConfig``, plus ``overrides``. No run policy is applied (``RunConfig.train_config`` is
+  the run's)."""
   if isinstance(config, TrainConfig):
     values = {**dataclasses.asdict(config.optim), **dataclasses.asdict(config.sparsity)}
   else:

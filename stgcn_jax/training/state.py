@@ -85,7 +85,7 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
   cfg = resolve(config)
   sp = cfg.sparsity
   s = sp.sparsity if sparsity is None else float(sparsity)
-  spec = prunable_spec(cfg)
+  spec = prunable_spec(cfg.sparsity)
   k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
   if mask_key is not None:
     k_mask = mask_key

@@ -19,6 +19,8 @@ STE with the weights, dense threshold in warm-up, target threshold in fine-tune,
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,11 +47,10 @@ def make_train_step(model, config, phase: str):
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
   cfg = resolve(config)
-  sp, spec, schedule = cfg.sparsity, prunable_spec(cfg), make_schedule(cfg.optim)
-  masked = phase == "finetune" and sp.mode in ("generator", "ensemble")
-  proximal = (phase == "warmup" and sp.mode in ("generator", "ensemble")
-              and sp.penalty_update == "proximal" and not sp.learn_scores)
-  loss_fn = _loss_fn(model, cfg, phase)
+  sp, spec, schedule = cfg.sparsity, prunable_spec(cfg.sparsity), make_schedule(cfg.optim)
+  flags = _PhaseFlags.of(sp, phase)
+  masked, proximal = flags.masked, flags.proximal
+  loss_fn = _loss_fn(model, cfg, flags)
 
   def train_step(state: TrainState, batch):
     dropout_key = jax.random.fold_in(state.rng, state.step)
@@ -77,15 +78,29 @@ def make_train_step(model, config, phase: str):
   return train_step
 
 
-def _loss_fn(model, cfg: TrainConfig, phase: str):
+class _PhaseFlags(NamedTuple):
+  """What a phase does, given the mode: ``warm`` (dense forward), ``use_penalty`` (the group
+  lasso), ``proximal`` (applied after the step), ``masked`` (forward and updates masked)."""
+  warm: bool
+  use_penalty: bool
+  proximal: bool
+  masked: bool
+
+  @classmethod
+  def of(cls, sp, phase: str) -> _PhaseFlags:
+    generator = sp.mode in ("generator", "ensemble")
+    warm = phase == "warmup" and sp.mode != "lth"
+    use_penalty = warm and generator
+    proximal = use_penalty and sp.penalty_update == "proximal" and not sp.learn_scores
+    return cls(warm, use_penalty, proximal, phase == "finetune" and generator)
+
+
+def _loss_fn(model, cfg: TrainConfig, flags: _PhaseFlags):
   """``loss_fn(trained, state, batch, dropout_key) -> (loss, (batch_stats, aux))`` of a phase:
   CE, plus the group lasso in a generator's warm-up (by gradient, or only reported when the
   penalty is proximal)."""
-  sp, spec = cfg.sparsity, prunable_spec(cfg)
-  warm = phase == "warmup" and sp.mode != "lth"
-  use_penalty = warm and sp.mode in ("generator", "ensemble")
-  proximal = use_penalty and sp.penalty_update == "proximal" and not sp.learn_scores
-  masked = phase == "finetune" and sp.mode in ("generator", "ensemble")
+  sp, spec = cfg.sparsity, prunable_spec(cfg.sparsity)
+  warm, use_penalty, proximal, masked = flags
 
   def loss_fn(trained, state: TrainState, batch, dropout_key):
     if state.scores is None:

@@ -13,7 +13,7 @@ __all__ = ["sparsity_record", "precise_bn_state", "bn_batches", "switch_record",
 
 
 def sparsity_record(trainer, state) -> dict:
-  spec = sparsity.prunable_spec(trainer.cfg)
+  spec = sparsity.prunable_spec(trainer.cfg.sparsity)
   reports = [sparsity.sparsity_report(jax.device_get(m.params), jax.device_get(m.masks), spec)
              for m in trainer.members(state)]
   keys = ("prunable_sparsity", "total_sparsity", "nonzero_params", "total_params",
@@ -49,7 +49,7 @@ def bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
 def switch_record(trainer, state) -> dict:
   """Per block, the norm of the weights the mask removes (per member for an ensemble)."""
   host = jax.device_get(state)
-  spec = sparsity.prunable_spec(trainer.cfg)
+  spec = sparsity.prunable_spec(trainer.cfg.sparsity)
   members = trainer.members(host)
   norms = [{b: float(v) for b, v in sparsity.group_norms(m.params, m.masks, spec).items()}
            for m in members]

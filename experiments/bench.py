@@ -91,6 +91,15 @@ def sparse_config(batch: int, **overrides) -> Any:
                           **overrides)
 
 
+def model_and_shape(name: str, args) -> tuple[Any, tuple[int, ...]]:
+  """The benchmarked model and its input shape (batch, M, T, V, C) from the flags."""
+  options = {**(TINY_OPTIONS if args.tiny else {}), "temporal_conv": args.conv_impl,
+             "num_person": args.persons}
+  model = get_model(name, args.classes, layout=args.layout, **options)
+  joints = model.backbone.layout.num_joints
+  return model, (args.batch, args.persons, args.frames, joints, 3)
+
+
 def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array]:
   kx, kl = jax.random.split(key)
   return {"x": jax.random.normal(kx, shape, jnp.float32),
@@ -99,9 +108,7 @@ def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array
 
 def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
   """Train and inference figures of one backbone (see the module docstring)."""
-  options = {**(TINY_OPTIONS if args.tiny else {}), "temporal_conv": args.conv_impl}
-  model = get_model(name, args.classes, **options)
-  shape = (args.batch, args.persons, args.frames, 25, 3)
+  model, shape = model_and_shape(name, args)
   batch = make_batch(shape, args.classes, jax.random.key(1))
   cfg = sparse_config(args.batch)
   state = training.create_train_state(model, jax.random.key(0), batch["x"], cfg)
@@ -118,7 +125,9 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
     holder["loss"] = metrics["loss"]
     return metrics["loss"]
 
-  times = time_calls(train_once, args.steps, warmup=1)
+  usage = {}
+  times = time_calls(train_once, args.steps, warmup=1, usage=usage)
+  row["train_cpu_per_step"] = usage   # user / system seconds and minor page faults, per step
   row["train_step_s"] = statistics.median(times)
   row["train_step_s_all"] = times
   row["train_samples_per_s"] = args.batch / row["train_step_s"]
@@ -142,7 +151,7 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
       row[f"{kind}_gflops"] = row[f"{kind}_fraction_of_matmul_peak"] = None
   row["peak_memory_bytes"], row["peak_memory_kind"] = peak_memory_bytes()
   comparable = (not args.tiny and args.frames == 100 and args.persons == 2
-                and args.classes == 60)
+                and args.classes == 60 and args.layout == "nturgb+d")
   for kind in ("train", "infer"):
     ref = REFERENCE[f"{kind}_samples_per_s"].get(name)
     row[f"{kind}_ratio_to_pyskl"] = row[f"{kind}_samples_per_s"] / ref if (
@@ -154,9 +163,7 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
 def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) -> dict[str, Any]:
   """The 4-member ensemble fine-tune step (members batched as ``batching``) against 4x one
   member's step."""
-  options = {**(TINY_OPTIONS if args.tiny else {}), "temporal_conv": args.conv_impl}
-  model = get_model(name, args.classes, **options)
-  shape = (args.batch, args.persons, args.frames, 25, 3)
+  model, shape = model_and_shape(name, args)
   batch = make_batch(shape, args.classes, jax.random.key(2))
   cfg = sparse_config(args.batch, mode="ensemble", ensemble_sparsities=(0.6, 0.8, 0.95, 0.99),
                       ensemble_batching=batching)
@@ -209,17 +216,26 @@ def _fmt(v, spec=".2f", none="-"):
   return none if v is None else format(v, spec)
 
 
+def _sys_share(row: dict) -> float | None:
+  """System time as a percentage of the train step's CPU time (page faults live there)."""
+  usage = row.get("train_cpu_per_step") or {}
+  cpu = usage.get("user_s", 0) + usage.get("sys_s", 0)
+  return 100 * usage["sys_s"] / cpu if cpu else None
+
+
 def format_table(result: dict[str, Any]) -> str:
   """The human-readable summary of a result dict."""
   m = result["machine"]
-  lines = [f"machine: {m['cpu_model']}, {m['nproc']} cpus, backend {m['backend']} "
+  lines = [f"machine: {m['cpu_model']}, {m['nproc']} cpus, {m.get('allocator')}, backend "
+           f"{m['backend']} "
            f"({m['device']}), conv grad {m['conv_impl']}; load avg at start {m['load_avg_start']}, "
            f"other processes used {_fmt(m.get('other_cpu_share'), '.0%')} of the CPU during the "
            "run",
            f"dense f32 matmul ({m['matmul_n']}^2): {m['matmul_gflops']:.0f} GFLOP/s",
            ""]
   head = (f"{'backbone':<8} {'train/s':>8} {'x pyskl':>7} {'infer/s':>8} {'x pyskl':>7} "
-          f"{'train GF/s':>10} {'%peak':>6} {'infer GF/s':>10} {'compile s':>9} {'temp MB':>8}")
+          f"{'train GF/s':>10} {'%peak':>6} {'infer GF/s':>10} {'compile s':>9} {'temp MB':>8} "
+          f"{'sys %':>5} {'faults/step':>11}")
   lines += [head, "-" * len(head)]
   for r in result["backbones"]:
     temp = (r["train_xla_memory"] or {}).get("temp")
@@ -230,7 +246,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{_fmt(r['train_gflops'], '.1f'):>10} {_fmt(frac and 100 * frac, '.0f'):>6} "
         f"{_fmt(r['infer_gflops'], '.1f'):>10} "
         f"{r['train_compile_s'] + r['infer_compile_s']:9.1f} "
-        f"{_fmt(temp and temp / 2**20, '.0f'):>8}")
+        f"{_fmt(temp and temp / 2**20, '.0f'):>8} {_fmt(_sys_share(r), '.0f'):>5} "
+        f"{_fmt(r.get('train_cpu_per_step', {}).get('minor_faults'), ',.0f'):>11}")
   for e in result.get("ensemble", []):
     lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, {e['batching']}): "
                  f"{e['step_s']:.2f} s/step vs 4 x one step "
@@ -257,6 +274,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   define(flags.DEFINE_integer, "frames", 100, "T of the input")
   define(flags.DEFINE_integer, "persons", 2, "M of the input")
+  define(flags.DEFINE_string, "layout", "nturgb+d",
+         "skeleton layout (its joints are V): nturgb+d (25), nw-ucla (20), coco, openpose")
   define(flags.DEFINE_integer, "classes", 60, "classes of the head")
   flags.DEFINE_enum("conv_impl", "custom_vjp", list(layers.TEMPORAL_CONV_IMPLS),
                     "how (k x 1) convs are differentiated: the custom_vjp of layers.py or "
@@ -329,6 +348,7 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
       "reference": REFERENCE,
       "machine": {"nproc": nproc, "cpu_model": cpu_model(), "backend": jax.default_backend(),
                   "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
+                  "allocator": "tcmalloc" if runtime.tcmalloc_loaded() else "system malloc",
                   "load_avg_start": load_start, "conv_impl": args.conv_impl,
                   "matmul_n": args.matmul_n, "matmul_gflops": peak, "matmul_dtype": args.dtype},
       "backbones": [], "ensemble": [], "pipeline": None, "warnings": warnings,
@@ -375,4 +395,5 @@ def main(argv=None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+  runtime.reexec_with_tcmalloc("experiments.bench", sys.argv[1:])  # see stgcn_jax.runtime
   sys.exit(cli.run(main))

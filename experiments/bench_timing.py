@@ -83,15 +83,24 @@ def peak_memory_bytes() -> tuple[int | None, str]:
 # ----------------------------------------------------------------------------- timing helpers
 
 
-def time_calls(fn: Callable[[], Any], steps: int, warmup: int = 1) -> list[float]:
-  """Wall times of ``steps`` calls of ``fn`` (each blocked until ready) after ``warmup`` calls."""
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int = 1,
+               usage: dict | None = None) -> list[float]:
+  """Wall times of ``steps`` calls of ``fn`` (each blocked until ready) after ``warmup`` calls;
+  ``usage``, if given, receives the process's user and system CPU seconds and minor page faults
+  per timed call (``getrusage``: every thread of the process, so XLA's too)."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  if usage is not None and steps:
+    usage.update(user_s=(after.ru_utime - before.ru_utime) / steps,
+                 sys_s=(after.ru_stime - before.ru_stime) / steps,
+                 minor_faults=(after.ru_minflt - before.ru_minflt) / steps)
   return times
 
 

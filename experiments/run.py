@@ -96,4 +96,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.reexec_with_tcmalloc("experiments.run", sys.argv[1:])  # see stgcn_jax.runtime
   app.run(main)

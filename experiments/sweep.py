@@ -147,7 +147,7 @@ def _grid(backbones, sparsities) -> list[Cell]:
 
 
 def _child_env(parallel: int) -> dict:
-  env = dict(os.environ)
+  env = runtime.allocator_env()   # tcmalloc where the machine has it (stgcn_jax.runtime)
   if parallel > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:
     # Each process also holds a CUDA context (~0.5 GB) outside its fraction: 0.9 / 20 ran out.
     env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(0.75, 0.7 / parallel):.3f}"

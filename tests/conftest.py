@@ -18,6 +18,18 @@ FIXTURES = SHARED / "fixtures" / "pyskl"
 BACKBONE_NAMES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
 
 
+def pytest_configure(config):
+  """Where the machine has tcmalloc, the processes this one starts (pytest-xdist's workers, and the
+  programs the CLI tests run) use it, as ``experiments.run`` does (``stgcn_jax.runtime``): XLA:CPU's
+  per-step buffers then stop faulting their pages in again on every call. Numbers do not change."""
+  del config
+  from stgcn_jax import runtime  # pylint: disable=import-outside-toplevel
+  try:
+    os.environ.update(runtime.allocator_env())
+  except FileNotFoundError as err:  # a wrong $STGCN_JAX_TCMALLOC: say so, test without it
+    print(f"warning: {err}")
+
+
 def shared_path(*parts) -> Path:
   path = SHARED.joinpath(*parts)
   if not path.exists():

@@ -33,6 +33,17 @@ def test_bench_writes_expected_fields(tmp_path):
   assert "stgcn" in bench.format_table(result)
 
 
+def test_bench_at_the_nw_ucla_shape_one_person():
+  """CTR-GCN with one person and the 20-joint NW-UCLA layout (its data BN is built for M=1)."""
+  result = bench.main(["--backbones=ctrgcn", "--batch=2", "--steps=1", "--tiny", "--no-pipeline",
+                       "--persons=1", "--layout=nw-ucla", "--ensemble_backbones="])
+  (row,) = result["backbones"]
+  assert row["shape"] == [2, 1, 16, 20, 3] and row["train_loss_finite"]
+  usage = row["train_cpu_per_step"]
+  assert usage["user_s"] > 0 and usage["sys_s"] >= 0 and usage["minor_faults"] >= 0
+  assert result["machine"]["allocator"] in ("tcmalloc", "system malloc")
+
+
 @pytest.mark.parametrize("kt,stride,dilation,frames", [
     (9, 1, 1, 12), (9, 2, 1, 12), (9, 2, 1, 11), (3, 1, 3, 10), (3, 2, 4, 9), (5, 2, 2, 8)])
 def test_temporal_conv_gradient_equals_xla(kt, stride, dilation, frames):

@@ -106,7 +106,8 @@ def test_table_plot_and_readme_from_the_records(grid):
   text = readme.read_text()
   assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
   assert "| ctrgcn | ensemble 0.6+0.8+0.95+0.99 | 100.0 | 100.0 | 100.0 | +33.3 | 1,060 |" in text
-  assert "| ctrgcn | generator 0.8 | 66.7 | 100.0 | 66.7 | +0.0 | 300 |  | 30 min | 0123456 |" in text
+  assert ("| ctrgcn | generator 0.8 | 66.7 | 100.0 | 66.7 | +0.0 | 300 |  | 30 min | 0123456 |"
+          in text)
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,56 @@
+"""stgcn_jax.runtime: the XLA flags and the tcmalloc preload of the programs that train."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stgcn_jax import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_allocator_env_preloads_the_named_library(tmp_path, monkeypatch):
+  lib = tmp_path / "libtcmalloc_minimal.so.4"
+  lib.write_bytes(b"")
+  monkeypatch.setenv(runtime.TCMALLOC_ENV, str(lib))
+  env = runtime.allocator_env({"LD_PRELOAD": "/other.so", "PATH": "/bin"})
+  assert env["LD_PRELOAD"] == f"{lib} /other.so" and env["PATH"] == "/bin"
+  assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40
+  # Already preloaded: unchanged.
+  assert runtime.allocator_env({"LD_PRELOAD": str(lib)})["LD_PRELOAD"] == str(lib)
+
+
+@pytest.mark.parametrize("value", ["0", "off", ""])
+def test_allocator_env_can_be_turned_off(monkeypatch, value):
+  monkeypatch.setenv(runtime.TCMALLOC_ENV, value)
+  assert runtime.tcmalloc_path() is None
+  assert runtime.allocator_env({"A": "1"}) == {"A": "1"}
+
+
+def test_a_missing_library_is_one_error_line(tmp_path):
+  env = dict(os.environ, **{runtime.TCMALLOC_ENV: str(tmp_path / "nope.so")})
+  env.pop("STGCN_JAX_ALLOCATOR_SET", None)
+  proc = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      f"error: ${runtime.TCMALLOC_ENV}={tmp_path / 'nope.so'}: no such file (expected the path "
+      "of libtcmalloc_minimal.so.4, or 0 to turn preloading off)"]
+
+
+@pytest.mark.skipif(runtime.tcmalloc_path() is None, reason="no tcmalloc on this machine")
+def test_run_reexecutes_once_under_tcmalloc(tmp_path):
+  code = ("from stgcn_jax import runtime; import sys; "
+          "runtime.reexec_with_tcmalloc('runtime_probe', []); "
+          "print('loaded', runtime.tcmalloc_loaded())")
+  (tmp_path / "runtime_probe.py").write_text(code)
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LD_PRELOAD", "STGCN_JAX_ALLOCATOR_SET", runtime.TCMALLOC_ENV)}
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  proc = subprocess.run([sys.executable, "-m", "runtime_probe"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines() == ["loaded True"]   # once: the guard stops a second exec

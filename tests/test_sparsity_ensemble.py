@@ -115,3 +115,11 @@ def test_members_are_independent_unless_nested_masks():
   assert len({training.member_seed(0, s) for s in SPARSITIES + (0.0,)}) == 5
   assert training.member_seed(0, 0.8) == training.member_seed(0, 0.8)
   assert training.member_seed(0, 0.8) != training.member_seed(1, 0.8)
+
+
+def test_auto_batching_unrolls_on_cpu():
+  from stgcn_jax.training import ensemble  # pylint: disable=import-outside-toplevel
+  assert training.resolve(dict(mode="ensemble")).sparsity.ensemble_batching == "auto"
+  expected = "unroll" if jax.default_backend() == "cpu" else "vmap"
+  assert ensemble.resolve_batching("auto") == expected
+  assert ensemble.resolve_batching("map") == "map"

@@ -6,7 +6,9 @@ Fields of ``SparsityConfig``:
     along a leading axis, see ``training/ensemble.py``).
   sparsity: fraction in [0, 1) of prunable weights set to zero.
   ensemble_sparsities: the member sparsities for mode 'ensemble'.
-  ensemble_batching: how one jitted ensemble step runs its members: 'vmap' (docs/METHOD.md
+  ensemble_batching: how one jitted ensemble step runs its members: 'auto' (default: 'unroll' on
+    a CPU, where it is 2.7x faster than 'vmap' (experiments/BENCHMARKS.md), 'vmap' elsewhere),
+    'vmap' (docs/METHOD.md
     section 5: batched, so every conv becomes a grouped conv), 'map' (``jax.lax.map``: an XLA loop
     over the members) or 'unroll' (the members traced one after another: longer compiles, one
     member's kernels each).
@@ -39,7 +41,7 @@ import dataclasses
 from stgcn_jax.sparsity.masks import PrunableSpec
 
 MODES = ("generator", "dense", "lth", "ensemble")
-ENSEMBLE_BATCHING = ("vmap", "map", "unroll")
+ENSEMBLE_BATCHING = ("auto", "vmap", "map", "unroll")
 PENALTY_UPDATES = ("gradient", "proximal")
 SCORE_SCOPES = ("per_tensor", "global", "per_block")
 
@@ -50,7 +52,7 @@ class SparsityConfig:
   mode: str = "generator"
   sparsity: float = 0.8
   ensemble_sparsities: tuple[float, ...] = (0.6, 0.8, 0.95, 0.99)
-  ensemble_batching: str = "vmap"
+  ensemble_batching: str = "auto"
   mask_method: str = "uniform"
   mask_path: str = ""
   mask_cover_channels: bool = True

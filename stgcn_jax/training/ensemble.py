@@ -78,10 +78,20 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
                        for k, mk, s in zip(keys, mask_keys, sparsities)])
 
 
-def over_members(fn, batching: str = "vmap"):
+def resolve_batching(batching: str) -> str:
+  """``"auto"``: ``"unroll"`` on a CPU (2.7x faster than ``"vmap"`` there, whose grouped
+  convolutions XLA:CPU runs slowly; experiments/BENCHMARKS.md), ``"vmap"`` on an accelerator."""
+  if batching != "auto":
+    return batching
+  return "unroll" if jax.default_backend() == "cpu" else "vmap"
+
+
+def over_members(fn, batching: str = "auto"):
   """``fn(member, shared)`` applied to every member of a stacked first argument, the second shared:
   ``"vmap"`` (one batched computation), ``"map"`` (``jax.lax.map``, an XLA loop over the members)
-  or ``"unroll"`` (the members traced one after another into the same function)."""
+  or ``"unroll"`` (the members traced one after another into the same function); ``"auto"``:
+  ``resolve_batching``."""
+  batching = resolve_batching(batching)
   if batching == "vmap":
     return jax.vmap(fn, in_axes=(0, None))
   if batching == "map":

@@ -86,6 +86,19 @@ def switch_of(workdir: str) -> dict | None:
           "after": {k: found["after"][k] for k in ("loss", "accuracy")}}
 
 
+def validation_of(workdir: str) -> dict | None:
+  """The last validation of ``metrics.jsonl`` (the final model's, when the run validates at its
+  end): step and top-1, the figure to choose a recipe by (never the test split's)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  found = None
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if '"split": "val"' in line:
+          found = json.loads(line)
+  return None if found is None else {"step": found["step"], "top1": found["top1"]}
+
+
 def wall_seconds(workdir: str) -> float | None:
   """Seconds of the launches that trained: finished, or stopped to resume (not crashed)."""
   times = _read(os.path.join(workdir, "sweep_times.json"), default=[])
@@ -107,6 +120,8 @@ def run_record(workdir: str, name: str) -> dict:
       "seed": int(config["seed"]),
       "penalty_lambda": float(config["penalty_lambda"]) if mode == "generator" else None,
       "warmup_epochs": config["warmup_epochs"] if mode == "generator" else None,
+      "lambda_schedule": config.get("lambda_schedule", "constant") if mode == "generator" else None,
+      "penalty_update": config.get("penalty_update", "gradient") if mode == "generator" else None,
       "num_epochs": config["num_epochs"],
       "test": {k: res[k] for k in SUMMARY}, "num_test_samples": res["num_samples"],
       "without_precise_bn": res.get("without_precise_bn"),
@@ -114,7 +129,8 @@ def run_record(workdir: str, name: str) -> dict:
                              "prunable_nonzero", "prunable_params")},
       "sparse_export_bytes": sizes and sizes["sparse_bytes"],
       "checkpoint_bytes": sizes and sizes["checkpoint_bytes"],
-      "switch": switch_of(workdir), "seeds": res.get("seeds"),
+      "switch": switch_of(workdir), "validation": validation_of(workdir),
+      "seeds": res.get("seeds"),
       "commit": launch.get("commit"), "command": launch.get("command"),
       "hardware": {**res.get("hardware", {}), **{k: launch[k] for k in
                                                   ("cpu", "pinned_core", "allocator")
@@ -143,13 +159,22 @@ def ensemble_record(name: str, kind: str, members: dict[str, str], records: dict
   }
 
 
+def default_generator(record: dict) -> bool:
+  """A generator run of the protocol's own recipe: lambda 1, constant, gradient penalty, the
+  warm-up 60 % of the epochs (the paper's 60 of 100)."""
+  return (record.get("kind") == "run" and record["mode"] == "generator"
+          and record["penalty_lambda"] == 1.0
+          and record.get("lambda_schedule", "constant") == "constant"
+          and record.get("penalty_update", "gradient") == "gradient"
+          and record.get("warmup_epochs") in (None, round(0.6 * record["num_epochs"])))
+
+
 def _ensembles(records: dict, workdirs: dict) -> list[tuple[str, str, dict]]:
   """(name, kind, {member: workdir}) of every ensemble whose members all finished."""
   out = []
   for backbone in sorted({r["backbone"] for r in records.values()}):
     mine = {n: r for n, r in records.items() if r["backbone"] == backbone}
-    levels = {r["sparsity"]: n for n, r in mine.items() if r["mode"] == "generator"
-              and r["seed"] == 0 and r["penalty_lambda"] == 1.0}
+    levels = {r["sparsity"]: n for n, r in mine.items() if default_generator(r) and r["seed"] == 0}
     if all(s in levels for s in ENSEMBLE_LEVELS):
       out.append((f"{backbone}_ensemble", "ensemble",
                   {levels[s]: workdirs[levels[s]] for s in ENSEMBLE_LEVELS}))
@@ -205,7 +230,7 @@ def _order(record: dict) -> tuple:
   group = {"dense": 0, "generator": 2, "lth": 4}.get(record["mode"], 7)
   if record["mode"] == "dense" and record["seed"]:
     group = 1
-  if record["mode"] == "generator" and record["penalty_lambda"] != 1.0:
+  if record["mode"] == "generator" and not default_generator(record):
     group = 3
   return (record["backbone"], group, record["sparsity"], record["seed"], record["name"])
 
@@ -222,8 +247,15 @@ def label(record: dict) -> str:
   if mode == "dense":
     return "dense" + (f" (seed {record['seed']})" if record["seed"] else "")
   text = {"generator": "generator", "lth": "lottery ticket"}.get(mode, mode) + f" {s:g}"
-  if mode == "generator" and record["penalty_lambda"] != 1.0:
-    text += f", lambda {record['penalty_lambda']:g}"
+  if mode == "generator":
+    if record["penalty_lambda"] != 1.0:
+      text += f", lambda {record['penalty_lambda']:g}"
+    if record.get("lambda_schedule", "constant") != "constant":
+      text += f", lambda {record['lambda_schedule']}"
+    if record.get("penalty_update", "gradient") != "gradient":
+      text += f", {record['penalty_update']} update"
+    if record.get("warmup_epochs") not in (None, round(0.6 * record["num_epochs"])):
+      text += f", warm-up {record['warmup_epochs']} of {record['num_epochs']}"
   return text + (f" (seed {record['seed']})" if record["seed"] else "")
 
 
@@ -253,6 +285,7 @@ def table_rows(records: list[dict]) -> list[dict]:
     base = dense.get(r["backbone"])
     rows.append({
         "backbone": r["backbone"], "run": label(r), "top1": 100 * top1,
+        "val_top1": None if not r.get("validation") else 100 * r["validation"]["top1"],
         "top5": 100 * r["test"]["top5"], "mean_class": 100 * r["test"]["mean_class_accuracy"],
         "vs_dense": None if base is None or label(r) == "dense" else 100 * (top1 - base),
         "nonzero_params": r.get("nonzero_params"),
@@ -269,12 +302,15 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-  lines = ["| backbone | run | top-1 | top-5 | mean class | vs dense | nonzero params | sparse "
-           "export | wall | commit | hardware | command |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  """The table; a 'val top-1' column (the final model's validation) where any run validated."""
+  val = any(r["val_top1"] is not None for r in rows)
+  lines = ["| backbone | run | " + "val top-1 | " * val + "top-1 | top-5 | mean class | vs dense "
+           "| nonzero params | sparse export | wall | commit | hardware | command |",
+           "|---|---|" + "---|" * val + "---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
-        f"| {r['backbone']} | {r['run']} | {r['top1']:.1f} | {r['top5']:.1f} | "
+        f"| {r['backbone']} | {r['run']} | " + f"{_fmt(r['val_top1'], '.1f')} | " * val
+        + f"{r['top1']:.1f} | {r['top5']:.1f} | "
         f"{r['mean_class']:.1f} | {_fmt(r['vs_dense'], '+.1f')} | "
         f"{_fmt(r['nonzero_params'], ',d')} | {_fmt(r['kib'], ',.0f')}{' KiB' * bool(r['kib'])} "
         f"| {_fmt(r['minutes'], '.0f')}{' min' * (r['minutes'] is not None)} | {r['commit']} | "
@@ -292,8 +328,7 @@ def plot(records: list[dict], path: str) -> None:
     color = f"C{i}"
     mine = [r for r in records if r["backbone"] == backbone]
     line = sorted((r for r in mine if r["kind"] == "run" and r["seed"] == 0 and (
-        r["mode"] == "dense" or (r["mode"] == "generator" and r["penalty_lambda"] == 1.0))),
-                  key=lambda r: r["nonzero_params"])
+        r["mode"] == "dense" or default_generator(r))), key=lambda r: r["nonzero_params"])
     ax.plot([r["nonzero_params"] for r in line], [100 * r["test"]["top1"] for r in line],
             "o-", color=color, label=f"{backbone}: dense and generator")
     for r in line:

@@ -29,7 +29,7 @@ def counts(sparsity: float) -> dict:
 
 
 def workdir(root: Path, name: str, mode: str, sparsity: float, seed: int, wrong: int,
-            lam: float = 1.0) -> None:
+            lam: float = 1.0, **config_fields) -> None:
   wd = root / name
   wd.mkdir(parents=True)
   np.savez(wd / "scores.npz", scores=scores(wrong).astype(np.float32), labels=np.array(LABELS),
@@ -37,6 +37,7 @@ def workdir(root: Path, name: str, mode: str, sparsity: float, seed: int, wrong:
   config = dict(variant="nw_ucla_cpu", dataset="nw_ucla", backbone="ctrgcn", mode=mode,
                 sparsity=sparsity, seed=seed, penalty_lambda=lam, warmup_epochs=18,
                 num_epochs=30, modality="j")
+  config.update(config_fields)
   (wd / "config.json").write_text(json.dumps(config))
   top1 = 2 / 3
   (wd / "results.json").write_text(json.dumps(dict(
@@ -53,8 +54,9 @@ def workdir(root: Path, name: str, mode: str, sparsity: float, seed: int, wrong:
     switch = dict(step=1134, split="switch", masked_norm_total=0.5,
                   before=dict(loss=0.4, accuracy=0.9, ce=0.4),
                   after=dict(loss=0.41, accuracy=0.9, ce=0.41))
+    val = dict(step=1890, split="val", top1=0.75)
     (wd / "metrics.jsonl").write_text(json.dumps(dict(step=5, split="train")) + "\n"
-                                      + json.dumps(switch) + "\n")
+                                      + json.dumps(switch) + "\n" + json.dumps(val) + "\n")
 
 
 @pytest.fixture
@@ -65,13 +67,15 @@ def grid(tmp_path):
   for i, s in enumerate((0.6, 0.8, 0.95, 0.99)):
     workdir(root, f"ctrgcn_s{s:g}", "generator", s, 0, wrong=i % 3)
   workdir(root, "ctrgcn_s0.95_lambda0", "generator", 0.95, 0, wrong=1, lam=0.0)
+  workdir(root, "ctrgcn_s0.95_ramp", "generator", 0.95, 0, wrong=1, lambda_schedule="ramp",
+          warmup_epochs=9)
   return tmp_path
 
 
 def test_collect_writes_runs_and_both_ensembles(grid):
   out = grid / "results"
   written = report.collect(str(grid / "runs"), str(out))
-  assert len(written) == 9 + 2
+  assert len(written) == 10 + 2
   ens = json.loads((out / "ctrgcn_ensemble.json").read_text())
   assert ens["members"] == ["ctrgcn_s0.6", "ctrgcn_s0.8", "ctrgcn_s0.95", "ctrgcn_s0.99"]
   assert ens["test"]["top1"] == 1.0        # each member misses one sample; the sum misses none
@@ -94,20 +98,23 @@ def test_table_plot_and_readme_from_the_records(grid):
   assert [r["run"] for r in rows] == [
       "dense", "dense (seed 1)", "dense (seed 2)", "dense (seed 3)", "generator 0.6",
       "generator 0.8", "generator 0.95", "generator 0.99", "generator 0.95, lambda 0",
-      "ensemble 0.6+0.8+0.95+0.99", "dense seed ensemble (4)"]
+      "generator 0.95, lambda ramp, warm-up 9 of 30", "ensemble 0.6+0.8+0.95+0.99",
+      "dense seed ensemble (4)"]
   by_run = {r["run"]: r for r in rows}
   assert by_run["dense"]["vs_dense"] is None
   assert by_run["ensemble 0.6+0.8+0.95+0.99"]["vs_dense"] == pytest.approx(100 / 3)
   assert by_run["generator 0.95"]["nonzero_params"] == 150
+  assert by_run["generator 0.95"]["val_top1"] == 75.0 and by_run["dense"]["val_top1"] is None
   readme = grid / "README.md"
   readme.write_text("intro\n<!-- report:results begin -->\nold\n<!-- report:results end -->\nend\n")
   png = grid / "grid.png"
   assert report.main(["--results", str(out), "--plot", str(png), "--readme", str(readme)]) == 0
   text = readme.read_text()
   assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
-  assert "| ctrgcn | ensemble 0.6+0.8+0.95+0.99 | 100.0 | 100.0 | 100.0 | +33.3 | 1,060 |" in text
-  assert ("| ctrgcn | generator 0.8 | 66.7 | 100.0 | 66.7 | +0.0 | 300 |  | 30 min | 0123456 |"
+  assert ("| ctrgcn | ensemble 0.6+0.8+0.95+0.99 |  | 100.0 | 100.0 | 100.0 | +33.3 | 1,060 |"
           in text)
+  assert ("| ctrgcn | generator 0.8 | 75.0 | 66.7 | 100.0 | 66.7 | +0.0 | 300 |  | 30 min "
+          "| 0123456 |" in text)
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

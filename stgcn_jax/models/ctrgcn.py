@@ -19,12 +19,54 @@ from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone
 
 
+def _multiply_add(terms) -> jax.Array:
+  """``sum(a * b for a, b in terms)`` as one chain of element-wise ops (XLA fuses it into one loop
+  over the channel-last output, with no intermediate of the contracted axis)."""
+  total = None
+  for a, b in terms:
+    total = a * b if total is None else total + a * b
+  return total
+
+
+@jax.custom_vjp
+def refined_graph_conv(xs: tuple, gs: tuple) -> jax.Array:
+  """``sum_i einsum("btuc,buvc->btvc", xs[i], gs[i])``: every subset's features ``(B, T, U, C)``
+  through its own per-sample, per-channel graph ``(B, U, V, C)``, summed over the subsets.
+
+  As an einsum this is a batched matmul over ``B * C`` tiny ``(T x U) @ (U x V)`` products, which
+  XLA:CPU runs slowly and with transposes around it (channel-last arrays, batch axes b and c). Posed
+  as a sum over ``u`` of broadcast products, the forward pass and both gradients (``dx`` a sum over
+  ``v``, ``dg`` a sum over ``t``) are each one fused loop: 2-4x faster on CPU at CTR-GCN's shapes
+  (``experiments/BENCHMARKS.md``), the same numbers to float32 rounding.
+  """
+  return _multiply_add((x[:, :, u, None, :], g[:, None, u, :, :])
+                       for x, g in zip(xs, gs) for u in range(x.shape[2]))
+
+
+def _refined_graph_conv_fwd(xs, gs):
+  return refined_graph_conv(xs, gs), (xs, gs)
+
+
+def _refined_graph_conv_bwd(res, dy):
+  xs, gs = res
+  dxs = tuple(_multiply_add((dy[:, :, None, v, :], g[:, None, :, v, :]) for v in range(g.shape[2]))
+              for g in gs)
+  dgs = tuple(_multiply_add((x[:, t, :, None, :], dy[:, t, None, :, :]) for t in range(x.shape[1]))
+              for x in xs)
+  return dxs, dgs
+
+
+refined_graph_conv.defvjp(_refined_graph_conv_fwd, _refined_graph_conv_bwd)
+
+
 class CTRGC(nn.Module):
-  """One subset of ``unit_ctrgcn``: channel-wise refined graph convolution."""
+  """One subset of ``unit_ctrgcn``: channel-wise refined graph convolution. Returns the subset's
+  features ``x3`` and its refined graph ``g``; ``refined_graph_conv`` contracts them (all subsets
+  at once), as ``einsum("btuc,buvc->btvc", x3, g)`` per subset."""
   features: int
 
   @nn.compact
-  def __call__(self, x: jax.Array, a_i: jax.Array, alpha: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, a_i: jax.Array, alpha: jax.Array) -> tuple:
     cin = x.shape[-1]
     rel = 8 if cin <= 16 else cin // 8
     # conv(x).mean(T) == conv(x.mean(T)) for a 1x1 conv; the latter is T times cheaper.
@@ -35,7 +77,7 @@ class CTRGC(nn.Module):
     d = jnp.tanh(x1[:, :, None, :] - x2[:, None, :, :])                      # (B, U, V, R)
     g = layers.Conv(self.features, init_scheme="fan_out", name="conv4")(d)
     g = g * alpha[0] + a_i[None, :, :, None]
-    return jnp.einsum("btuc,buvc->btvc", x3, g)
+    return x3, g
 
 
 class UnitCTRGCN(layers.GraphUnit):
@@ -45,7 +87,9 @@ class UnitCTRGCN(layers.GraphUnit):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     a = self.param("A", lambda *_: jnp.asarray(self.A))
     alpha = self.param("alpha", nn.initializers.zeros, (1,))
-    y = sum(CTRGC(self.features, name=f"convs_{i}")(x, a[i], alpha) for i in range(a.shape[0]))
+    xs, gs = zip(*(CTRGC(self.features, name=f"convs_{i}")(x, a[i], alpha)
+                   for i in range(a.shape[0])))
+    y = refined_graph_conv(xs, gs)
     down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     return nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)
@@ -67,8 +111,8 @@ class TCNOptions:
 class MSTCN(nn.Module):
   """MS-G3D's multi-scale TCN as pyskl uses it in CTR-GCN (``residual=False``).
 
-  Branches: per dilation, 1x1 -> BN -> ReLU -> (k x 1) conv -> BN; max: 1x1 -> BN -> ReLU -> max-pool
-  -> BN; last: strided 1x1 -> BN with the remainder channels. Concat -> ReLU -> dropout.
+  Branches: per dilation, 1x1 -> BN -> ReLU -> (k x 1) conv -> BN; max: 1x1 -> BN -> ReLU ->
+  max-pool -> BN; last: strided 1x1 -> BN with the remainder channels. Concat -> ReLU -> dropout.
   """
   features: int
   kernel_size: int = 5

@@ -332,7 +332,8 @@ def plot(records: list[dict], path: str) -> None:
     ax.plot([r["nonzero_params"] for r in line], [100 * r["test"]["top1"] for r in line],
             "o-", color=color, label=f"{backbone}: dense and generator")
     for r in line:
-      ax.annotate(f"{r['sparsity']:g}", (r["nonzero_params"], 100 * r["test"]["top1"]),
+      text = "dense" if r["mode"] == "dense" else f"{r['sparsity']:g}"
+      ax.annotate(text, (r["nonzero_params"], 100 * r["test"]["top1"]),
                   textcoords="offset points", xytext=(4, -10), fontsize=7, color=color)
     marks = {"ensemble": ("*", "multi-level ensemble"), "seed_ensemble": ("D", "dense seeds")}
     for r in mine:

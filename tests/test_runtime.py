@@ -32,7 +32,8 @@ def test_allocator_env_can_be_turned_off(monkeypatch, value):
 
 def test_a_missing_library_is_one_error_line(tmp_path):
   env = dict(os.environ, **{runtime.TCMALLOC_ENV: str(tmp_path / "nope.so")})
-  env.pop("STGCN_JAX_ALLOCATOR_SET", None)
+  for name in ("STGCN_JAX_ALLOCATOR_SET", "LD_PRELOAD"):   # as a fresh shell starts it
+    env.pop(name, None)
   proc = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2

@@ -70,15 +70,21 @@ def _read(path: str, default=None):
     raise ReportError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def switch_of(workdir: str) -> dict | None:
-  """The switch record of ``metrics.jsonl``: step, masked-out norm, fixed batch before/after."""
+def last_metrics(workdir: str, split: str) -> dict | None:
+  """The last record of ``split`` in the run's ``metrics.jsonl`` (None if there is none)."""
   path = os.path.join(workdir, "metrics.jsonl")
   found = None
   if os.path.exists(path):
     with open(path) as f:
       for line in f:
-        if '"split": "switch"' in line:
+        if f'"split": "{split}"' in line:
           found = json.loads(line)
+  return found
+
+
+def switch_of(workdir: str) -> dict | None:
+  """The switch record: step, masked-out norm, the fixed batch's loss/accuracy before and after."""
+  found = last_metrics(workdir, "switch")
   if found is None:
     return None
   return {"step": found["step"], "masked_norm_total": found["masked_norm_total"],
@@ -87,15 +93,9 @@ def switch_of(workdir: str) -> dict | None:
 
 
 def validation_of(workdir: str) -> dict | None:
-  """The last validation of ``metrics.jsonl`` (the final model's, when the run validates at its
-  end): step and top-1, the figure to choose a recipe by (never the test split's)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  found = None
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if '"split": "val"' in line:
-          found = json.loads(line)
+  """The last validation (the final model's, when the run validates at its end): step and top-1,
+  the figure to choose a recipe by (never the test split's)."""
+  found = last_metrics(workdir, "val")
   return None if found is None else {"step": found["step"], "top1": found["top1"]}
 
 

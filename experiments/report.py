@@ -31,10 +31,10 @@ import sys
 
 from absl import flags
 
+from experiments.sweep import ENSEMBLE_LEVELS, wall_seconds
 from stgcn_jax import atomic, cli, fusion
 
 SCHEMA = 1
-ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 DENSE_SEEDS = (0, 1, 2, 3)
 SUMMARY = ("top1", "top5", "mean_class_accuracy")
 
@@ -97,13 +97,6 @@ def validation_of(workdir: str) -> dict | None:
   the figure to choose a recipe by (never the test split's)."""
   found = last_metrics(workdir, "val")
   return None if found is None else {"step": found["step"], "top1": found["top1"]}
-
-
-def wall_seconds(workdir: str) -> float | None:
-  """Seconds of the launches that trained: finished, or stopped to resume (not crashed)."""
-  times = _read(os.path.join(workdir, "sweep_times.json"), default=[])
-  kept = [t["wall_s"] for t in times if t["returncode"] in (0, -2, -15)]
-  return sum(kept) if kept else None
 
 
 def run_record(workdir: str, name: str) -> dict:

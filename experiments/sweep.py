@@ -222,7 +222,7 @@ def _read(path: str):
     return json.load(f)
 
 
-def _wall(workdir: str) -> float | None:
+def wall_seconds(workdir: str) -> float | None:
   """Seconds of the launches that trained: the finished one and those stopped to be resumed
   (SIGINT/SIGTERM), not those that crashed (their work was lost to the last checkpoint)."""
   path = _times_path(workdir)
@@ -300,7 +300,7 @@ def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> 
       done[cell] = workdir
       command = _cell_command(config, root, cell, extra)
       seeds[workdir] = _run_seed(res, command)
-      wall = _wall(workdir)
+      wall = wall_seconds(workdir)
       label = ("dense" if cell.seed is None else f"dense (seed {cell.seed})"
                ) if cell.sparsity == 0 else f"s={cell.sparsity:g}"
       rows.append(dict(

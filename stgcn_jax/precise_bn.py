@@ -29,7 +29,10 @@ from stgcn_jax.sparsity.masks import apply_masks
 
 __all__ = ["make_moments_fn", "precise_batch_stats", "combine_moments"]
 
-_KEY = jax.random.key(0)  # dropout key of the statistics pass: fixed, so the pass is deterministic
+# The dropout key of the statistics pass is fixed (seed 0), so the pass is deterministic. It is made
+# inside the traced function: a key made at import would start the XLA backend before
+# ``runtime.configure_xla()`` and ``jax.distributed.initialize()`` can run.
+_DROPOUT_SEED = 0
 
 
 def make_moments_fn(model, masked: bool):
@@ -39,7 +42,7 @@ def make_moments_fn(model, masked: bool):
   def moments(state, x):
     params = apply_masks(state.params, state.masks) if masked else state.params
     _, out = model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=True,
-                         mutable=["batch_stats", "bn_moments"], rngs={"dropout": _KEY})
+                         mutable=["batch_stats", "bn_moments"], rngs={"dropout": jax.random.key(_DROPOUT_SEED)})
     return out["bn_moments"]
   return moments
 

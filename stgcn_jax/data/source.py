@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from stgcn_jax import graph
-from stgcn_jax.data.builders import VERSION, dataset_dir
+from stgcn_jax.data.builders import VERSION, dataset_dir, recover_swap
 from stgcn_jax.data.records import DataError
 
 __all__ = ["DEFAULT_DATA_DIR", "DatasetInfo", "SkeletonSource", "info", "load", "exists",
@@ -72,6 +72,7 @@ class DatasetInfo:
 def exists(name: str, data_dir: str | None = None) -> bool:
   """Whether dataset ``name`` has been written under ``data_dir``."""
   path = dataset_dir(name, data_dir or default_data_dir())
+  recover_swap(path, cleanup=False)
   return os.path.exists(os.path.join(path, "dataset_info.json"))
 
 
@@ -89,6 +90,7 @@ def _cached_builder(path: str, inode: int, mtime_ns: int):
 
 def _check_exists(name: str, data_dir: str) -> str:
   path = dataset_dir(name, data_dir)
+  recover_swap(path, cleanup=False)   # a converter's --overwrite that a kill interrupted
   if not os.path.exists(os.path.join(path, "dataset_info.json")):
     root = os.path.dirname(os.path.dirname(path))
     have = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, VERSION))) \

@@ -108,6 +108,8 @@ def test_workdir_without_config_of_another_backbone_is_refused_untouched(finishe
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(f"error: no checkpoint in {workdir}/checkpoints restores")
+  assert lines[-1].endswith(f"; {workdir}/config.json is missing, so they may be the checkpoints "
+                            "of another run (another backbone or model options)")
   assert "Traceback" not in result.stderr
   assert _tree(workdir) == before and not (workdir / "config.json").exists()
   # The run the checkpoints belong to is not refused as "another run"; a kill that interrupted

@@ -119,9 +119,7 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
                         model.backbone.in_channels), jnp.float32)
   state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
   mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.loop.keep_checkpoints)
-  # config.json only once the checkpoints restore: checkpoints of another run, in a workdir
-  # without its config.json, are refused here and leave the workdir as it was.
-  restored = restore_newest_intact(mngr, state, workdir)
+  restored = _restore(mngr, state, workdir)
   write_json(os.path.join(workdir, "config.json"),
              {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
               "validation": val_note, "data_store": store})
@@ -140,6 +138,19 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
     train_it.set_state(restored[0].meta["iterator"])
     print(f"resumed from {workdir}/checkpoints at step {restored[1]}")
   return run, state
+
+
+def _restore(mngr, state, workdir: str):
+  """The newest intact checkpoint (``restore_newest_intact``), before config.json is written:
+  checkpoints of another run, in a workdir without its config.json, are refused here and leave
+  the workdir as it was (so the run they belong to is not refused afterwards as another run)."""
+  try:
+    return restore_newest_intact(mngr, state, workdir)
+  except RunError as err:
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      raise
+    raise RunError(f"{err}; {workdir}/config.json is missing, so they may be the checkpoints of "
+                   "another run (another backbone or model options)") from None
 
 
 def _recover_models(trainer: Runner, workdir: str) -> None:

@@ -52,7 +52,8 @@ from data_prep.common import Unreadable
 from data_prep.ntu_protocol import (DATASETS, MISSING_FILE, SUFFIX, class_names, is_train,
                                     parse_name, read_missing_list)
 from data_prep.ntu_protocol import stem as _stem  # ntu._stem: used by stgcn_jax.raw_input
-from stgcn_jax.data import ConversionReport, DataError, write_dataset
+from stgcn_jax.data import ConversionReport, DataError, dataset_dir, write_dataset
+from stgcn_jax.data.builders import recover_swap
 
 NUM_JOINTS = 25
 VALUES_PER_JOINT = 12
@@ -269,6 +270,29 @@ def collect(srcs: list[str], dataset: str, missing: set[str],
   return keep
 
 
+def _plan(records: list[dict], dataset: str, benchmarks: list[str], prefix: str, out: str,
+          overwrite: bool) -> dict[str, dict[str, list[dict]]]:
+  """Every benchmark's train and test records, checked before any dataset is written: a split
+  that would be empty, or a dataset that exists without ``overwrite``, is refused up front, so a
+  conversion of several benchmarks writes all of them or none."""
+  plan = {}
+  for bench in benchmarks:
+    splits = {"train": [r for r in records if is_train(r["meta"], dataset, bench)],
+              "test": [r for r in records if not is_train(r["meta"], dataset, bench)]}
+    empty = [s for s, rs in splits.items() if not rs]
+    if empty:
+      raise DataError(f"{prefix}_{bench}: split {empty[0]!r} would have no samples (of the "
+                      f"{len(records)} converted, {len(splits['train'])} train, "
+                      f"{len(splits['test'])} test); nothing was written")
+    target = dataset_dir(f"{prefix}_{bench}", out)
+    recover_swap(target)
+    if os.path.exists(target) and not overwrite:
+      raise DataError(f"{target} already exists; pass --overwrite to replace it (nothing was "
+                      "written)")
+    plan[bench] = splits
+  return plan
+
+
 def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, *,
             prefix: str | None = None, missing_file: str | None = None, overwrite: bool = False,
             report: ConversionReport | None = None) -> list[str]:
@@ -301,9 +325,8 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
     report.keep()
     records.append(record)
   classes = class_names(dataset)
-  for bench in benchmarks:
-    splits = {"train": [r for r in records if is_train(r["meta"], dataset, bench)],
-              "test": [r for r in records if not is_train(r["meta"], dataset, bench)]}
+  plan = _plan(records, dataset, benchmarks, prefix or dataset, out, overwrite)
+  for bench, splits in plan.items():
     outs.append(write_dataset(
         f"{prefix or dataset}_{bench}", out, {s: (lambda r=r: r) for s, r in splits.items()},
         layout="nturgb+d", class_names=classes, channels=["x", "y", "z"],

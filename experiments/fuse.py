@@ -44,16 +44,33 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _floats(values: list[str], flag: str) -> list[float]:
+  """The weights of ``--flag``: finite numbers >= 0, not all 0 (an empty list: the defaults)."""
+  given = f"--{flag}={','.join(map(str, values))}"
   try:
-    return [float(v) for v in values]
-  except ValueError:
-    raise fusion.FusionError(f"--{flag}={','.join(map(str, values))}: expected comma-separated "
-                             "numbers") from None
+    weights = [float(v) for v in values]
+  except (TypeError, ValueError):
+    raise fusion.FusionError(f"{given}: expected comma-separated numbers") from None
+  if weights and not all(np.isfinite(w) and w >= 0 for w in weights):
+    raise fusion.FusionError(f"{given}: every weight must be a finite number >= 0")
+  if weights and not any(w > 0 for w in weights):
+    raise fusion.FusionError(f"{given}: at least one weight must be > 0")
+  return weights
+
+
+def _check_out(out: str) -> None:
+  """Refuses, before any run is read, an ``--out`` that is (or lies under) a file."""
+  probe = os.path.abspath(out)
+  while not os.path.lexists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    where = "" if probe == os.path.abspath(out) else f" ({probe} is one)"
+    raise fusion.FusionError(f"--out={out}: is a file{where}; expected a directory for "
+                             "fusion.json")
 
 
 def _ensemble_runs(workdirs, weights) -> tuple[list[fusion.Run], list[float]]:
   runs = [m for d in workdirs for m in fusion.members(fusion.load_run(d))]
-  weights = _floats(weights, "weights") or [1.0] * len(runs)
+  weights = weights or [1.0] * len(runs)
   if len(weights) != len(runs):
     raise fusion.FusionError(f"--weights has {len(weights)} values for {len(runs)} members "
                              f"({', '.join(r.name for r in runs)})")
@@ -74,7 +91,7 @@ def _stream_runs(items, stream_weights) -> tuple[list[fusion.Run], list[float], 
   if len(set(names)) != len(names):
     raise fusion.FusionError(f"--streams names a stream twice: {','.join(names)}")
   if stream_weights:
-    weights = _floats(stream_weights, "stream_weights")
+    weights = stream_weights
     if len(weights) != len(streams):
       raise fusion.FusionError(f"--stream_weights has {len(weights)} values for {len(streams)} "
                                f"streams ({','.join(names)})")
@@ -118,6 +135,9 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
   """
   if bool(workdirs) == bool(streams):
     raise fusion.FusionError("give exactly one of --workdirs (ensemble) or --streams (streams)")
+  weights, stream_weights = _floats(weights, "weights"), _floats(stream_weights, "stream_weights")
+  if out:
+    _check_out(out)
   if workdirs:
     kind, (runs, weights), labels = "ensemble", _ensemble_runs(workdirs, weights), None
   else:
@@ -178,18 +198,22 @@ def _print_sizes(runs) -> dict | None:
 
 def _write(out: str, report: dict, fused, first, save_scores: bool) -> None:
   """fusion.json (and fused_scores.npz), each under a temporary name and then renamed."""
-  os.makedirs(out, exist_ok=True)
   path = os.path.join(out, "fusion.json")
-  with atomic.atomic_open(path) as f:
-    json.dump(report, f, indent=2)
-  print(f"wrote {path}")
-  if save_scores:
-    path = os.path.join(out, "fused_scores.npz")
-    extra = {} if first.names is None else {"names": first.names}
-    with atomic.atomic_path(path) as tmp:
-      np.savez(tmp, scores=fused.astype(np.float32), labels=first.labels, index=first.index,
-               **extra)
+  try:
+    os.makedirs(out, exist_ok=True)
+    with atomic.atomic_open(path) as f:
+      json.dump(report, f, indent=2)
     print(f"wrote {path}")
+    if save_scores:
+      path = os.path.join(out, "fused_scores.npz")
+      extra = {} if first.names is None else {"names": first.names}
+      with atomic.atomic_path(path) as tmp:
+        np.savez(tmp, scores=fused.astype(np.float32), labels=first.labels, index=first.index,
+                 **extra)
+      print(f"wrote {path}")
+  except OSError as err:
+    raise fusion.FusionError(f"--out={out}: cannot write {path} ({err.strerror or err})") \
+        from None
 
 
 def main(argv=None) -> int:
@@ -199,5 +223,7 @@ def main(argv=None) -> int:
   return 0
 
 
+USER_ERRORS = (fusion.FusionError,)   # one ``error:`` line and status 2 (``cli.run``)
+
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(fusion.FusionError,)))
+  sys.exit(cli.run(main, user_errors=USER_ERRORS))

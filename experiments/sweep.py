@@ -31,11 +31,15 @@ parameter budget of an ensemble, wall time, hardware and the command of the row.
 follows the multi-level ensemble row: the multi-level ensemble's gain over it is what sparsity
 levels add beyond seed diversity; mind the budgets (about N dense models against 0.66 of one).
 ``--table_only`` rebuilds the table from finished runs.
+
+Bad input (docs/BAD_INPUT.md): a backbone or sparsity given twice (it would plan one workdir
+twice) and a ``--root`` that is a file are refused; every cell's ``results.json`` and
+``sweep_times.json`` are read before any run is launched, and a damaged one (or a finished cell
+without ``scores.npz``, found by the table) is one ``error:`` line naming the file, exit status 2.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -45,7 +49,10 @@ from typing import NamedTuple
 
 from absl import flags
 
+from experiments.sweep_files import (SweepError, add_time, check_cells, check_root, read_results,
+                                     wall_seconds)
 from stgcn_jax import atomic, cli, runtime
+from stgcn_jax.run_files import FusionError
 
 ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 
@@ -66,10 +73,6 @@ def define_flags(fv: flags.FlagValues) -> None:
       "dense_seeds", len(ENSEMBLE_LEVELS), "Size of the dense seed-ensemble control: for "
       "backbones with sparsity 0 in the grid, also train dense runs with --seed=BASE+1..BASE+N-1 "
       "and fuse them with the dense cell (0 or 1 = no control).", flag_values=fv)
-
-
-class SweepError(ValueError):
-  """A sweep that cannot start (bad grid)."""
 
 
 class Cell(NamedTuple):
@@ -143,7 +146,18 @@ def _grid(backbones, sparsities) -> list[Cell]:
   bad = [s for s in values if not 0 <= s < 1]
   if bad:
     raise SweepError(f"--sparsities: {bad} outside [0, 1)")
+  _refuse_duplicates("--backbones", list(backbones), list(backbones))
+  _refuse_duplicates("--sparsities", [f"{s:g}" for s in values], list(sparsities))
   return [Cell(b, s) for b in backbones for s in values]
+
+
+def _refuse_duplicates(flag: str, keys: list[str], given: list[str]) -> None:
+  """One cell per value: a value given twice would plan (and train) one workdir twice."""
+  for key in dict.fromkeys(keys):
+    same = [g for k, g in zip(keys, given) if k == key]
+    if len(same) > 1:
+      raise SweepError(f"{flag}={','.join(given)}: {key} is given {len(same)} times "
+                       f"({', '.join(same)}); give each value once")
 
 
 def _child_env(parallel: int) -> dict:
@@ -152,22 +166,6 @@ def _child_env(parallel: int) -> dict:
     # Each process also holds a CUDA context (~0.5 GB) outside its fraction: 0.9 / 20 ran out.
     env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(0.75, 0.7 / parallel):.3f}"
   return env
-
-
-def _times_path(workdir: str) -> str:
-  return os.path.join(workdir, "sweep_times.json")
-
-
-def _add_time(workdir: str, seconds: float, rc: int) -> None:
-  """Accumulates the wall time of every launch of a cell (a resumed run has several)."""
-  path = _times_path(workdir)
-  times = []
-  if os.path.exists(path):
-    with open(path) as f:
-      times = json.load(f)
-  times.append({"wall_s": seconds, "returncode": rc})
-  with atomic.atomic_open(path) as f:
-    json.dump(times, f)
 
 
 def run_grid(cells, config: str, root: str, extra: list[str], parallel: int) -> dict:
@@ -189,7 +187,7 @@ def run_grid(cells, config: str, root: str, extra: list[str], parallel: int) -> 
     for name, (proc, log, workdir, t0) in running.items():
       rc = proc.wait()
       log.close()
-      _add_time(workdir, time.time() - t0, rc)
+      add_time(workdir, time.time() - t0, rc)
       print(f"stopped: {name} after {time.time() - t0:.0f} s (resumes from its last checkpoint)")
   return codes
 
@@ -209,26 +207,12 @@ def _loop(todo, running, codes, env, parallel) -> None:
       if rc is None:
         continue
       log.close()
-      _add_time(workdir, time.time() - t0, rc)
+      add_time(workdir, time.time() - t0, rc)
       codes[name] = rc
       del running[name]
       status = "done" if rc == 0 else f"FAILED (exit {rc}; see {workdir}/log.txt)"
       print(f"{status}: {name} after {time.time() - t0:.0f} s; {len(todo)} waiting, "
             f"{len(running)} running", flush=True)
-
-
-def _read(path: str):
-  with open(path) as f:
-    return json.load(f)
-
-
-def wall_seconds(workdir: str) -> float | None:
-  """Seconds of the launches that trained: the finished one and those stopped to be resumed
-  (SIGINT/SIGTERM), not those that crashed (their work was lost to the last checkpoint)."""
-  path = _times_path(workdir)
-  if not os.path.exists(path):
-    return None
-  return sum(t["wall_s"] for t in _read(path) if t["returncode"] in (0, -2, -15))
 
 
 def _hardware(results: dict) -> str:
@@ -267,7 +251,10 @@ def _size(sizes: dict | None) -> str:
 
 def _ensemble_row(label: str, members: list[str], seeds: dict, out: str, note: str = "") -> dict:
   from experiments import fuse  # pylint: disable=import-outside-toplevel
-  report = fuse.run_fusion(workdirs=members, out=out)
+  try:
+    report = fuse.run_fusion(workdirs=members, out=out)
+  except FusionError as err:
+    raise SweepError(f"{label}: {err}") from None
   return dict(row=label, seed=",".join(str(seeds[w]) for w in members),
               top1=report["fused"]["top1"], top5=report["fused"]["top5"],
               mca=report["fused"]["mean_class_accuracy"], realised=None,
@@ -276,55 +263,70 @@ def _ensemble_row(label: str, members: list[str], seeds: dict, out: str, note: s
               command=f"python -m experiments.fuse --workdirs={','.join(members)} --out={out}")
 
 
+def _cell_row(cell: Cell, res: dict, workdir: str, seed: int, command: list[str]) -> dict:
+  """The table's row of one finished run (its results.json ``res``)."""
+  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel
+  try:
+    size = _size(fusion.disk_sizes([fusion.load_run(workdir)]))
+  except FusionError as err:
+    again = ("" if str(err).startswith(os.path.join(workdir, "config.json")) else
+             f"; to evaluate the cell again from its checkpoints, move {workdir}/results.json "
+             "away and run the sweep again")
+    raise SweepError(f"cell {cell.name}: {err}{again}") from None
+  wall = wall_seconds(workdir)
+  label = ("dense" if cell.seed is None else f"dense (seed {cell.seed})"
+           ) if cell.sparsity == 0 else f"s={cell.sparsity:g}"
+  return dict(row=f"{cell.backbone} {label}", seed=str(seed), top1=res["top1"], top5=res["top5"],
+              mca=res["mean_class_accuracy"], realised=res.get("prunable_sparsity"),
+              budget=None, size=size, time="" if wall is None else f"{wall / 60:.1f} min",
+              hardware=_hardware(res), command=shlex.join(["python"] + command[1:]))
+
+
+def _backbone_rows(backbone: str, cells: list[Cell], config: str, root: str,
+                   extra: list[str]) -> list[dict]:
+  """One backbone's rows: its finished runs, then its ensembles whose members all finished."""
+  grid = [c for c in cells if c.backbone == backbone and c.seed is None]
+  extra_seeds = [c for c in cells if c.backbone == backbone and c.seed is not None]
+  order = []  # display order: the extra dense seed runs right after the dense cell
+  for cell in grid:
+    order.append(cell)
+    if cell.sparsity == 0 and not any(c.sparsity == 0 for c in order[:-1]):
+      order.extend(extra_seeds)
+  rows, done, seeds = [], {}, {}
+  for cell in order:
+    workdir = os.path.join(root, cell.name)
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+      continue
+    res = read_results(os.path.join(workdir, "results.json"))
+    done[cell] = workdir
+    command = _cell_command(config, root, cell, extra)
+    seeds[workdir] = _run_seed(res, command)
+    rows.append(_cell_row(cell, res, workdir, seeds[workdir], command))
+  levels = {c.sparsity: w for c, w in done.items() if c.seed is None}
+  if all(s in levels for s in ENSEMBLE_LEVELS):
+    label = f"{backbone} ensemble {'+'.join(f'{s:g}' for s in ENSEMBLE_LEVELS)}"
+    rows.append(_ensemble_row(label, [levels[s] for s in ENSEMBLE_LEVELS], seeds,
+                              os.path.join(root, f"{backbone}_ensemble")))
+  if extra_seeds:
+    dense = [next(c for c in grid if c.sparsity == 0)] + extra_seeds
+    members = [done[c] for c in dense if c in done]
+    n = len(dense)
+    if len(members) == n:
+      rows.append(_ensemble_row(f"{backbone} dense seed ensemble ({n} seeds)", members, seeds,
+                                os.path.join(root, f"{backbone}_dense_seed_ensemble"),
+                                note=f": {n} dense models"))
+    else:
+      print(f"{backbone} dense seed ensemble: {len(members)} of {n} runs finished, not fused")
+  return rows
+
+
 def write_table(cells: list[Cell], config: str, root: str, extra: list[str]) -> str:
   """Fuses the multi-level and dense seed ensembles and writes ``ROOT/table.md``; returns its text.
 
   ``cells`` are the grid's cells and the extra dense seed runs (``dense_seed_cells``).
   """
-  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel
-  rows = []
-  for backbone in dict.fromkeys(c.backbone for c in cells):
-    grid = [c for c in cells if c.backbone == backbone and c.seed is None]
-    extra_seeds = [c for c in cells if c.backbone == backbone and c.seed is not None]
-    order = []  # display order: the extra dense seed runs right after the dense cell
-    for cell in grid:
-      order.append(cell)
-      if cell.sparsity == 0 and not any(c.sparsity == 0 for c in order[:-1]):
-        order.extend(extra_seeds)
-    done, seeds = {}, {}
-    for cell in order:
-      workdir = os.path.join(root, cell.name)
-      if not os.path.exists(os.path.join(workdir, "results.json")):
-        continue
-      res = _read(os.path.join(workdir, "results.json"))
-      done[cell] = workdir
-      command = _cell_command(config, root, cell, extra)
-      seeds[workdir] = _run_seed(res, command)
-      wall = wall_seconds(workdir)
-      label = ("dense" if cell.seed is None else f"dense (seed {cell.seed})"
-               ) if cell.sparsity == 0 else f"s={cell.sparsity:g}"
-      rows.append(dict(
-          row=f"{backbone} {label}", seed=str(seeds[workdir]),
-          top1=res["top1"], top5=res["top5"], mca=res["mean_class_accuracy"],
-          realised=res.get("prunable_sparsity"), budget=None,
-          size=_size(fusion.disk_sizes([fusion.load_run(workdir)])),
-          time="" if wall is None else f"{wall / 60:.1f} min", hardware=_hardware(res),
-          command=shlex.join(["python"] + command[1:])))
-    levels = {c.sparsity: w for c, w in done.items() if c.seed is None}
-    if all(s in levels for s in ENSEMBLE_LEVELS):
-      label = f"{backbone} ensemble {'+'.join(f'{s:g}' for s in ENSEMBLE_LEVELS)}"
-      rows.append(_ensemble_row(label, [levels[s] for s in ENSEMBLE_LEVELS], seeds,
-                                os.path.join(root, f"{backbone}_ensemble")))
-    if extra_seeds:
-      dense = [next(c for c in grid if c.sparsity == 0)] + extra_seeds
-      members = [done[c] for c in dense if c in done]
-      n = len(dense)
-      if len(members) == n:
-        rows.append(_ensemble_row(f"{backbone} dense seed ensemble ({n} seeds)", members, seeds,
-                                  os.path.join(root, f"{backbone}_dense_seed_ensemble"),
-                                  note=f": {n} dense models"))
-      else:
-        print(f"{backbone} dense seed ensemble: {len(members)} of {n} runs finished, not fused")
+  rows = [row for backbone in dict.fromkeys(c.backbone for c in cells)
+          for row in _backbone_rows(backbone, cells, config, root, extra)]
   lines = ["| run | seed | top-1 | top-5 | mean class | realised sparsity | budget | size on disk "
            "| wall time | hardware | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
@@ -344,10 +346,12 @@ def main(argv=None) -> int:
   cells = _grid(fv.backbones, fv.sparsities)
   cells += dense_seed_cells(cells, fv.dense_seeds, command_seed(extra))
   root = fv.root
+  check_root(root)
   if fv.dry_run:
     for cell in cells:
       print(shlex.join(_cell_command(fv.config, root, cell, extra)))
     return 0
+  check_cells(root, [c.name for c in cells])   # before anything is launched
   os.makedirs(root, exist_ok=True)
   failed = []
   if not fv.table_only:
@@ -362,5 +366,7 @@ def main(argv=None) -> int:
   return 0
 
 
+USER_ERRORS = (SweepError,)   # one ``error:`` line and status 2 (``cli.run``)
+
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(SweepError,)))
+  sys.exit(cli.run(main, user_errors=USER_ERRORS))

@@ -5,14 +5,16 @@ A *model checkpoint* (``save_model`` / ``load_model``) is a directory with ``mod
 ``class_names`` and ``pipeline``, the test-mode ``PipelineConfig`` fields the model was trained
 with plus the data's ``channels``; ``stgcn_jax.predict`` reads them) and ``variables/`` (an orbax
 PyTree checkpoint of ``{'params', 'batch_stats'}``). ``python -m experiments.convert`` writes one
-from a pyskl state_dict; training accepts one as ``--pretrained``. Orbax writes to a temporary
-directory and renames it when complete, so an interrupted save never leaves a half-written checkpoint.
+from a pyskl state_dict; training accepts one as ``--pretrained``. A model is written beside its
+folder and renamed into place when complete, so an interrupted save (also one that replaces a
+model) never leaves a half-written or missing checkpoint (``save_model``, ``recover_model_swap``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -21,7 +23,8 @@ from stgcn_jax import atomic
 from stgcn_jax import graph as graph_lib
 from stgcn_jax import models
 
-__all__ = ["CheckpointError", "save_model", "load_model", "model_spec_json"]
+__all__ = ["CheckpointError", "save_model", "load_model", "model_spec_json",
+           "recover_model_swap"]
 
 
 class CheckpointError(ValueError):
@@ -48,18 +51,66 @@ def build_model(spec: dict) -> models.Recognizer:
                           in_channels=spec.get("in_channels", 3), **spec.get("options", {}))
 
 
+def _swap_names(path: str) -> tuple[str, str]:
+  """The new model being written beside ``path``, and the old one while it is being replaced."""
+  parent, name = os.path.split(path)
+  return os.path.join(parent, f".{name}.incoming"), os.path.join(parent, f".{name}.replaced")
+
+
 def save_model(path: str, spec: dict, variables: dict[str, Any], *, overwrite: bool = False) -> None:
+  """Writes a model checkpoint to ``path``. The model is written completely beside it first
+  (``.NAME.incoming``: ``variables/``, then ``model.json``) and then renamed into place; with
+  ``overwrite`` an existing model is renamed aside (``.NAME.replaced``) for the moment between the
+  two renames and removed after them, so a kill at any point leaves the old model or the new one,
+  and :func:`recover_model_swap` (run here, by the next run and by readers) puts it in place."""
   path = os.path.abspath(path)
+  recover_model_swap(path)
   if os.path.exists(path) and not overwrite:
     raise CheckpointError(f"{path} already exists; choose another --out or remove it")
-  os.makedirs(path, exist_ok=True)
+  incoming, replaced = _swap_names(path)
+  shutil.rmtree(incoming, ignore_errors=True)   # a save that a kill interrupted
+  os.makedirs(incoming)
   ckptr = ocp.StandardCheckpointer()
-  target = os.path.join(path, "variables")
-  ckptr.save(target, {k: variables[k] for k in ("params", "batch_stats") if k in variables},
-             force=overwrite)
+  ckptr.save(os.path.join(incoming, "variables"),
+             {k: variables[k] for k in ("params", "batch_stats") if k in variables})
   ckptr.wait_until_finished()
-  with atomic.atomic_open(os.path.join(path, "model.json")) as f:
+  with atomic.atomic_open(os.path.join(incoming, "model.json")) as f:
     json.dump(spec, f, indent=2)
+  if os.path.lexists(path):
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.replace(path, replaced)
+  os.replace(incoming, path)
+  shutil.rmtree(replaced, ignore_errors=True)
+
+
+def recover_model_swap(path: str, *, cleanup: bool = True) -> str | None:
+  """Finishes or rolls back a :func:`save_model` that a kill interrupted; returns a note saying
+  which (None when there was nothing to do).
+
+  With ``path`` missing, a complete new model (``.NAME.incoming`` with its ``model.json``) is
+  renamed into place (finished), else the old one (``.NAME.replaced``) is (rolled back). With
+  ``cleanup`` (a writer, not a reader that may run beside one) the leftovers beside an intact
+  ``path`` are removed. A rename that fails is one CheckpointError naming both folders.
+  """
+  path = os.path.abspath(path)
+  incoming, replaced = _swap_names(path)
+  note = None
+  if not os.path.lexists(path):
+    source = (incoming if os.path.isfile(os.path.join(incoming, "model.json"))
+              else replaced if os.path.isdir(replaced) else None)
+    if source is None:
+      return None
+    try:
+      os.replace(source, path)
+    except OSError as err:
+      raise CheckpointError(f"{path}: a model swap was interrupted and cannot be completed "
+                            f"({err.strerror or err}); rename {source} to {path}") from None
+    note = (f"{path}: finished a model replacement that was interrupted" if source == incoming
+            else f"{path}: restored the previous model (a replacement was interrupted)")
+  if cleanup:
+    for leftover in (incoming, replaced):
+      shutil.rmtree(leftover, ignore_errors=True)
+  return note
 
 
 def load_model(path: str) -> tuple[models.Recognizer, dict[str, Any]]:

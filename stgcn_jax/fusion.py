@@ -15,106 +15,22 @@ counts that the parameter budget is made of.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import re
-import tempfile
-import zipfile
 from typing import Sequence
 
 import numpy as np
 
+from stgcn_jax.run_files import (FusionError, Run, disk_sizes, load_run, model_dir,
+                                 read_json)
 from stgcn_jax.training.evaluate import accuracy, mean_class_accuracy
 
-__all__ = ["FusionError", "Run", "STREAM_WEIGHTS", "accuracy", "align", "evaluate", "fuse",
-           "load_run", "mean_class_accuracy", "members", "parameter_budget", "read_json"]
+__all__ = ["FusionError", "Run", "STREAM_WEIGHTS", "accuracy", "align", "check_datasets",
+           "disk_sizes", "evaluate", "fuse", "load_run", "mean_class_accuracy", "members",
+           "model_dir", "parameter_budget", "read_json"]
 
 # pyskl's convention for four-stream fusion (joint, bone, joint motion, bone motion).
 STREAM_WEIGHTS = {"j": 2.0, "b": 2.0, "jm": 1.0, "bm": 1.0}
 
 _BUDGET_KEYS = ("prunable_nonzero", "prunable_params", "nonzero_params", "total_params")
-
-
-class FusionError(ValueError):
-  """Runs that cannot be fused or counted; the message is one line naming the workdirs."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One evaluated model: its scores on the test split, plus its workdir's config and results."""
-  name: str                      # the workdir, or "workdir[s=0.8]" for a joint-ensemble member
-  config: dict
-  results: dict
-  scores: np.ndarray             # (N, C) clip-averaged softmax probabilities
-  labels: np.ndarray             # (N,) int
-  index: np.ndarray              # (N,) int, record index in the test split
-  names: np.ndarray | None = None
-  member_scores: np.ndarray | None = None       # (K, N, C), joint ensembles only
-  member_sparsities: np.ndarray | None = None   # (K,)
-
-  @property
-  def num_classes(self) -> int:
-    return self.scores.shape[1]
-
-  @property
-  def sparsity(self) -> float:
-    """The configured sparsity (0 for dense), else the realised one from results.json."""
-    value = self.config.get("sparsity", self.results.get("prunable_sparsity", 0.0))
-    return float(value or 0.0)
-
-
-def read_json(path: str) -> dict:
-  """A JSON object from ``path``; FusionError with the file name if missing or malformed."""
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except FileNotFoundError:
-    raise FusionError(f"{path}: not found (expected a finished experiments.run workdir)") from None
-  except json.JSONDecodeError as e:
-    raise FusionError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-  if not isinstance(value, dict):
-    raise FusionError(f"{path}: expected a JSON object, got {type(value).__name__}")
-  return value
-
-
-def load_run(workdir: str) -> Run:
-  """Loads ``scores.npz`` (required) and ``config.json``/``results.json`` (empty if absent)."""
-  workdir = os.fspath(workdir)
-  if not os.path.isdir(workdir):
-    raise FusionError(f"{workdir}: no such workdir")
-  path = os.path.join(workdir, "scores.npz")
-  if not os.path.exists(path):
-    raise FusionError(f"{path}: not found (the run has not finished its evaluation)")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      data = {k: f[k] for k in f.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise FusionError(f"{path}: cannot read ({e})") from None
-  for key in ("scores", "labels", "index"):
-    if key not in data:
-      raise FusionError(f"{path}: no array {key!r} (expected scores, labels, index, names)")
-  scores, labels, index = (np.asarray(data["scores"], np.float64), np.asarray(data["labels"]),
-                           np.asarray(data["index"]))
-  n = scores.shape[0] if scores.ndim == 2 else -1
-  if scores.ndim != 2 or labels.shape != (n,) or index.shape != (n,):
-    raise FusionError(f"{path}: expected scores (N, C), labels (N,), index (N,); got "
-                      f"{scores.shape}, {labels.shape}, {index.shape}")
-  if not np.all(np.isfinite(scores)):
-    raise FusionError(f"{path}: scores contain NaN or Inf")
-  if len(np.unique(index)) != n:
-    raise FusionError(f"{path}: index has duplicate entries (each test sample must appear once)")
-  member_scores = data.get("member_scores")
-  if member_scores is not None and member_scores.shape[1:] != scores.shape:
-    raise FusionError(f"{path}: member_scores {member_scores.shape} does not match scores "
-                      f"{scores.shape}")
-  config_path, results_path = (os.path.join(workdir, f) for f in ("config.json", "results.json"))
-  return Run(name=workdir,
-             config=read_json(config_path) if os.path.exists(config_path) else {},
-             results=read_json(results_path) if os.path.exists(results_path) else {},
-             scores=scores, labels=labels.astype(np.int64), index=index.astype(np.int64),
-             names=data.get("names"),
-             member_scores=None if member_scores is None else member_scores.astype(np.float64),
-             member_sparsities=data.get("member_sparsities"))
 
 
 def members(run: Run) -> list[Run]:
@@ -137,43 +53,11 @@ def members(run: Run) -> list[Run]:
   return out
 
 
-def model_dir(run: Run) -> str | None:
-  """Where training saved the run's final model: ``<workdir>/model``, or
-  ``<workdir>/members/s<sparsity>`` for a joint-ensemble member; ``None`` when absent."""
-  match = re.fullmatch(r"(.*)\[s=([0-9.]+)\]", run.name)
-  path = (os.path.join(match.group(1), "members", f"s{float(match.group(2)):g}") if match
-          else os.path.join(run.name, "model"))
-  return path if os.path.isfile(os.path.join(path, "model.json")) else None
-
-
-def disk_sizes(runs: Sequence[Run]) -> dict | None:
-  """Bytes on disk of each run's model: its orbax checkpoint and its compressed sparse export
-  (``experiments.export``: kept weights + a packed bit mask), with the ensemble's totals; ``None``
-  when a run has no saved model."""
-  from stgcn_jax import checkpoint, export  # pylint: disable=import-outside-toplevel
-  dirs = [model_dir(r) for r in runs]
-  if any(d is None for d in dirs):
-    return None
-  members = []
-  with tempfile.TemporaryDirectory(prefix="stgcn_sizes_") as tmp:
-    for i, (run, path) in enumerate(zip(runs, dirs)):
-      model, variables = checkpoint.load_model(path)
-      del model
-      with open(os.path.join(path, "model.json")) as f:
-        spec = json.load(f)
-      sparse = os.path.join(tmp, f"{i}.npz")
-      export.save_sparse(sparse, spec, variables)
-      members.append({"name": run.name, "checkpoint_bytes": export.size_on_disk(path),
-                      "sparse_bytes": export.size_on_disk(sparse)})
-  return {"members": members,
-          "checkpoint_bytes": sum(m["checkpoint_bytes"] for m in members),
-          "sparse_bytes": sum(m["sparse_bytes"] for m in members)}
-
-
 def align(runs: Sequence[Run]) -> list[Run]:
   """Sorts every run by ``index`` and checks that all share samples, labels and classes."""
   if not runs:
     raise FusionError("nothing to fuse: no runs given")
+  check_datasets(runs)
   ordered = []
   for run in runs:
     order = np.argsort(run.index, kind="stable")
@@ -207,6 +91,25 @@ def align(runs: Sequence[Run]) -> list[Run]:
   return ordered
 
 
+def _store(run: Run) -> str:
+  store = run.data_store
+  samples = store.get("num_samples")
+  return (f"{run.name}: dataset {store.get('dataset')!r} at {store.get('path')}, "
+          f"{samples if samples is not None else '?'} samples, fingerprint "
+          f"{store['fingerprint'][:12]}")
+
+
+def check_datasets(runs: Sequence[Run]) -> None:
+  """Refuses runs evaluated on different datasets, as told by the dataset fingerprints that
+  ``experiments.run`` records (``data_store`` in results.json); a run without one (written before
+  they were recorded) is checked by its samples, labels and names only (``align``)."""
+  known = [r for r in runs if r.data_store is not None]
+  for run in known[1:]:
+    if run.data_store["fingerprint"] != known[0].data_store["fingerprint"]:
+      raise FusionError(f"cannot fuse {known[0].name} and {run.name}: evaluated on different "
+                        f"datasets ({_store(known[0])}; {_store(run)})")
+
+
 def fuse(scores_list: Sequence[np.ndarray], weights: Sequence[float] | None = None, *,
          normalize: bool = False) -> np.ndarray:
   """The weighted sum of aligned (N, C) score arrays (equal weights by default).
@@ -219,8 +122,8 @@ def fuse(scores_list: Sequence[np.ndarray], weights: Sequence[float] | None = No
   weights = np.ones(len(scores_list)) if weights is None else np.asarray(weights, np.float64)
   if weights.shape != (len(scores_list),):
     raise FusionError(f"{weights.size} weights given for {len(scores_list)} runs")
-  if np.any(weights < 0) or not np.any(weights > 0):
-    raise FusionError(f"weights must be >= 0 and not all 0, got {weights.tolist()}")
+  if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not np.any(weights > 0):
+    raise FusionError(f"weights must be finite, >= 0 and not all 0, got {weights.tolist()}")
   stacked = np.stack([np.asarray(s, np.float64) for s in scores_list])
   fused = np.tensordot(weights, stacked, axes=1)
   return fused / weights.sum() if normalize else fused
@@ -270,6 +173,14 @@ def parameter_budget(results_list: Sequence[dict], names: Sequence[str] | None =
   entries = [e for res, name in zip(results_list, names) for e in _budget_entries(res, name)]
   if not entries:
     raise FusionError("parameter budget: no runs given")
+  for e in entries:
+    for key in ("prunable_nonzero", "nonzero_params", "dense_prunable", "dense_total"):
+      value, least = e[key], 1 if key.startswith("dense") else 0
+      if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+              and least <= value < 2**63):
+        field = {"dense_prunable": "prunable_params", "dense_total": "total_params"}.get(key, key)
+        raise FusionError(f"{e['name']}: results.json has {field}={value!r}; "
+                          f"expected a count >= {least} (needed for the parameter budget)")
   for key in ("dense_prunable", "dense_total"):
     sizes = {e[key] for e in entries}
     if len(sizes) > 1:

@@ -28,15 +28,15 @@ from stgcn_jax.data.holdout import Subset, holdout
 from stgcn_jax.data.iterator import BatchIterator
 from stgcn_jax.data.pipeline import Pipeline, PipelineConfig
 from stgcn_jax.data.records import ConversionReport, DataError, check_record
-from stgcn_jax.data.source import (DatasetInfo, SkeletonSource, default_data_dir, exists, info,
-                                   load)
+from stgcn_jax.data.source import (DatasetInfo, SkeletonSource, default_data_dir, exists,
+                                   identity, info, load)
 from stgcn_jax.data.synthetic import build_synthetic, ensure_synthetic, generate_synthetic
 from stgcn_jax.data import safe_pickle, transforms
 
 __all__ = ["CONTRACT", "BatchIterator", "ConversionReport", "DataError", "DatasetInfo", "Pipeline",
            "PipelineConfig", "SkeletonSource", "Subset", "build_synthetic", "check_record", "dataset_dir",
            "default_data_dir", "ensure_synthetic", "exists", "generate_synthetic", "holdout", "info", "load",
-           "make_iterator", "safe_pickle", "transforms", "write_dataset"]
+           "identity", "make_iterator", "safe_pickle", "transforms", "write_dataset"]
 
 
 def make_iterator(name: str, data_dir: str | None, split: str, batch_size: int, *, train: bool,

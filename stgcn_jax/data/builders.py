@@ -11,6 +11,7 @@ to a builder's module (see docs/STACK.md section 2).
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import tensorflow_datasets as tfds
 from stgcn_jax import graph
 from stgcn_jax.data.records import ConversionReport, DataError, check_record
 
-__all__ = ["VERSION", "CONTRACT", "write_dataset", "dataset_dir"]
+__all__ = ["VERSION", "CONTRACT", "write_dataset", "dataset_dir", "recover_swap"]
 
 VERSION = "1.0.0"
 CONTRACT = ("keypoint (M, T, V, C) float32: M persons (variable, <= num_persons), T raw frames "
@@ -110,6 +111,7 @@ def _builder_spec(name: str, root: str, target: str, split_records, *, layout, c
   if not split_records:
     raise DataError(f"dataset {name!r}: no splits to write")
   _check_writable_root(root)
+  recover_swap(target)   # a replacement a kill interrupted: finished before anything is decided
   if os.path.exists(target) and not overwrite:
     raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
   roles = dict(default_splits or {})
@@ -186,14 +188,60 @@ def _check_writable_root(root: str) -> None:
     raise DataError(f"output folder {root!r} cannot be created ({err.strerror or err})") from None
 
 
+def _swap_names(target: str) -> tuple[str, str]:
+  """Beside ``NAME/1.0.0``: the finished new dataset waiting to be swapped in, and the old one
+  while it is being replaced."""
+  parent = os.path.dirname(target)
+  return (os.path.join(parent, f".{VERSION}.incoming"),
+          os.path.join(parent, f".{VERSION}.replaced"))
+
+
 def _swap_in(built: str, target: str) -> None:
-  """Moves the finished dataset ``built`` to ``target``, replacing what is there last."""
+  """Moves the finished dataset ``built`` to ``target``, replacing what is there last: ``built``
+  is first renamed beside ``target`` (``.1.0.0.incoming``, complete), the old dataset aside
+  (``.1.0.0.replaced``), the new one into place; a kill between the renames is finished by the
+  next converter or reader (:func:`recover_swap`)."""
   os.makedirs(os.path.dirname(target), exist_ok=True)
-  if not os.path.exists(target):
-    os.replace(built, target)
-    return
-  old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.replaced-",
-                         dir=os.path.dirname(target))
-  os.replace(target, os.path.join(old, "data"))
-  os.replace(built, target)
-  shutil.rmtree(old, ignore_errors=True)
+  incoming, replaced = _swap_names(target)
+  recover_swap(target)
+  shutil.rmtree(incoming, ignore_errors=True)
+  os.replace(built, incoming)
+  if os.path.lexists(target):
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.replace(target, replaced)
+  os.replace(incoming, target)
+  shutil.rmtree(replaced, ignore_errors=True)
+
+
+def recover_swap(target: str, *, cleanup: bool = True) -> str | None:
+  """Finishes or rolls back a replacement of the dataset at ``target`` that a kill interrupted;
+  returns a note saying which (None when there was nothing to do).
+
+  With ``target`` missing: the complete new dataset (``.1.0.0.incoming``) is renamed into place,
+  else the old one (``.1.0.0.replaced``, or ``.1.0.0.replaced-*/data`` of earlier versions) is put
+  back. With ``cleanup`` (a converter; not a reader, which may run beside one) the leftovers beside
+  an intact ``target`` are removed. A rename that fails is one DataError saying what to rename.
+  """
+  incoming, replaced = _swap_names(target)
+  parent = os.path.dirname(target)
+  older = sorted(glob.glob(os.path.join(glob.escape(parent), f".{VERSION}.replaced-*")))
+  note = None
+  if not os.path.lexists(target):
+    old = replaced if os.path.isdir(replaced) else next(
+        (os.path.join(d, "data") for d in older if os.path.isdir(os.path.join(d, "data"))), None)
+    source = (incoming if os.path.isfile(os.path.join(incoming, "dataset_info.json")) else old)
+    if source is None:
+      return None
+    try:
+      os.replace(source, target)
+    except OSError as err:
+      raise DataError(f"{target}: a replacement of the dataset was interrupted and cannot be "
+                      f"completed ({err.strerror or err}); rename {source} to {target}") from None
+    note = (f"{target}: finished a replacement of the dataset that was interrupted"
+            if source == incoming else
+            f"{target}: restored the previous dataset (its replacement was interrupted)")
+    print(f"note: {note}")
+  if cleanup:
+    for leftover in (incoming, replaced, *older):
+      shutil.rmtree(leftover, ignore_errors=True)
+  return note

@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from stgcn_jax import graph
-from stgcn_jax.data.builders import VERSION, dataset_dir
+from stgcn_jax.data.builders import VERSION, dataset_dir, recover_swap
 from stgcn_jax.data.records import DataError
 
 __all__ = ["DEFAULT_DATA_DIR", "DatasetInfo", "SkeletonSource", "info", "load", "exists",
-           "default_data_dir"]
+           "default_data_dir", "identity"]
 
 DEFAULT_DATA_DIR = "~/.stgcn_jax/data"
 
@@ -70,6 +72,7 @@ class DatasetInfo:
 def exists(name: str, data_dir: str | None = None) -> bool:
   """Whether dataset ``name`` has been written under ``data_dir``."""
   path = dataset_dir(name, data_dir or default_data_dir())
+  recover_swap(path, cleanup=False)
   return os.path.exists(os.path.join(path, "dataset_info.json"))
 
 
@@ -87,6 +90,7 @@ def _cached_builder(path: str, inode: int, mtime_ns: int):
 
 def _check_exists(name: str, data_dir: str) -> str:
   path = dataset_dir(name, data_dir)
+  recover_swap(path, cleanup=False)   # a converter's --overwrite that a kill interrupted
   if not os.path.exists(os.path.join(path, "dataset_info.json")):
     root = os.path.dirname(os.path.dirname(path))
     have = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, VERSION))) \
@@ -108,6 +112,28 @@ def info(name: str, data_dir: str | None = None) -> DatasetInfo:
       num_classes=int(meta["num_classes"]), class_names=tuple(meta["class_names"]),
       splits=splits, default_splits=dict(meta.get("default_splits", {})),
       num_persons=int(meta["num_persons"]), channels=tuple(meta["channels"]), metadata=meta)
+
+
+def identity(dataset_info: DatasetInfo) -> dict:
+  """What tells this stored dataset from another of the same name (a re-conversion, another
+  store): ``{"dataset", "path", "num_samples": {split: n}, "fingerprint"}``, the fingerprint a
+  sha256 of ``metadata.json`` and of every split's sample count and size in bytes. Runs record it
+  (``data_store`` in config.json and results.json) so that a re-evaluation or a fusion on other
+  data is refused."""
+  digest = hashlib.sha256()
+  try:
+    with open(os.path.join(dataset_info.path, "metadata.json"), "rb") as f:
+      digest.update(f.read())
+  except OSError as err:
+    raise DataError(f"dataset {dataset_info.name!r} in {dataset_info.path}: metadata.json cannot "
+                    f"be read ({err.strerror or err}); convert the dataset again with --overwrite"
+                    ) from None
+  splits = _builder(dataset_info.path).info.splits
+  sizes = {s: [int(splits[s].num_examples), int(splits[s].num_bytes)] for s in splits}
+  digest.update(json.dumps(sizes, sort_keys=True).encode())
+  return {"dataset": dataset_info.name, "path": dataset_info.path,
+          "num_samples": {s: n for s, (n, _) in sorted(sizes.items())},
+          "fingerprint": digest.hexdigest()}
 
 
 class SkeletonSource:

@@ -16,7 +16,9 @@ the data-iterator position, the phase), ``best/`` (best by validation, when vali
 ``model/`` (the final masked model, loadable by ``checkpoint.load_model``), ``results.json`` and
 ``scores.npz`` (clip-averaged softmax scores of the test split, for ``experiments.fuse``). A run
 started again with the same workdir resumes from its latest checkpoint; on CPU the result is
-bit-identical to an uninterrupted run.
+bit-identical to an uninterrupted run. ``config.json`` and ``results.json`` record the dataset
+(``data.identity``: path, sample counts, fingerprint), and a run on a workdir whose checkpoints were
+trained or evaluated on another dataset of the same name is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax import data
+from stgcn_jax import checkpoint, data
 from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
@@ -39,9 +41,9 @@ from stgcn_jax.training.config import RunConfig, TrainConfig
 from stgcn_jax.training.evaluate import accuracy_report, scores_of
 from stgcn_jax.training.runner import Runner, make_runner
 from stgcn_jax.training.setup import run_seeds
-from stgcn_jax.training.workdir import (MetricsLogger, RunError, checkpoint_manager, prepare_workdir,
-                                        progress_bar, restore_newest_intact, save_checkpoint,
-                                        trim_metrics, write_json)
+from stgcn_jax.training.workdir import (MetricsLogger, RunError, check_dataset, checkpoint_manager,
+                                        prepare_workdir, progress_bar, restore_newest_intact,
+                                        save_checkpoint, trim_metrics, write_json)
 
 __all__ = ["RunError", "train_and_evaluate", "run_seeds"]
 
@@ -94,6 +96,10 @@ def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
 def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   """The run's data, model, runner and state, resumed from the newest intact checkpoint."""
   data_dir, info = setup.dataset(config)
+  store = data.identity(info)
+  note = check_dataset(workdir, store)   # before anything is written
+  if note:
+    print(note)
   model = setup.build_model(config, info)
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
   seeds = run_seeds(config)
@@ -109,16 +115,17 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
                                 seed=seeds["data"], repeat=config.data.train_repeat)
   cfg = config.train_config(train_it.steps_per_epoch)
   trainer = make_runner(model, cfg)
-  write_json(os.path.join(workdir, "config.json"),
-             {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
-              "validation": val_note})
   sample_x = jnp.zeros((1, config.data.num_person, config.data.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
   state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
   mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.loop.keep_checkpoints)
+  restored = _restore(mngr, state, workdir)
+  write_json(os.path.join(workdir, "config.json"),
+             {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
+              "validation": val_note, "data_store": store})
   validate = bool(config.loop.eval_every_epochs) and val_src is not None
   best_mngr = checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
-  restored = restore_newest_intact(mngr, state, workdir)
+  _recover_models(trainer, workdir)
   # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
   trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
   run = _Run(config, workdir, info, trainer, cfg, seeds,
@@ -131,6 +138,27 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
     train_it.set_state(restored[0].meta["iterator"])
     print(f"resumed from {workdir}/checkpoints at step {restored[1]}")
   return run, state
+
+
+def _restore(mngr, state, workdir: str):
+  """The newest intact checkpoint (``restore_newest_intact``), before config.json is written:
+  checkpoints of another run, in a workdir without its config.json, are refused here and leave
+  the workdir as it was (so the run they belong to is not refused afterwards as another run)."""
+  try:
+    return restore_newest_intact(mngr, state, workdir)
+  except RunError as err:
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      raise
+    raise RunError(f"{err}; {workdir}/config.json is missing, so they may be the checkpoints of "
+                   "another run (another backbone or model options)") from None
+
+
+def _recover_models(trainer: Runner, workdir: str) -> None:
+  """Finishes or rolls back a save of the final model(s) that a kill interrupted."""
+  for target in trainer.model_dirs(workdir):
+    note = checkpoint.recover_model_swap(target)
+    if note:
+      print(f"note: {note}")
 
 
 def _train(run: _Run, state) -> tuple[Any, int]:
@@ -214,6 +242,7 @@ def _finish(run: _Run, state, step: int, train_time: float) -> dict:
   results["without_precise_bn"] = {k: (ema or results)[k] for k in results_lib.SUMMARY}
   results["validation"] = run.val_note
   results["seeds"] = run.seeds
+  results["data_store"] = data.identity(run.info)   # what fusion and a re-evaluation check
   best = results_lib.best_by_validation(run.best_mngr, trainer, state, step, results, test_src,
                                         run.pipes["test"], config, run.workdir,
                                         run.steps_per_epoch)

@@ -25,7 +25,8 @@ from stgcn_jax.training.config import model_options
 from stgcn_jax.training.state import abstract_state
 
 __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
-           "restore_newest_intact", "trim_metrics", "checkpoint_manager", "save_checkpoint"]
+           "restore_newest_intact", "trim_metrics", "checkpoint_manager", "save_checkpoint",
+           "check_dataset", "has_checkpoints"]
 
 
 class RunError(ValueError):
@@ -89,10 +90,8 @@ def prepare_workdir(workdir: str, config) -> str:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise RunError(f"--workdir {workdir} is a file; expected a directory (new, or an earlier "
                    "run's to resume)")
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  has_checkpoints = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
   config_path = os.path.join(workdir, "config.json")
-  if has_checkpoints and os.path.exists(config_path):
+  if has_checkpoints(workdir) and os.path.exists(config_path):
     try:
       with open(config_path) as f:
         old = json.load(f)
@@ -118,6 +117,51 @@ def prepare_workdir(workdir: str, config) -> str:
   except OSError as err:
     raise RunError(f"--workdir {workdir} cannot be created ({err.strerror or err})") from None
   return workdir
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether ``workdir/checkpoints`` holds a step a run would resume from."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
+def _recorded_store(path: str) -> dict | None:
+  """The ``data_store`` that ``path`` (config.json / results.json) records, if it can be read."""
+  try:
+    with open(path, "rb") as f:
+      store = json.loads(f.read().decode("utf-8")).get("data_store")
+  except (OSError, ValueError, AttributeError, RecursionError):
+    return None  # unreadable: config.json is refused by prepare_workdir, results.json rewritten
+  return store if isinstance(store, dict) and isinstance(store.get("fingerprint"), str) else None
+
+
+def _describe_store(store: dict) -> str:
+  counts = store.get("num_samples")
+  counts = (", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict)
+            else "? samples")
+  return (f"{store.get('dataset')!r} at {store.get('path')} ({counts}; fingerprint "
+          f"{store['fingerprint'][:12]})")
+
+
+def check_dataset(workdir: str, store: dict) -> str | None:
+  """Refuses, before anything is written, to resume or re-evaluate a run on another dataset than
+  the one its ``results.json`` / ``config.json`` record (``data.identity``: a same-name dataset in
+  another ``--data_dir``, or one converted again). The same data at another path is accepted; the
+  returned note says so. A workdir without checkpoints starts afresh: nothing to compare."""
+  if not has_checkpoints(workdir):
+    return None
+  for name, what in (("results.json", "evaluated"), ("config.json", "trained")):
+    old = _recorded_store(os.path.join(workdir, name))
+    if old is None:
+      continue
+    if old["fingerprint"] != store["fingerprint"]:
+      raise RunError(f"--workdir {workdir} was {what} on dataset {_describe_store(old)}, but this "
+                     f"run reads another dataset of that name: {_describe_store(store)}; pass the "
+                     "--data_dir that run used, or choose another --workdir")
+    if old.get("path") != store["path"]:
+      return (f"note: dataset {store['dataset']!r} is now read from {store['path']} (the run used "
+              f"{old.get('path')}; the same data by its fingerprint)")
+  return None
 
 
 def _identity(flat: dict) -> dict:

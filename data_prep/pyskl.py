@@ -18,9 +18,10 @@ Rules for bad input (each counted in the final summary; every message names the 
 annotation by index and frame_dir):
 * one error line (exit status 2), nothing written: an unreadable / truncated / corrupted pickle; one
   whose keypoints would hold more numbers than it has bytes (shared references that expand: a
-  pickle bomb, refused before anything is materialised); one with no keypoints at all (a K400 metadata pickle whose keypoints live in separate "kpfiles"; not
-  supported); ``split`` that is not a dict, is empty, has a name that is not ASCII letters, digits
-  and _ (or is ``all``, reserved by tfds) or a value that is not a list of frame_dirs; annotations
+  pickle bomb, refused before anything is materialised); one with no keypoints at all (a K400
+  metadata pickle whose keypoints live in separate "kpfiles"; not supported); ``split`` that is
+  not a dict, is empty, has a name that is not ASCII letters, digits and _ (or is ``all``,
+  reserved by tfds) or a value that is not a list of frame_dirs; annotations
   that mix kinds of keypoints (3D, 2D with score, 2D without score; the message names the first
   annotations of each kind); ``--num-classes`` outside 1..100000; a ``--class-names`` file that is
   not UTF-8 text, holds control characters, is empty or repeats a name; and, without

@@ -43,8 +43,8 @@ from stgcn_jax.stablehlo import (JOINT_NAMES, MAX_FRAMES, PLATFORMS, export_stab
                                  input_contract)
 
 __all__ = ["FORMAT", "ExportError", "resolve_model_dir", "load_any", "save_sparse", "load_sparse",
-           "load_sparse_with_spec", "export_stablehlo", "input_contract", "size_on_disk", "sparse_size_bound",
-           "zero_channel_fraction", "JOINT_NAMES", "MAX_FRAMES", "PLATFORMS"]
+           "load_sparse_with_spec", "export_stablehlo", "input_contract", "size_on_disk",
+           "sparse_size_bound", "zero_channel_fraction", "JOINT_NAMES", "MAX_FRAMES", "PLATFORMS"]
 
 _COLLECTIONS = ("params", "batch_stats")
 

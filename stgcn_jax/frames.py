@@ -1,4 +1,5 @@
-"""One frame of a ``--stream``: a JSON line -> ``(persons, V, C)`` float64, by the converters' rules.
+"""One frame of a ``--stream``: a JSON line -> ``(persons, V, C)`` float64, by the converters' rules
+(``parse_frame``, ``coordinate_bound``).
 
 :func:`parse_frame` reads a line: a list of persons, each V joints of C numbers, or one person as
 V x C. It refuses, with a ValueError that says what was wrong and where (person, joint, value):

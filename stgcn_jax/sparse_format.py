@@ -130,10 +130,10 @@ def _arrays(path: str) -> dict[str, np.ndarray]:
     kind = "not a sparse model export" if "not an .npz" in detail else "damaged sparse export"
     raise ExportError(f"{path}: {kind}: {detail}") from None
   fmt = arrays.get("format")
-  if fmt is None:
+  if fmt is None or fmt.dtype != np.uint8 or fmt.ndim != 1 or fmt.size > 256:
     raise ExportError(f"{path}: not a sparse model export (expected an .npz written by "
                       "`python -m experiments.export --format=sparse`)")
-  fmt = bytes(fmt.astype(np.uint8, copy=False)).decode("utf-8", "replace")
+  fmt = bytes(fmt).decode("utf-8", "replace")
   if fmt != FORMAT:
     raise ExportError(f"{path}: unknown sparse export format {fmt[:80]!r}; expected {FORMAT!r}")
   return arrays
@@ -170,7 +170,8 @@ def _model(spec, path: str):
   except checkpoint.CheckpointError as err:
     raise ExportError(str(err)) from None
   leaves = {f"{c}/" + "/".join(_keys(p)): (tuple(leaf.shape), np.dtype(leaf.dtype).kind)
-            for c in _COLLECTIONS for p, leaf in jax.tree_util.tree_leaves_with_path(want.get(c, {}))}
+            for c in _COLLECTIONS
+            for p, leaf in jax.tree_util.tree_leaves_with_path(want.get(c, {}))}
   return model, leaves
 
 

@@ -110,6 +110,9 @@ def main(argv=None) -> int:
       raise predict.PredictError("give either --src (files) or --stream (frames on stdin)")
     if args.top_k < 1 or args.batch_size < 1:
       raise predict.PredictError("--top_k and --batch_size must be >= 1")
+    if not 0 <= args.num_clips <= 1000 or args.batch_size > 100_000:
+      raise predict.PredictError(f"--num_clips must be in 0..1000 and --batch_size at most "
+                                 f"100000, got {args.num_clips} and {args.batch_size}")
     if args.out and os.path.splitext(args.out)[1].lower() not in (".json", ".csv"):
       raise predict.PredictError(f"--out {args.out}: expected a .json or .csv file name")
     predictor = predict.load_predictor(args.model, data_dir=args.data_dir)

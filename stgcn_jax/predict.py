@@ -95,6 +95,7 @@ def _stack_frames(frames: Sequence[np.ndarray], v: int, c: int) -> np.ndarray:
 
 
 _LISTED_REPAIRS = 10     # repaired stream lines named one by one; the rest are counted
+MAX_WINDOW = 100_000     # frames of a stream window (the warm-up allocates one)
 
 
 def _warn(err: TextIO, text: str) -> None:
@@ -113,8 +114,8 @@ def stream(predictor: Predictor, lines: Iterable[str], out: TextIO, err: TextIO 
   ten lines; then a count at the end)."""
   window = int(window or predictor.clip_len)
   hop = int(hop or max(1, window // 4))
-  if window < 1 or hop < 1:
-    raise PredictError(f"--window and --hop must be >= 1, got {window} and {hop}")
+  if not (1 <= window <= MAX_WINDOW and 1 <= hop <= MAX_WINDOW):
+    raise PredictError(f"--window and --hop must be in 1..{MAX_WINDOW}, got {window} and {hop}")
   channels = predictor.default_channels(channels)
   predictor.check_channels(channels, "--stream")
   v, c = predictor.layout.num_joints, len(channels)

@@ -208,6 +208,17 @@ def test_parse_frame_repairs_by_the_coordinate_rule():
   assert frames.coordinate_bound("coco", ("x", "y", "score")) == 1e6
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--stream", "--window=1000000000"], "--window and --hop must be in 1..100000"),
+    (["--stream", "--hop=-3"], "--window and --hop must be in 1..100000"),
+    (["--src=x.json", "--num_clips=1000000000"], "--num_clips must be in 0..1000"),
+])
+def test_sizes_on_the_command_line_are_bounded(models_dir, capsys, flags, message):
+  assert predict_cli.main([f"--model={models_dir / 'ntu'}", *flags]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
 # --------------------------------------------------------------------- fuzz
 _BAD_ITEMS = [None, "x", "1.5", True, False, [], {}, [1], [[1, 2, 3]], 1e400, -1e39, 3e38, 2 ** 80,
               -(2 ** 1100), float("nan"), 0, -0.5, 1e-320]

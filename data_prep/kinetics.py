@@ -46,12 +46,15 @@ Rules for bad input (each counted in the final summary, naming the file and fram
     is missing whatever its score, so a non-zero score there is set to 0 (counted as repaired)
     before persons are ranked and before the all-zero rule, which rejects a video with no detected
     joint in any frame (e.g. every pose 0 with non-zero scores), naming it.
+  * Negative scores: a score is a confidence in [0, 1], so a joint with a negative score is outside
+    the format's range like a coordinate beyond 100: it becomes 0 (missing), counted as repaired
+    (``negative_score``). ``experiments.predict`` reads a video with the same rules.
+  * A video file is any ``*.json`` in ``kinetics_<split>/`` whatever the letter case (``.JSON``).
 """
 
 from __future__ import annotations
 
 import collections
-import glob
 import os
 import sys
 from typing import NamedTuple
@@ -174,7 +177,9 @@ def collect(src: str, report: ConversionReport, num_classes: int | None):
   splits, seen = {}, {}
   for split in present:
     records = []
-    for path in sorted(glob.glob(os.path.join(src, f"kinetics_{split}", "*.json"))):
+    folder = os.path.join(src, f"kinetics_{split}")
+    for path in sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                       if os.path.splitext(n)[1].lower() == ".json"):
       record = _video_record(path, indexes[split], classes, range_hint, seen, report)
       if record is not None:
         records.append(record)

@@ -13,6 +13,7 @@ import numpy as np
 
 from data_prep import common
 from stgcn_jax.data import ConversionReport, DataError
+from stgcn_jax.data.records import all_zero_message, repair_non_finite
 
 NUM_JOINTS, PERSONS_IN, PERSONS_OUT = 18, 5, 2
 MAX_FRAME_INDEX = 10_000                  # Kinetics clips: 10 s at 30 fps = 300 frames
@@ -124,29 +125,50 @@ def read_video(path: str) -> tuple[np.ndarray, int | None, str | None]:
   return kp, label_index, label
 
 
+def _score_rules(kp: np.ndarray, path: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
+  """The score rules on raw (5, T, 18, 3): a joint with a negative score (a score is a confidence
+  in [0, 1]) becomes 0, missing; a joint at x = y = 0 (not detected) gets score 0. Returns the
+  keypoints and the (reason, message) of each rule that changed something."""
+  notes = []
+  with np.errstate(invalid="ignore"):
+    negative = kp[..., 2] < 0                                                # (5, T, 18)
+  if negative.any():
+    m, t, v = (int(i[0]) for i in np.nonzero(negative))
+    notes.append(("negative_score", f"{path}: {int(negative.sum())} joint(s) with a negative "
+                                    f"score set to 0, missing (first: person {m}, frame {t}, "
+                                    f"joint {v}: score {kp[m, t, v, 2]:.4g})"))
+    kp = np.where(negative[..., None], 0.0, kp)
+  missing = (kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] != 0)
+  if missing.any():
+    m, t, v = (int(i[0]) for i in np.nonzero(missing))
+    notes.append(("score_without_position",
+                  f"{path}: {int(missing.sum())} joint(s) at x = y = 0 (not detected) with a "
+                  f"non-zero score: score set to 0 (first: person {m}, frame {t}, joint {v}: "
+                  f"score {kp[m, t, v, 2]:.4g})"))
+    kp = kp.copy()
+    kp[missing, 2] = 0
+  return kp, notes
+
+
 def clean_video(kp: np.ndarray, path: str, report: ConversionReport) -> np.ndarray | None:
   """Raw (5, T, 18, 3) -> the stored (M, T, 18, 3), M = 1 or 2; None when rejected (counted).
 
-  Missing-joint rule (x = y = 0 -> score 0), then ``common.clean_keypoint`` (coordinate rule with
-  ``MAX_ABS``, all-zero rule), then per frame the persons ranked by summed score, top 2 kept. Every
-  repair and rejection is counted in ``report`` with one message naming ``path``; a video is
-  counted as repaired once.
+  Score rules (a negative score -> the joint 0; x = y = 0 -> score 0), the coordinate rule
+  (``repair_non_finite`` with ``MAX_ABS``) and the all-zero rule, then per frame the persons
+  ranked by summed score, top 2 kept. Every repair and rejection is counted in ``report`` with one
+  message naming ``path``; a video is counted once, its repairs' reasons joined by ``+``.
   """
-  missing = (kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] != 0)       # (5, T, 18)
-  score_message = None
-  if missing.any():
-    m, t, v = (int(i[0]) for i in np.nonzero(missing))
-    score_message = (f"{path}: {int(missing.sum())} joint(s) at x = y = 0 (not detected) with a "
-                     f"non-zero score: score set to 0 (first: person {m}, frame {t}, joint {v}: "
-                     f"score {kp[m, t, v, 2]:.4g})")
-    kp = kp.copy()
-    kp[missing, 2] = 0
-  repaired_before = report.repaired
-  kp = common.clean_keypoint(kp, path, report, max_abs=MAX_ABS)
-  if kp is None:
+  kp, notes = _score_rules(kp, path)
+  kp, message = repair_non_finite(kp, path, MAX_ABS)
+  if message is not None:
+    notes.insert(0, ("bad_coordinate", message))
+  empty = all_zero_message(kp, path)
+  if empty is not None:
+    why = "; ".join(m for r, m in notes if r != "score_without_position")
+    report.reject("all_zero", f"{empty} after the repair: {why}" if why else empty)
     return None
-  if score_message is not None and report.repaired == repaired_before:
-    report.repair("score_without_position", score_message)
+  if notes:
+    report.repair("+".join(reason for reason, _ in notes), "; ".join(m for _, m in notes))
   # Rank the detections of every frame by summed score and keep the top PERSONS_OUT; an empty slot
   # (all zero) ranks below every detection, so trimming never drops the only detected joints.
   detected = kp.any(axis=-1).any(axis=-1)                                    # (5, T)

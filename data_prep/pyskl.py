@@ -17,9 +17,11 @@ float32.
 Rules for bad input (each counted in the final summary; every message names the pickle and the
 annotation by index and frame_dir):
 * one error line (exit status 2), nothing written: an unreadable / truncated / corrupted pickle; one
-  with no keypoints at all (a K400 metadata pickle whose keypoints live in separate "kpfiles"; not
-  supported); ``split`` that is not a dict, is empty, has a name that is not ASCII letters, digits
-  and _ (or is ``all``, reserved by tfds) or a value that is not a list of frame_dirs; annotations
+  whose keypoints would hold more numbers than it has bytes (shared references that expand: a
+  pickle bomb, refused before anything is materialised); one with no keypoints at all (a K400
+  metadata pickle whose keypoints live in separate "kpfiles"; not supported); ``split`` that is
+  not a dict, is empty, has a name that is not ASCII letters, digits and _ (or is ``all``,
+  reserved by tfds) or a value that is not a list of frame_dirs; annotations
   that mix kinds of keypoints (3D, 2D with score, 2D without score; the message names the first
   annotations of each kind); ``--num-classes`` outside 1..100000; a ``--class-names`` file that is
   not UTF-8 text, holds control characters, is empty or repeats a name; and, without
@@ -60,7 +62,7 @@ import unicodedata
 from absl import flags
 
 from data_prep import common
-from data_prep.pyskl_annotation import is_label, note_repairs, short, to_record
+from data_prep.pyskl_annotation import check_total_size, is_label, note_repairs, short, to_record
 from data_prep.pyskl_splits import default_roles, split_records
 from stgcn_jax import graph
 from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
@@ -172,13 +174,17 @@ def _check_dense_labels(path: str, records: list[dict], shift: int) -> int:
 def collect(path: str, layout: graph.Layout, label_base: str, num_classes: int | None,
             report: ConversionReport) -> tuple[dict, int, int]:
   """Reads the pickle; returns (split -> records, channel kind, number of classes)."""
-  return parse(read_pickle(path), path, layout, label_base, num_classes, report)
+  return parse(read_pickle(path), path, layout, label_base, num_classes, report,
+               file_bytes=os.path.getsize(path))
 
 
 def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: int | None,
-          report: ConversionReport) -> tuple[dict, str, int]:
-  """The unpickled object of ``path`` -> (split -> records, channel kind, number of classes)."""
+          report: ConversionReport, file_bytes: int | None = None) -> tuple[dict, str, int]:
+  """The unpickled object of ``path`` -> (split -> records, channel kind, number of classes).
+  ``file_bytes``: the pickle's size, which bounds the numbers it may expand to."""
   annotations, split_names, unsplit = _annotations_and_splits(obj, path)
+  if file_bytes is not None:
+    check_total_size(annotations, path, file_bytes)
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
     first = annotations[0] if isinstance(annotations[0], dict) else {}
     name = short(first.get("frame_dir"))

@@ -19,6 +19,8 @@ MAX_PERSONS_WITHOUT_FRAMES = 10  # more persons than frames and more than this: 
 MAX_IMG_SIDE = 1_000_000
 MAX_ABS_UNKNOWN_UNITS = 1e6      # coordinate bound for 3D and 2D data of unknown units
 PIXEL_BOUND_FACTOR = 10          # 2D pixel data: |coordinate| <= 10 x the image's longer side
+SLACK_VALUES = 1 << 20           # numbers a pickle may hold beyond one per byte of the file
+_MAX_NESTING = 8                 # keypoint nested lists deeper than this are not counted further
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 
@@ -49,6 +51,38 @@ def _real_array(value, where: str, field: str) -> np.ndarray:
     raise DataError(f"{where}: {field} must hold real numbers (float or int), got dtype "
                     f"{array.dtype}")
   return array
+
+
+def _count(value, memo: dict, depth: int = 0) -> int:
+  """The numbers ``value`` (an array, nested lists or a scalar) would hold once materialised; a
+  list referenced many times is walked once (``memo``), so a shared-reference bomb costs little."""
+  if isinstance(value, np.ndarray):
+    return int(value.size)
+  if not isinstance(value, (list, tuple)) or depth > _MAX_NESTING:
+    return 1
+  key = id(value)
+  if key not in memo:
+    memo[key] = sum(_count(v, memo, depth + 1) for v in value)
+  return memo[key]
+
+
+def check_total_size(annotations: list, path: str, file_bytes: int) -> None:
+  """DataError (naming the pickle and the annotation) when the keypoints and scores of
+  ``annotations`` would hold more numbers than the pickle has bytes (+ ``SLACK_VALUES``): a number
+  takes at least one byte in a pickle, so more means references to one array or list repeated
+  many times, which would expand to far more memory than the file (a pickle bomb). Checked before
+  anything is materialised."""
+  limit, total, memo = int(file_bytes) + SLACK_VALUES, 0, {}
+  for i, ann in enumerate(annotations):
+    if not isinstance(ann, dict):
+      continue
+    total += _count(ann.get("keypoint"), memo) + _count(ann.get("keypoint_score"), memo)
+    if total > limit:
+      which = f"annotations 0..{i}" if i else "annotation 0"
+      raise DataError(
+          f"{path}: {which} would hold {total:,} keypoint numbers, more than the {file_bytes:,}-"
+          f"byte pickle can store (at most one per byte, + {SLACK_VALUES:,}): shared references "
+          "that expand (a pickle bomb?); refused before reading them")
 
 
 def _img_shape(ann: dict, where: str) -> tuple[int, int]:

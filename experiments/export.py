@@ -69,8 +69,8 @@ def main(argv=None) -> int:
       frames = args.frames
       if frames is None:
         frames = int((spec.get("pipeline") or {}).get("clip_len", 100))
-      if frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {frames}")
+      if not 1 <= frames <= export.MAX_FRAMES:
+        raise ValueError(f"--frames must be in 1..{export.MAX_FRAMES}, got {frames}")
       contract = export.export_stablehlo(out, model, variables, spec, frames=frames,
                                          symbolic_batch=args.batch == "symbolic",
                                          platforms=args.platforms)

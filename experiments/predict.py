@@ -6,11 +6,15 @@ joint-ensemble workdir, or several comma-separated (a post-hoc ensemble: softmax
 ``.pkl`` (every annotation is a sample), or a directory of them; the format is told from the
 extension and content, or given with ``--format``. Prints the top-k classes of every sample;
 ``--out FILE.json|FILE.csv`` writes them all. A bad file is one line on stderr and the rest are
-predicted; exit status 0 when at least one sample was predicted, else 2.
+predicted; a repaired sample (joints with NaN, inf or out-of-range values set to 0, as the
+converters do) is one ``warning:`` line naming the file and the number of joints; exit status 0
+when at least one sample was predicted, else 2.
 
 ``--stream``: frames as JSON lines on stdin (a list of persons, each V joints x C values in the
 layout's joint order, or one person as V x C); every ``--hop`` frames, once ``--window`` frames are
-in, one JSON line ``{"frame", "classes", "probs", "latency_ms"}`` on stdout.
+in, one JSON line ``{"frame", "classes", "probs", "latency_ms"}`` on stdout. A line that is not a
+frame is one warning and is skipped; a frame's bad joints are repaired by the same rule, one
+warning per line.
 """
 
 import os
@@ -60,6 +64,9 @@ def _predict_files(args, predict, predictor) -> int:
                                       check=predictor.check_channels)
   for line in bad:
     print(f"error: {line}", file=sys.stderr)
+  for sample in samples:
+    for line in sample.warnings:           # repairs (the converters' coordinate rule), named
+      print(f"warning: {line}", file=sys.stderr)
   if not samples:
     if not bad or os.path.isdir(args.src):
       print(f"error: no sample of {args.src} could be predicted", file=sys.stderr)
@@ -103,6 +110,9 @@ def main(argv=None) -> int:
       raise predict.PredictError("give either --src (files) or --stream (frames on stdin)")
     if args.top_k < 1 or args.batch_size < 1:
       raise predict.PredictError("--top_k and --batch_size must be >= 1")
+    if not 0 <= args.num_clips <= 1000 or args.batch_size > 100_000:
+      raise predict.PredictError(f"--num_clips must be in 0..1000 and --batch_size at most "
+                                 f"100000, got {args.num_clips} and {args.batch_size}")
     if args.out and os.path.splitext(args.out)[1].lower() not in (".json", ".csv"):
       raise predict.PredictError(f"--out {args.out}: expected a .json or .csv file name")
     predictor = predict.load_predictor(args.model, data_dir=args.data_dir)

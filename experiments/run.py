@@ -9,19 +9,15 @@ resumes.
 """
 
 import os
+import re
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from stgcn_jax import runtime
+from stgcn_jax import cli, runtime
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Config file (optionally FILE:VARIANT); fields can be overridden with --config.FIELD=VALUE.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<run name>).")
-
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 # Shortcuts for the fields users change most (None = keep the config's value).
 _SHORTCUTS = {
     "backbone": (flags.DEFINE_string, "stgcn, aagcn, ctrgcn or dgstgcn"),
@@ -41,20 +37,82 @@ _SHORTCUTS = {
     "seed": (flags.DEFINE_integer, "random seed (init, masks, data order)"),
     "pretrained": (flags.DEFINE_string, "model checkpoint dir (python -m experiments.convert)"),
 }
-_FLAGS = {name: define(name, None, help_) for name, (define, help_) in _SHORTCUTS.items()}
 _FIELD = {"epochs": "num_epochs"}
+# What ml_collections raises for a --config.FIELD it cannot set (an unknown or misspelt field, an
+# index out of range, a config file that does not load), besides absl's flags.Error.
+_CONFIG_FLAG_ERRORS = (flags.Error, AttributeError, KeyError, IndexError, TypeError, ValueError,
+                       OSError)
 
 
-def _config():
+def define_flags(fv: flags.FlagValues, argv=()) -> None:
+  """The shortcut flags, ``--workdir`` and ``--config`` (whose ``--config.FIELD`` overrides
+  ml_collections reads from ``argv``, the arguments without the program name)."""
+  for name, (define, help_) in _SHORTCUTS.items():
+    define(name, None, help_, flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Output directory (default runs/<run name>).",
+                      flag_values=fv)
+  config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG,
+      "Config file (optionally FILE:VARIANT); fields can be overridden with --config.FIELD=VALUE.",
+      flag_values=fv, lock_config=True,
+      sys_argv=["experiments.run", *cli.normalize_argv(fv, list(argv))])
+
+
+def _override(argv, field: str) -> str:
+  """The ``--config.PATH`` of ``argv`` whose last part is ``field`` (else ``--config.field``)."""
+  for arg in argv:
+    name = arg.split("=", 1)[0].lstrip("-")
+    if name.startswith("config.") and name.split(".")[-1] == field:
+      return "--" + name
+  return f"--config.{field}"
+
+
+def _config_error(err: BaseException, argv) -> str:
+  """One line for what ml_collections raised: the field (and its "did you mean" hint), or the
+  last line of a config file that does not load."""
+  text = str(err).replace("\\'", "'").replace("\\n", "\n")
+  lines = [l.strip(" '\"") for l in text.splitlines() if l.strip(" '\"")]
+  hint = re.search(r'Did you mean "([\w.]+)" instead of "([\w.]+)"', text)
+  if hint:
+    flag = _override(argv, hint.group(2))
+    return (f"{flag}: the config has no field {hint.group(2)!r}; did you mean "
+            f"{flag[:-len(hint.group(2))]}{hint.group(1)}? (experiments/configs/default.py "
+            "lists the fields)")
+  if isinstance(err, (AttributeError, KeyError)) and lines:
+    flag = _override(argv, lines[0])
+    return (f"{flag}: the config has no field {flag[len('--config.'):]!r} "
+            "(experiments/configs/default.py lists the fields)")
+  where = next((a for a in argv if re.match(r"-{1,2}config(=|$)", a)), "--config")
+  last = [l.strip() for l in text.splitlines() if l.strip()]
+  return f"{where}: {last[-1] if last else type(err).__name__} (--help lists the flags)"
+
+
+def _parse(argv) -> flags.FlagValues:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    fv = cli.parse(lambda fv: define_flags(fv, argv), argv, doc=__doc__)
+    fv.config.to_dict()       # a config file that failed to load raises only when it is read
+  except cli.UsageError as err:
+    if "Error whilst parsing config file" not in str(err):
+      raise
+    last = re.findall(r"\w+Error: (?:(?!\w+Error: ).)*$", str(err))   # the file's own exception
+    raise cli.UsageError(f"--config: {last[-1] if last else err}") from None
+  except _CONFIG_FLAG_ERRORS as err:
+    raise cli.UsageError(_config_error(err, argv)) from None
+  return fv
+
+
+def _config(fv: flags.FlagValues):
   """The typed run config: the config file's fields, the shortcut flags over them, and the run
   policy (``stgcn_jax.training.config``: sparsity 0 is a dense run, a warm-up longer than a short
   run is rescaled) applied once."""
   from stgcn_jax.training.config import RunConfig  # pylint: disable=import-outside-toplevel
-  flat = _CONFIG.value.to_dict()
+  flat = fv.config.to_dict()
   explicit = set()
-  for name, flag in _FLAGS.items():
-    if flag.value is not None:
-      flat[_FIELD.get(name, name)] = flag.value
+  for name in _SHORTCUTS:
+    value = fv[name].value
+    if value is not None:
+      flat[_FIELD.get(name, name)] = value
       explicit.add(_FIELD.get(name, name))
   return RunConfig.from_flat(flat, explicit=explicit)
 
@@ -68,9 +126,10 @@ def _run_name(config) -> str:
   return "_".join(parts)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv=None) -> int:
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status: a
+  user mistake (a flag, a config field, a dataset, a workdir) is one ``error:`` line and 2."""
+  fv = _parse(argv)
   runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   from stgcn_jax import checkpoint, data, graph  # pylint: disable=import-outside-toplevel
@@ -78,13 +137,13 @@ def main(argv):
   user_errors = (loop.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
                  ValueError, FileNotFoundError)
   try:
-    config = _config()
-    workdir = _WORKDIR.value or os.path.join("runs", _run_name(config))
+    config = _config(fv)
+    workdir = fv.workdir or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")
     results = loop.train_and_evaluate(config, workdir)
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+    return 2
   print(f"test top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  mean class "
         f"{results['mean_class_accuracy']:.4f}  on {results['num_samples']} samples "
         f"({results['num_classes']} classes)")
@@ -93,8 +152,9 @@ def main(argv):
           f"{results['total_sparsity']:.4f} of all; {results['nonzero_params']:,} nonzero "
           "parameters")
   print(f"wrote {os.path.join(workdir, 'results.json')}")
+  return 0
 
 
 if __name__ == "__main__":
   runtime.reexec_with_tcmalloc("experiments.run", sys.argv[1:])  # see stgcn_jax.runtime
-  app.run(main)
+  sys.exit(cli.run(main))

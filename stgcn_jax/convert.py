@@ -21,6 +21,7 @@ that differs from the model's own is refused, since the model would silently com
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax import npz
 from stgcn_jax.models import abstract_variables
 from stgcn_jax.models.base import Recognizer
 
@@ -170,18 +172,22 @@ def to_pyskl(variables: Mapping[str, Any], model: Recognizer) -> dict[str, np.nd
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a pyskl ``.pth`` (needs torch) or an ``.npz`` state_dict (keys as in pyskl, or ``sd/<key>``)."""
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      keys = [k for k in f.files if k.startswith("sd/")]
-      if keys:
-        return {k[3:]: f[k] for k in keys}
-      return {k: f[k] for k in f.files}
+    arrays = npz.read_npz(path, ConversionError)   # checked: truncated, corrupted, no pickle
+    keys = [k for k in arrays if k.startswith("sd/")]
+    if keys:
+      return {k[3:]: arrays[k] for k in keys}
+    return arrays
   if path.endswith((".pth", ".pt")):
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as err:
       raise ConversionError(f"{path}: reading .pth files needs torch "
                             "(pip install 'stgcn-jax[torch]'), or save the state_dict as .npz") from err
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+      ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+      raise ConversionError(f"{path}: cannot read the .pth file (truncated, corrupted, or "
+                            f"holds more than tensors: {str(err).splitlines()[0][:200]})") from None
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     return {k: v.detach().cpu().numpy() for k, v in sd.items() if hasattr(v, "detach")}
   raise ConversionError(f"{path}: expected a .pth or .npz state_dict")

@@ -41,8 +41,8 @@ import numpy as np
 from stgcn_jax import atomic
 from stgcn_jax.predict_load import PYSKL_TEST_PIPELINE, load_predictor
 from stgcn_jax.predictor import Prediction, Predictor, top_k
-from stgcn_jax.raw_input import (FORMATS, PredictError, Sample, detect_format, parse_frame,
-                                 read_samples)
+from stgcn_jax.frames import coordinate_bound, parse_frame
+from stgcn_jax.raw_input import FORMATS, PredictError, Sample, detect_format, read_samples
 
 __all__ = ["FORMATS", "PredictError", "Predictor", "Prediction", "Sample", "detect_format",
            "load_predictor", "read_samples", "stream", "top_k", "write_predictions"]
@@ -94,45 +94,59 @@ def _stack_frames(frames: Sequence[np.ndarray], v: int, c: int) -> np.ndarray:
   return kp
 
 
+_LISTED_REPAIRS = 10     # repaired stream lines named one by one; the rest are counted
+MAX_WINDOW = 100_000     # frames of a stream window (the warm-up allocates one)
+
+
+def _warn(err: TextIO, text: str) -> None:
+  err.write(f"warning: {text}\n")
+  err.flush()
+
+
 def stream(predictor: Predictor, lines: Iterable[str], out: TextIO, err: TextIO = sys.stderr, *,
            window: int | None = None, hop: int | None = None, k: int = 5, num_clips: int = 1,
            img_shape=(0, 0), channels: Sequence[str] | None = None, warmup: bool = True) -> int:
   """Reads frames (JSON lines) from ``lines``; every ``hop`` frames once ``window`` frames are
   in, writes one JSON line ``{"frame", "classes", "probs", "latency_ms"}`` to ``out`` (latency: the
   pipeline and the model, from the frame's arrival to the scores). Returns the number of
-  predictions. A bad line is one warning on ``err`` and is skipped."""
+  predictions. A bad line is one warning on ``err`` and is skipped; a frame's joints are repaired
+  by the converters' coordinate rule (``stgcn_jax.frames``), each repair one warning (the first
+  ten lines; then a count at the end)."""
   window = int(window or predictor.clip_len)
   hop = int(hop or max(1, window // 4))
-  if window < 1 or hop < 1:
-    raise PredictError(f"--window and --hop must be >= 1, got {window} and {hop}")
+  if not (1 <= window <= MAX_WINDOW and 1 <= hop <= MAX_WINDOW):
+    raise PredictError(f"--window and --hop must be in 1..{MAX_WINDOW}, got {window} and {hop}")
   channels = predictor.default_channels(channels)
   predictor.check_channels(channels, "--stream")
   v, c = predictor.layout.num_joints, len(channels)
+  bound = coordinate_bound(predictor.layout.name, channels, img_shape)
   scores = _window_scorer(predictor, channels, num_clips, img_shape)
   frames: collections.deque = collections.deque(maxlen=window)
   if warmup:
     dummy = np.zeros((1, window, v, c), np.float32)
     dummy[..., 0] = 0.1
     scores(dummy)
-  count = emitted = 0
+  count = emitted = repaired = 0
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
       continue
     t0 = time.perf_counter()
     try:
-      frame = parse_frame(line, v, c)
+      frame, repair = parse_frame(line, v, c, max_abs=bound, has_score=channels[-1] == "score")
     except ValueError as error:
-      err.write(f"warning: stdin line {lineno}: skipped: {error}\n")
-      err.flush()
+      _warn(err, f"stdin line {lineno}: skipped: {error}")
       continue
+    if repair is not None:
+      repaired += 1
+      if repaired <= _LISTED_REPAIRS:
+        _warn(err, f"stdin line {lineno}: repaired: {repair}")
     frames.append(frame)
     count += 1
     if count < window or (count - window) % hop:
       continue
     kp = _stack_frames(frames, v, c)
     if not kp.any():
-      err.write(f"warning: frame {count - 1}: no joint in the last {len(frames)} frames; "
-                "no prediction\n")
+      _warn(err, f"frame {count - 1}: no joint in the last {len(frames)} frames; no prediction")
       continue
     probs = scores(kp)
     latency = (time.perf_counter() - t0) * 1e3
@@ -142,4 +156,7 @@ def stream(predictor: Predictor, lines: Iterable[str], out: TextIO, err: TextIO 
                           "latency_ms": round(latency, 3)}) + "\n")
     out.flush()
     emitted += 1
+  if repaired > _LISTED_REPAIRS:
+    _warn(err, f"stdin: joints were repaired on {repaired} lines in all (the first "
+               f"{_LISTED_REPAIRS} are listed above)")
   return emitted

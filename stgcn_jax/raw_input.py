@@ -4,20 +4,24 @@ A raw input goes through the converters' own parse functions and coordinate rule
 exactly the record ``data_prep`` would store: NTU ``.skeleton`` (``data_prep.ntu.to_record``), a
 Kinetics-skeleton video JSON (``data_prep.kinetics.parse_video``), an NW-UCLA JSON
 (``data_prep.nw_ucla.parse_file``) and a pyskl annotation pickle (every annotation is a sample; read
-by the restricted unpickler). ``parse_frame`` reads one frame of a JSON-lines stream.
+by the restricted unpickler). A sample's repairs (the coordinate rule: NaN, inf, out-of-range
+joints set to 0) are listed in its ``warnings``, naming the file and how many joints. A pyskl
+pickle whose keypoints would hold more numbers than its bytes can store (shared references that
+expand, a pickle bomb) is refused before anything is materialised. ``parse_frame``
+(``stgcn_jax.frames``) reads one frame of a JSON-lines stream.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from stgcn_jax import data as data_lib
 from stgcn_jax import graph
-from stgcn_jax.data.records import DataError, repair_non_finite
+from stgcn_jax.data.records import DataError
+from stgcn_jax.frames import parse_frame
 
 __all__ = ["FORMATS", "FORMAT_LAYOUTS", "FORMAT_CHANNELS", "PredictError", "Sample",
            "detect_format", "read_samples", "parse_frame"]
@@ -44,6 +48,7 @@ class Sample:
   record: dict
   channels: tuple[str, ...]
   label: int | None = None
+  warnings: list[str] = dataclasses.field(default_factory=list)   # what was repaired, and where
 
 
 def detect_format(path: str) -> str:
@@ -96,6 +101,11 @@ def _check_layout(fmt: str, model_layout: graph.Layout, pyskl_layout, where: str
   return layout
 
 
+def _repairs(report) -> list[str]:
+  """The repair messages of ``report`` (each names the file and what was repaired)."""
+  return [m.split(": ", 1)[1] for m in report.messages if m.startswith("repaired: ")]
+
+
 def _cleaned(record: dict, path: str, fmt: str, report, max_abs: float) -> Sample:
   """A converter's record of a 3D file after the coordinate and all-zero rules, as a Sample."""
   from data_prep import common  # pylint: disable=import-outside-toplevel
@@ -105,7 +115,7 @@ def _cleaned(record: dict, path: str, fmt: str, report, max_abs: float) -> Sampl
   label = record.get("label")
   return Sample(record["frame_dir"], path, fmt, {"keypoint": kp.astype(np.float32),
                                                  "img_shape": (0, 0)},
-                FORMAT_CHANNELS[fmt], None if label is None else int(label))
+                FORMAT_CHANNELS[fmt], None if label is None else int(label), _repairs(report))
 
 
 def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample], list[str]]:
@@ -127,13 +137,14 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
       raise DataError(report.messages[-1].split(": ", 1)[1])
     name = os.path.splitext(os.path.basename(path))[0]
     return [Sample(name, path, fmt, {"keypoint": kp.astype(np.float32), "img_shape": (1, 1)},
-                   FORMAT_CHANNELS[fmt], label_index)], []
+                   FORMAT_CHANNELS[fmt], label_index, _repairs(report))], []
   if fmt == "nw_ucla":
     from data_prep import nw_ucla  # pylint: disable=import-outside-toplevel
     return [_cleaned(nw_ucla.parse_file(path), path, fmt, report, nw_ucla.MAX_ABS)], []
-  from data_prep import pyskl  # pylint: disable=import-outside-toplevel
+  from data_prep import pyskl, pyskl_annotation  # pylint: disable=import-outside-toplevel
   obj = pyskl.read_pickle(path)
   annotations, _, _ = pyskl._annotations_and_splits(obj, path)  # pylint: disable=protected-access
+  pyskl_annotation.check_total_size(annotations, path, os.path.getsize(path))
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
     raise DataError(f"{path}: no annotation has a 'keypoint' field (a K400-style metadata pickle "
                     "whose keypoints live in separate kpfiles?); nothing to predict")
@@ -152,9 +163,11 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
     if record is None:
       bad.append(report.messages[-1].split(": ", 1)[1])
       continue
+    notes = [f"{record['where']}: " + "; ".join(m for _, m in record["repairs"])] \
+        if record["repairs"] else []
     samples.append(Sample(record["frame_dir"], path, fmt,
                           {"keypoint": record["keypoint"], "img_shape": record["img_shape"]},
-                          _PYSKL_CHANNELS[record["kind"]]))
+                          _PYSKL_CHANNELS[record["kind"]], None, notes))
   if not annotations:
     raise DataError(f"{path}: the pickle holds no annotation")
   return samples, bad
@@ -213,32 +226,3 @@ def read_samples(src: str, *, layout: graph.Layout, fmt: str | None = None,
         raise
       bad.append(f"{path}: cannot read it ({type(err).__name__}: {str(err)[:200]})")
   return samples, bad
-
-
-def _numbers_only(value) -> bool:
-  if isinstance(value, list):
-    return all(_numbers_only(v) for v in value)
-  return type(value) in (int, float)
-
-
-def parse_frame(line: str, num_joints: int, channels: int) -> np.ndarray:
-  """A JSON line -> ``(persons, V, C)`` float64 (persons may be 0); ValueError when malformed."""
-  try:
-    obj = json.loads(line)
-  except ValueError as err:
-    raise ValueError(f"not valid JSON ({err})") from None
-  if not isinstance(obj, list) or not _numbers_only(obj):
-    raise ValueError("expected a list of persons, each a list of joints of numbers")
-  if not obj:
-    return np.zeros((0, num_joints, channels))
-  try:
-    frame = np.asarray(obj, np.float64)
-  except (ValueError, OverflowError) as err:
-    raise ValueError(f"ragged or out-of-range values ({err})") from None
-  if frame.ndim == 2:
-    frame = frame[None]
-  if frame.ndim != 3 or frame.shape[1:] != (num_joints, channels):
-    raise ValueError(f"shape {frame.shape}: expected persons x {num_joints} joints x {channels} "
-                     f"values (or {num_joints} x {channels} for one person)")
-  frame, _ = repair_non_finite(frame, "frame")
-  return frame

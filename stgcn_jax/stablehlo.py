@@ -19,8 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax import atomic, graph
+from stgcn_jax.sparse_format import ExportError
 
-__all__ = ["JOINT_NAMES", "input_contract", "export_stablehlo"]
+__all__ = ["JOINT_NAMES", "PLATFORMS", "MAX_FRAMES", "input_contract", "export_stablehlo"]
+
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")      # what jax.export lowers for
+MAX_FRAMES = 100_000
 
 # The joint order of the built-in layouts (documentation for the input contract).
 JOINT_NAMES = {
@@ -123,10 +127,31 @@ def _pipeline_steps(pipe: dict, c_raw: int) -> list[str]:
   return steps
 
 
+def _platforms(platforms) -> tuple[str, ...] | None:
+  """``platforms`` lower-cased, without repeats; ExportError for a name jax.export does not know
+  (jax would raise a RuntimeError, or lower for the wrong machine)."""
+  if not platforms:
+    return None
+  names: list[str] = []
+  for p in platforms:
+    name = str(p).strip().lower()
+    if name not in PLATFORMS:
+      hint = " (NVIDIA GPUs: cuda; AMD GPUs: rocm)" if name == "gpu" else ""
+      raise ExportError(f"platform {str(p)[:40]!r} is not one jax.export lowers for; expected "
+                        f"some of {', '.join(PLATFORMS)}{hint}")
+    if name not in names:
+      names.append(name)
+  return tuple(names)
+
+
 def export_stablehlo(path: str, model, variables, spec: dict, *, frames: int = 100,
                      symbolic_batch: bool = True, platforms=None) -> dict:
   """Serialize the eval-mode forward pass (weights as constants) to ``path``; contract to
-  ``path + '.json'``. Returns the contract."""
+  ``path + '.json'``. Returns the contract. ExportError for an unknown platform or a frame count
+  outside 1..MAX_FRAMES."""
+  platforms = _platforms(platforms)
+  if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES:
+    raise ExportError(f"frames must be an integer in 1..{MAX_FRAMES}, got {frames!r}")
   bb = model.backbone
   consts = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
 

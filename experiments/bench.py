@@ -1,18 +1,31 @@
-"""Throughput of the four backbones against the pyskl (PyTorch) reference.
+"""Throughput of the four backbones, side by side with pyskl's (PyTorch) own models.
 
-  python -m experiments.bench [--backbones=stgcn,aagcn,ctrgcn,dgstgcn] [--batch=16] [--steps=3]
-                              [--dtype=float32] [--json=bench.json] [--tiny]
+  python -m experiments.bench [--backbones=stgcn,aagcn,ctrgcn,dgstgcn] [--shape=ntu|nw-ucla]
+                              [--threads=N] [--batch=16] [--steps=3] [--dtype=float32]
+                              [--torch_python=PY --pyskl_src=DIR] [--json=bench.json] [--tiny]
   python -m experiments.bench --deploy [--backbones=...] [--deploy_sparsities=0,0.8,0.95,0.99]
 
-For each backbone, at the reference shape (batch 16, M=2, T=100, V=25, C=3, 60 classes, float32):
+For each backbone, at the shape of ``--shape`` (``ntu``, the default: batch 16, M=2, T=100, V=25,
+C=3, 60 classes; ``nw-ucla``: batch 16, M=1, T=52, the 20-joint nw-ucla layout, 10 classes; the
+flags ``--batch --persons --frames --layout --classes`` override single fields), float32:
   * the real sparse fine-tune train step (``stgcn_jax.training.make_train_step``, generator mode,
     80 % sparsity), jitted with the state donated, and the eval step, in samples/s: median of
     ``--steps`` timed steps after one untimed step, ``block_until_ready`` on every step;
-  * compile times; XLA's memory analysis of the compiled step and the process's peak RSS (or the
-    device's peak bytes in use where the backend reports memory stats);
+  * pyskl's own model at the same shape, steps and CPUs, timed in the same run by
+    ``experiments/bench_pyskl.py`` under a python that has torch (``bench_vs_pyskl``: a train step
+    is forward + cross-entropy + backward + SGD, inference runs under ``inference_mode``), and the
+    ratios; the parameter counts of both models side by side (the same model is timed). Without
+    torch or a pyskl checkout the table says in one line why the pyskl columns are empty; at the
+    ntu shape with 2 threads it then shows the ratios to ``docs/BACKBONES.md`` section 10's
+    figures (``REFERENCE``), marked, and at other shapes none;
+  * compile times (pyskl: its first train and inference step); XLA's memory analysis of the
+    compiled step and the process's peak RSS (or the device's peak bytes in use where the backend
+    reports memory stats); the system share of a train step's CPU time;
   * achieved GFLOP/s from XLA's cost analysis, and as a fraction of a dense f32 matmul's rate
-    measured in the same run;
-  * the ratio to pyskl's figures (``docs/BACKBONES.md`` section 10, hard-coded below).
+    measured in the same run.
+``--threads=N`` pins the process to N CPUs before JAX starts (``runtime.limit_cpu_threads``: XLA:CPU
+sizes its thread pools from that; N = 1 also turns off Eigen's multi-threading) and gives torch
+``set_num_threads(N)`` on the same CPUs; without it both use every CPU the process may use.
 Once per run: the 4-member ensemble step (members vmapped, ``lax.map``-ped or unrolled,
 ``--ensemble_batching``) against 4x one step (``--ensemble_backbones``),
 the input pipeline's rate on NTU-shaped synthetic clips next to the train step's consumption
@@ -43,18 +56,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 
 # Machine facts and timing helpers (also used by bench_deploy, which imports them from here).
 from experiments.bench_timing import (ContentionMeter, compile_jitted, cpu_model,
                                       matmul_peak_gflops, peak_memory_bytes, time_calls)
+from experiments import bench_vs_pyskl
+# The command line and the table (re-exported: bench_deploy and the tests read them from here).
+# pylint: disable=unused-import
+from experiments.bench_flags import (BACKBONES, SHAPES, backbone_names, define_flags,
+                                     fill_defaults, parse_flags, pin_threads)
+from experiments.bench_table import format_table
+# pylint: enable=unused-import
 from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
 from stgcn_jax.models import get_model
-from stgcn_jax.models import layers
-
-BACKBONES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
 
 # pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
 # on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
@@ -151,7 +167,7 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
       row[f"{kind}_gflops"] = row[f"{kind}_fraction_of_matmul_peak"] = None
   row["peak_memory_bytes"], row["peak_memory_kind"] = peak_memory_bytes()
   comparable = (not args.tiny and args.frames == 100 and args.persons == 2
-                and args.classes == 60 and args.layout == "nturgb+d")
+                and args.classes == 60 and args.layout == "nturgb+d" and len(args.cpus) == 2)
   for kind in ("train", "infer"):
     ref = REFERENCE[f"{kind}_samples_per_s"].get(name)
     row[f"{kind}_ratio_to_pyskl"] = row[f"{kind}_samples_per_s"] / ref if (
@@ -209,123 +225,10 @@ def bench_pipeline(args, train_rates: dict[str, float]) -> dict[str, Any]:
               rate / max(train_rates.values()) if train_rates else None}
 
 
-# ----------------------------------------------------------------------------- report
-
-
-def _fmt(v, spec=".2f", none="-"):
-  return none if v is None else format(v, spec)
-
-
-def _sys_share(row: dict) -> float | None:
-  """System time as a percentage of the train step's CPU time (page faults live there)."""
-  usage = row.get("train_cpu_per_step") or {}
-  cpu = usage.get("user_s", 0) + usage.get("sys_s", 0)
-  return 100 * usage["sys_s"] / cpu if cpu else None
-
-
-def format_table(result: dict[str, Any]) -> str:
-  """The human-readable summary of a result dict."""
-  m = result["machine"]
-  lines = [f"machine: {m['cpu_model']}, {m['nproc']} cpus, {m.get('allocator')}, backend "
-           f"{m['backend']} "
-           f"({m['device']}), conv grad {m['conv_impl']}; load avg at start {m['load_avg_start']}, "
-           f"other processes used {_fmt(m.get('other_cpu_share'), '.0%')} of the CPU during the "
-           "run",
-           f"dense f32 matmul ({m['matmul_n']}^2): {m['matmul_gflops']:.0f} GFLOP/s",
-           ""]
-  head = (f"{'backbone':<8} {'train/s':>8} {'x pyskl':>7} {'infer/s':>8} {'x pyskl':>7} "
-          f"{'train GF/s':>10} {'%peak':>6} {'infer GF/s':>10} {'compile s':>9} {'temp MB':>8} "
-          f"{'sys %':>5} {'faults/step':>11}")
-  lines += [head, "-" * len(head)]
-  for r in result["backbones"]:
-    temp = (r["train_xla_memory"] or {}).get("temp")
-    frac = r["train_fraction_of_matmul_peak"]
-    lines.append(
-        f"{r['backbone']:<8} {r['train_samples_per_s']:8.2f} {_fmt(r['train_ratio_to_pyskl']):>7} "
-        f"{r['infer_samples_per_s']:8.2f} {_fmt(r['infer_ratio_to_pyskl']):>7} "
-        f"{_fmt(r['train_gflops'], '.1f'):>10} {_fmt(frac and 100 * frac, '.0f'):>6} "
-        f"{_fmt(r['infer_gflops'], '.1f'):>10} "
-        f"{r['train_compile_s'] + r['infer_compile_s']:9.1f} "
-        f"{_fmt(temp and temp / 2**20, '.0f'):>8} {_fmt(_sys_share(r), '.0f'):>5} "
-        f"{_fmt(r.get('train_cpu_per_step', {}).get('minor_faults'), ',.0f'):>11}")
-  for e in result.get("ensemble", []):
-    lines.append(f"\nensemble ({e['backbone']}, {e['members']} members, {e['batching']}): "
-                 f"{e['step_s']:.2f} s/step vs 4 x one step "
-                 f"{_fmt(e.get('members_x_single_step_s'))} s: "
-                 f"{_fmt(e.get('speedup_vs_sequential'))}x")
-  p = result.get("pipeline")
-  if p:
-    lines.append(f"\ninput pipeline ({p['dataset']}): {p['samples_per_s']:.0f} samples/s; train "
-                 "steps consume " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                              p["train_consumption_samples_per_s"].items()))
-  for w in result["warnings"]:
-    lines.append(f"WARNING: {w}")
-  return "\n".join(lines)
-
-
-def define_flags(fv: flags.FlagValues) -> None:
-  def define(kind, name, default, help_text):
-    kind(name, default, help_text, flag_values=fv)
-  define(flags.DEFINE_string, "backbones", ",".join(BACKBONES), "comma-separated backbones")
-  define(flags.DEFINE_integer, "batch", None,
-         "batch size (default 16 on CPU, the reference; 64 on accelerators)")
-  define(flags.DEFINE_integer, "steps", 3, "timed steps per measurement (median)")
-  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "computation precision",
-                    flag_values=fv)
-  define(flags.DEFINE_integer, "frames", 100, "T of the input")
-  define(flags.DEFINE_integer, "persons", 2, "M of the input")
-  define(flags.DEFINE_string, "layout", "nturgb+d",
-         "skeleton layout (its joints are V): nturgb+d (25), nw-ucla (20), coco, openpose")
-  define(flags.DEFINE_integer, "classes", 60, "classes of the head")
-  flags.DEFINE_enum("conv_impl", "custom_vjp", list(layers.TEMPORAL_CONV_IMPLS),
-                    "how (k x 1) convs are differentiated: the custom_vjp of layers.py or "
-                    "XLA's own gradient (the 'before' figures)", flag_values=fv)
-  define(flags.DEFINE_bool, "tiny", False,
-         "tiny models (8 channels, 2 blocks) and T=16: a smoke test, not a benchmark")
-  define(flags.DEFINE_string, "ensemble_backbones", "stgcn",
-         "backbones for the 4-member ensemble comparison ('' to skip)")
-  define(flags.DEFINE_string, "ensemble_batching", "vmap,map,unroll",
-         "how the ensemble step runs its members: some of vmap, map, unroll")
-  define(flags.DEFINE_integer, "ensemble_steps", 1, "timed ensemble steps")
-  define(flags.DEFINE_integer, "ensemble_warmup", 0, "untimed ensemble steps first")
-  define(flags.DEFINE_bool, "pipeline", True,
-         "measure the input pipeline (--nopipeline, also --no-pipeline, to skip)")
-  define(flags.DEFINE_integer, "pipeline_clips", 64, "clips in the pipeline's store")
-  define(flags.DEFINE_integer, "pipeline_batches", 8, "timed pipeline batches")
-  define(flags.DEFINE_integer, "matmul_n", None, "default 2048 (256 with --tiny)")
-  define(flags.DEFINE_string, "json", None, "write the results here")
-  define(flags.DEFINE_bool, "deploy", False,
-         "measure deployment instead: export sizes and batch-1 latency")
-  define(flags.DEFINE_string, "deploy_sparsities", "0,0.8,0.95,0.99",
-         "--deploy: comma-separated sparsities (uniform random masks)")
-  define(flags.DEFINE_integer, "deploy_steps", 10, "--deploy: timed batch-1 calls per row")
-
-
 def parse_args(argv=None) -> types.SimpleNamespace:
   """The flags (``argv`` without the program name; None: ``sys.argv[1:]``) as a namespace, with
   the defaults that depend on the backend and on ``--tiny`` filled in."""
-  fv = cli.parse(define_flags, argv, doc=__doc__)
-  args = types.SimpleNamespace(**{name: fv[name].value for name in fv})
-  accel = jax.default_backend() != "cpu"
-  args.deploy_sparsities = [float(v) for v in args.deploy_sparsities.split(",") if v]
-  if args.batch is None:
-    args.batch = 64 if accel else 16
-  if args.tiny:
-    args.frames = min(args.frames, 16)
-    args.pipeline_clips = min(args.pipeline_clips, 8)
-    args.pipeline_batches = min(args.pipeline_batches, 2)
-  if args.matmul_n is None:
-    args.matmul_n = 256 if args.tiny else 2048
-  return args
-
-
-def backbone_names(args: types.SimpleNamespace) -> list[str]:
-  """``--backbones`` as a list; an unknown name is a usage error."""
-  names = [n for n in args.backbones.split(",") if n]
-  unknown = sorted(set(names) - set(BACKBONES))
-  if unknown:
-    raise cli.UsageError(f"unknown backbones {unknown}; expected some of {BACKBONES}")
-  return names
+  return fill_defaults(parse_flags(argv, __doc__))
 
 
 def run(args: types.SimpleNamespace) -> dict[str, Any]:
@@ -340,23 +243,28 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
                     "cpus): timings are upper bounds")
   meter = ContentionMeter().start()
   started = time.perf_counter()
+  # pyskl first, while this process holds no model's memory yet.
+  pyskl_side, pyskl_rows = bench_vs_pyskl.measure_all(names, args, jax.default_backend())
   with precision(args.dtype):
     peak = matmul_peak_gflops(args.matmul_n, args.steps, jnp.float32)
   result: dict[str, Any] = {
       "command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
       "args": vars(args),
       "reference": REFERENCE,
+      "pyskl": pyskl_side,
       "machine": {"nproc": nproc, "cpu_model": cpu_model(), "backend": jax.default_backend(),
                   "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
                   "allocator": "tcmalloc" if runtime.tcmalloc_loaded() else "system malloc",
-                  "load_avg_start": load_start, "conv_impl": args.conv_impl,
+                  "load_avg_start": load_start, "conv_impl": args.conv_impl, "cpus": args.cpus,
                   "matmul_n": args.matmul_n, "matmul_gflops": peak, "matmul_dtype": args.dtype},
       "backbones": [], "ensemble": [], "pipeline": None, "warnings": warnings,
   }
   for name in names:
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     with precision(args.dtype):
-      result["backbones"].append(bench_backbone(name, args, peak))
+      row = bench_backbone(name, args, peak)
+    bench_vs_pyskl.merge(row, pyskl_rows.get(name), warnings)
+    result["backbones"].append(row)
   single = {r["backbone"]: r["train_step_s"] for r in result["backbones"]}
   for name in [n for n in args.ensemble_backbones.split(",") if n]:
     for batching in [b for b in args.ensemble_batching.split(",") if b]:
@@ -380,7 +288,9 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
 
 def main(argv=None) -> dict[str, Any]:
   runtime.configure_xla()
-  args = parse_args(argv)
+  args = parse_flags(argv, __doc__)
+  pin_threads(args.threads)   # before JAX starts: XLA:CPU sizes its thread pools then
+  args = fill_defaults(args)
   if args.deploy:
     from experiments import bench_deploy  # pylint: disable=import-outside-toplevel
     result = bench_deploy.run_deploy(args)

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import (TINY_OPTIONS, ContentionMeter, _fmt, backbone_names,
-                               compile_jitted, cpu_model, time_calls)
+from experiments.bench import (TINY_OPTIONS, ContentionMeter, backbone_names, compile_jitted,
+                               cpu_model, time_calls)
+from experiments.bench_table import _fmt
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 

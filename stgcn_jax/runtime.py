@@ -13,6 +13,11 @@ the same numbers. A process cannot change its allocator once it runs, so the pro
 library is on the machine (``apt-get install libtcmalloc-minimal4`` on Debian/Ubuntu) through
 ``LD_PRELOAD``: ``run`` re-executes itself once, ``sweep`` sets it for its children.
 ``STGCN_JAX_TCMALLOC=0`` turns this off; ``STGCN_JAX_TCMALLOC=PATH`` names the library.
+
+Threads. XLA:CPU has no "use N threads" option: it sizes its thread pools from the CPUs the process
+may run on when its backend starts. :func:`limit_cpu_threads` (``experiments.bench --threads``) pins
+the process to N CPUs before that, as ``taskset -c`` does from outside, and for N = 1 also turns off
+Eigen's own multi-threading (``--xla_cpu_multi_thread_eigen=false``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import sys
 
 __all__ = ["configure_xla", "XLA_FLAGS", "tcmalloc_path", "allocator_env", "tcmalloc_loaded",
-           "reexec_with_tcmalloc"]
+           "reexec_with_tcmalloc", "limit_cpu_threads"]
 
 TCMALLOC_ENV = "STGCN_JAX_TCMALLOC"
 _TCMALLOC_GLOBS = ("/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4",
@@ -46,6 +51,30 @@ def configure_xla() -> str:
   if extra:
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [current, *extra]))
   return os.environ.get("XLA_FLAGS", "")
+
+
+def limit_cpu_threads(threads: int) -> list[int]:
+  """Pins every thread of this process to the first ``threads`` of the CPUs it may use (threads and
+  child processes started later inherit the pinning) and returns them; with ``threads == 1`` adds
+  ``--xla_cpu_multi_thread_eigen=false`` to ``$XLA_FLAGS``. Call it before any JAX computation:
+  XLA:CPU sizes its thread pools from the pinning when its backend starts, and reads ``$XLA_FLAGS``
+  then. Raises ``ValueError`` when ``threads`` is below 1 or above the CPUs available."""
+  if not hasattr(os, "sched_setaffinity"):
+    raise ValueError("pinning threads to CPUs needs Linux (os.sched_setaffinity)")
+  allowed = sorted(os.sched_getaffinity(0))
+  if not 1 <= threads <= len(allowed):
+    raise ValueError(f"expected 1 to {len(allowed)} threads (the CPUs this process may use: "
+                     f"{allowed}), got {threads}")
+  cpus = allowed[:threads]
+  for task in os.listdir("/proc/self/task"):
+    try:
+      os.sched_setaffinity(int(task), cpus)
+    except OSError:   # a thread that ended meanwhile
+      pass
+  if threads == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(
+        filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false"]))
+  return cpus
 
 
 def tcmalloc_path() -> str | None:

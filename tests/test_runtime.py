@@ -67,3 +67,12 @@ def test_importing_the_library_starts_no_backend():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=REPO)
   assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_threads_pin_the_process_and_single_thread_eigen():
+  code = ("import os; from stgcn_jax import runtime; cpus = runtime.limit_cpu_threads(1); "
+          "print(cpus == sorted(os.sched_getaffinity(0)), len(cpus), os.environ['XLA_FLAGS'])")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=REPO, check=True, timeout=120).stdout.split()
+  assert out == ["True", "1", "--xla_cpu_multi_thread_eigen=false"]

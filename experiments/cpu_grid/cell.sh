@@ -4,6 +4,9 @@
 # git worktree of COMMIT (edits on the checkout never change a running cell). Skips a finished cell;
 # records launch.json (commit, command, core, CPU, allocator) and appends the launch's wall time to
 # sweep_times.json (what experiments.report sums). A stopped cell resumes from its checkpoints.
+# The cell runs at nice -10 so that other work on the machine (tests, edits) slows it little; on a
+# kernel with autogroup scheduling, nice acts only within one terminal session unless autogroup is
+# off (as root: echo 0 > /proc/sys/kernel/sched_autogroup_enabled).
 #   GRID_DIR   where worktrees and runs live (default ~/stgcn_grid)
 #   GRID_ROOT  the runs' folder under $GRID_DIR/runs (default nw_ucla_cpu)
 #   PYTHON     the interpreter with the project's dependencies (default: the checkout's .venv)

@@ -162,10 +162,13 @@ def test_four_devices_match_one(tmp_path, data_dir):
   one, four = tmp_path / "one", tmp_path / "four"
   run(one, data_dir, *flags)
   run(four, data_dir, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  for a, b in zip(jax.tree.leaves(final_params(one)), jax.tree.leaves(final_params(four))):
+  p1, p4 = final_params(one), final_params(four)
+  assert jax.tree.structure(p1) == jax.tree.structure(p4)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-4)
   r1 = json.loads((one / "results.json").read_text())
   r4 = json.loads((four / "results.json").read_text())
+  assert (r1["hardware"]["device_count"], r4["hardware"]["device_count"]) == (1, 4)
   assert r1["num_samples"] == r4["num_samples"] == 20
 
 

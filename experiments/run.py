@@ -6,6 +6,9 @@ and writes ``results.json`` and ``scores.npz`` to the workdir. The shortcut flag
 ``experiments/configs/default.py``; ``--config=experiments/configs/default.py:ntu60_xsub`` picks a
 variant and ``--config.FIELD=VALUE`` overrides any field. Running again with the same ``--workdir``
 resumes.
+
+On several processes (hosts) every process runs the same command with ``--coordinator_address``
+(process 0's HOST:PORT), ``--num_processes`` and its own ``--process_id`` (README, "Several hosts").
 """
 
 import os
@@ -42,6 +45,17 @@ _SHORTCUTS = {
     "pretrained": (flags.DEFINE_string, "model checkpoint dir (python -m experiments.convert)"),
 }
 _FLAGS = {name: define(name, None, help_) for name, (define, help_) in _SHORTCUTS.items()}
+# Several processes (stgcn_jax.distributed; each also read from $STGCN_JAX_<NAME>).
+_LAUNCH = {
+    "coordinator_address": flags.DEFINE_string(
+        "coordinator_address", None, "HOST:PORT of process 0, for a run on several processes"),
+    "num_processes": flags.DEFINE_integer("num_processes", None, "number of processes"),
+    "process_id": flags.DEFINE_integer("process_id", None, "this process's id, 0 .. N-1"),
+    "init_timeout": flags.DEFINE_integer(
+        "init_timeout", None, "seconds to wait for every process to start (default 300)"),
+    "peer_timeout": flags.DEFINE_integer(
+        "peer_timeout", None, "seconds after which a silent process counts as dead (default 60)"),
+}
 _FIELD = {"epochs": "num_epochs"}
 
 
@@ -68,17 +82,28 @@ def _run_name(config) -> str:
   return "_".join(parts)
 
 
+def _join(distributed, config) -> None:
+  """Joins the other processes of a multi-process run (before any JAX computation); on all
+  but process 0 the run's messages are then not printed again."""
+  launch = distributed.Launch.resolve(**{name: flag.value for name, flag in _LAUNCH.items()})
+  distributed.initialize(launch, auto=config.loop.distributed)
+  if not distributed.is_main():
+    sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from stgcn_jax import checkpoint, data, graph  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax import checkpoint, data, distributed, graph
   from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
   user_errors = (loop.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
                  ValueError, FileNotFoundError)
   try:
     config = _config()
+    _join(distributed, config)
     workdir = _WORKDIR.value or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")
     results = loop.train_and_evaluate(config, workdir)

@@ -31,6 +31,8 @@ import os
 import sys
 import uuid
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 __all__ = ["DistributedError", "Launch", "initialize", "is_main", "barrier", "all_agree",
@@ -107,7 +109,6 @@ def initialize(launch: Launch | None = None, *, auto: bool = False) -> None:
   """Joins the multi-process runtime, once: with ``launch``'s settings when it names a
   coordinator (default: from the environment), else, with ``auto``, from the cluster JAX detects.
   Does nothing when neither applies or the runtime is up. Call before any JAX computation."""
-  import jax  # pylint: disable=import-outside-toplevel
   if jax.distributed.is_initialized():
     return
   launch = launch if launch is not None else Launch.resolve()
@@ -136,24 +137,19 @@ def initialize(launch: Launch | None = None, *, auto: bool = False) -> None:
 
 def is_main() -> bool:
   """Whether this is process 0, the one that writes the workdir's plain files and prints."""
-  import jax  # pylint: disable=import-outside-toplevel
   return jax.process_index() == 0
 
 
 def barrier(name: str) -> None:
   """Waits until every process reaches the barrier ``name`` (nothing on one process)."""
-  import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices(name)
 
 
 def all_agree(flag: bool) -> bool:
   """Whether ``flag`` is true on every process."""
-  import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() == 1:
     return bool(flag)
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   return bool(np.all(multihost_utils.process_allgather(np.array([bool(flag)]), tiled=True)))
 
 
@@ -161,12 +157,11 @@ def replicate(tree, sharding):
   """``tree`` (the same values on every process) as arrays replicated over ``sharding``, a
   sharding that may span processes. ``jax.device_put`` cannot place a typed PRNG key on one that
   does: a key is placed as its raw data and wrapped again where it lands."""
-  import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
 
   def one(x):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
       wrap = lambda data, impl=jax.random.key_impl(x): jax.random.wrap_key_data(data, impl=impl)
       return jax.jit(wrap, out_shardings=sharding)(one(jax.random.key_data(x)))
     return jax.device_put(np.asarray(x), sharding)
@@ -178,7 +173,6 @@ def guard():
   """Around a multi-process run: an error that means another process stopped becomes one
   DistributedError line, and a process that fails leaves at exit at once (``os._exit``, code 2
   for a ValueError as ``experiments.run`` uses, else 1) instead of waiting for the others."""
-  import jax  # pylint: disable=import-outside-toplevel
   try:
     yield
   except BaseException as err:
@@ -198,10 +192,8 @@ def guard():
 def check_shared_dir(path: str) -> None:
   """Refuses, in one line, a workdir that the processes do not all see (a local folder on each
   host): process 0 writes a token there that every process must read back."""
-  import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() == 1:
     return
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   marker = os.path.join(path, ".process0_token")
   token = np.frombuffer(uuid.uuid4().bytes, np.uint8)
   if is_main():

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from stgcn_jax import checkpoint
+from stgcn_jax import checkpoint, distributed
 
 from conftest import REPO
 
@@ -153,3 +153,15 @@ def test_launch_mistakes_end_with_one_clear_line(tmp_path, flags, message):
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert message in result.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "w").exists()
+
+
+def test_launch_settings_come_from_the_environment_and_flags_win(monkeypatch):
+  monkeypatch.setenv("STGCN_JAX_COORDINATOR", "10.0.0.1:1234")
+  monkeypatch.setenv("STGCN_JAX_NUM_PROCESSES", "4")
+  monkeypatch.setenv("STGCN_JAX_PROCESS_ID", "3")
+  launch = distributed.Launch.resolve(process_id=1)
+  assert (launch.coordinator_address, launch.num_processes, launch.process_id) == (
+      "10.0.0.1:1234", 4, 1)
+  monkeypatch.setenv("STGCN_JAX_PROCESS_ID", "last")
+  with pytest.raises(distributed.DistributedError, match=r"\$STGCN_JAX_PROCESS_ID='last'"):
+    distributed.Launch.resolve()

@@ -6,6 +6,9 @@ and writes ``results.json`` and ``scores.npz`` to the workdir. The shortcut flag
 ``experiments/configs/default.py``; ``--config=experiments/configs/default.py:ntu60_xsub`` picks a
 variant and ``--config.FIELD=VALUE`` overrides any field. Running again with the same ``--workdir``
 resumes.
+
+On several processes (hosts) every process runs the same command with ``--coordinator_address``
+(process 0's HOST:PORT), ``--num_processes`` and its own ``--process_id`` (README, "Several hosts").
 """
 
 import os
@@ -37,6 +40,17 @@ _SHORTCUTS = {
     "seed": (flags.DEFINE_integer, "random seed (init, masks, data order)"),
     "pretrained": (flags.DEFINE_string, "model checkpoint dir (python -m experiments.convert)"),
 }
+# Several processes (stgcn_jax.distributed; each also read from $STGCN_JAX_<NAME>).
+_LAUNCH = {
+    "coordinator_address": (flags.DEFINE_string,
+                            "HOST:PORT of process 0, for a run on several processes"),
+    "num_processes": (flags.DEFINE_integer, "number of processes"),
+    "process_id": (flags.DEFINE_integer, "this process's id, 0 .. N-1"),
+    "init_timeout": (flags.DEFINE_integer,
+                     "seconds to wait for every process to start (default 300)"),
+    "peer_timeout": (flags.DEFINE_integer,
+                     "seconds after which a silent process counts as dead (default 60)"),
+}
 _FIELD = {"epochs": "num_epochs"}
 # What ml_collections raises for a --config.FIELD it cannot set (an unknown or misspelt field, an
 # index out of range, a config file that does not load), besides absl's flags.Error.
@@ -47,7 +61,7 @@ _CONFIG_FLAG_ERRORS = (flags.Error, AttributeError, KeyError, IndexError, TypeEr
 def define_flags(fv: flags.FlagValues, argv=()) -> None:
   """The shortcut flags, ``--workdir`` and ``--config`` (whose ``--config.FIELD`` overrides
   ml_collections reads from ``argv``, the arguments without the program name)."""
-  for name, (define, help_) in _SHORTCUTS.items():
+  for name, (define, help_) in {**_SHORTCUTS, **_LAUNCH}.items():
     define(name, None, help_, flag_values=fv)
   flags.DEFINE_string("workdir", None, "Output directory (default runs/<run name>).",
                       flag_values=fv)
@@ -126,18 +140,29 @@ def _run_name(config) -> str:
   return "_".join(parts)
 
 
+def _join(distributed, fv: flags.FlagValues, config) -> None:
+  """Joins the other processes of a multi-process run (before any JAX computation); on all
+  but process 0 the run's messages are then not printed again."""
+  launch = distributed.Launch.resolve(**{name: fv[name].value for name in _LAUNCH})
+  distributed.initialize(launch, auto=config.loop.distributed)
+  if not distributed.is_main():
+    sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
+
+
 def main(argv=None) -> int:
   """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status: a
   user mistake (a flag, a config field, a dataset, a workdir) is one ``error:`` line and 2."""
   fv = _parse(argv)
   runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from stgcn_jax import checkpoint, data, graph  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax import checkpoint, data, distributed, graph
   from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
   user_errors = (loop.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
                  ValueError, FileNotFoundError)
   try:
     config = _config(fv)
+    _join(distributed, fv, config)
     workdir = fv.workdir or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")
     results = loop.train_and_evaluate(config, workdir)

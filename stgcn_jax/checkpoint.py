@@ -15,6 +15,9 @@ pipeline) before a model is built, and the model it builds is compared with the 
 ``variables/`` before a weight is read (an edited ``num_classes`` names the head's two shapes).
 Every failure is one ``CheckpointError`` naming the file; what orbax prints while it fails on a
 damaged checkpoint is silenced for that call only.
+
+On several processes every one enters ``save_model`` (orbax's save waits for all of them) and
+process 0 alone moves folders and writes ``model.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from stgcn_jax import atomic
+from stgcn_jax import atomic, distributed
 from stgcn_jax import graph as graph_lib
 from stgcn_jax import models
 
@@ -199,23 +202,30 @@ def save_model(path: str, spec: dict, variables: dict[str, Any], *, overwrite: b
   two renames and removed after them, so a kill at any point leaves the old model or the new one,
   and :func:`recover_model_swap` (run here, by the next run and by readers) puts it in place."""
   path = os.path.abspath(path)
-  recover_model_swap(path)
+  main = distributed.is_main()
+  if main:
+    recover_model_swap(path)
+  distributed.barrier(f"model save starts: {path}")
   if os.path.exists(path) and not overwrite:
     raise CheckpointError(f"{path} already exists; choose another --out or remove it")
   incoming, replaced = _swap_names(path)
-  shutil.rmtree(incoming, ignore_errors=True)   # a save that a kill interrupted
-  os.makedirs(incoming)
+  if main:
+    shutil.rmtree(incoming, ignore_errors=True)   # a save that a kill interrupted
+    os.makedirs(incoming)
+  distributed.barrier(f"model save folder: {path}")
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(incoming, "variables"),
              {k: variables[k] for k in ("params", "batch_stats") if k in variables})
   ckptr.wait_until_finished()
-  with atomic.atomic_open(os.path.join(incoming, "model.json")) as f:
-    json.dump(spec, f, indent=2)
-  if os.path.lexists(path):
+  if main:
+    with atomic.atomic_open(os.path.join(incoming, "model.json")) as f:
+      json.dump(spec, f, indent=2)
+    if os.path.lexists(path):
+      shutil.rmtree(replaced, ignore_errors=True)
+      os.replace(path, replaced)
+    os.replace(incoming, path)
     shutil.rmtree(replaced, ignore_errors=True)
-    os.replace(path, replaced)
-  os.replace(incoming, path)
-  shutil.rmtree(replaced, ignore_errors=True)
+  distributed.barrier(f"model saved: {path}")
 
 
 def recover_model_swap(path: str, *, cleanup: bool = True) -> str | None:

@@ -115,6 +115,38 @@ def test_shards_are_disjoint_and_equal_sized():
   assert len(set(np.concatenate(parts).tolist())) == 18
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_processes_take_contiguous_blocks_of_the_one_process_global_batch(train):
+  # n processes of batch B read, batch for batch, what one process of batch B * n reads.
+  one = data.BatchIterator(_ListSource(23), _first_frame, 6, train=train, seed=4, shard=(0, 1),
+                           prefetch=False, num_epochs=2)
+  parts = [data.BatchIterator(_ListSource(23), _first_frame, 2, train=train, seed=4, shard=(p, 3),
+                              prefetch=False, num_epochs=2) for p in range(3)]
+  assert len(one) == len(parts[0])
+  for whole, *blocks in zip(one, *parts):
+    for key in whole:
+      np.testing.assert_array_equal(whole[key], np.concatenate([b[key] for b in blocks]))
+
+
+def test_every_process_resumes_from_the_position_process_zero_saved():
+  its = [data.BatchIterator(_ListSource(20), _first_frame, 2, train=True, seed=5, shard=(p, 2),
+                            prefetch=False) for p in range(2)]
+  for _ in range(7):
+    for it in its:
+      next(it)
+  state = json.loads(json.dumps(its[0].get_state()))
+  expected = [next(it) for it in its]
+  for p in range(2):
+    resumed = data.BatchIterator(_ListSource(20), _first_frame, 2, train=True, seed=5,
+                                 shard=(p, 2), prefetch=False)
+    resumed.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["index"], expected[p]["index"])
+  # Another global batch reads other batches: refused.
+  with pytest.raises(ValueError, match="global_batch"):
+    data.BatchIterator(_ListSource(20), _first_frame, 4, train=True, seed=5, shard=(0, 2),
+                       prefetch=False).set_state(state)
+
+
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_eval_padding_sees_every_sample_exactly_once(count):
   seen, lengths = [], []

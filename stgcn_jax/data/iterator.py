@@ -10,15 +10,18 @@ Eval / test batches (``train=False``)::
    "index": int64 (B,)}
 
 ``index`` is the sample's position in the source (-1 for padding). Training shuffles every epoch
-with a permutation drawn from ``(seed, epoch)``, gives process ``p`` of ``n`` the positions
-``p, p + n, ...`` of it (all processes get the same number of samples) and drops the incomplete last
-batch. Clip augmentation draws from ``RandomState([seed, epoch, index])``, so a batch is a pure
-function of its position and resuming reproduces it exactly. Evaluation walks the source in order,
-pads the sample count to a multiple of ``B * n`` with masked zero clips and gives each process one
-contiguous block: every sample is seen exactly once over all processes.
+with a permutation drawn from ``(seed, epoch)``, cuts it into global batches of ``B * n`` (``n``
+processes of ``B``) and drops the incomplete last one; process ``p`` takes rows ``[p * B, (p + 1) * B)``
+of every global batch, so that the global batches of ``n`` processes are those of one process with
+batch ``B * n``. Clip augmentation draws from ``RandomState([seed, epoch, index])``, so a batch is a
+pure function of its position and resuming reproduces it exactly. Evaluation walks the source in
+order, pads the sample count to a multiple of ``B * n`` with masked zero clips and gives each
+process its block of every global batch in the same way: every sample is seen exactly once over all
+processes.
 
-The position is ``get_state()`` -> ``{"epoch": e, "batch": b, "seed": s, "shard": [p, n],
-"size": N}`` (JSON-able); ``set_state`` restores it.
+The position is ``get_state()`` -> ``{"epoch": e, "batch": b, "seed": s, "size": N,
+"global_batch": B * n}`` (JSON-able), the same on every process; ``set_state`` restores it on each
+(also on another number of processes with the same global batch).
 """
 
 from __future__ import annotations
@@ -89,17 +92,18 @@ class BatchIterator:
     return math.ceil(self.size / (b * n)) if self.size else 0
 
   def _epoch_indices(self, epoch: int) -> np.ndarray:
-    """This process's source positions for ``epoch`` (-1 marks eval padding)."""
+    """This process's source positions for ``epoch`` (-1 marks eval padding): its block of
+    ``batch_size`` rows of every global batch of ``batch_size * n``."""
     p, n = self.shard
     if self.train:  # virtual positions v: sample v % size of pass v // size of the epoch
-      perm = np.concatenate(
+      order = np.concatenate(
           [np.random.default_rng([self.seed, epoch] + ([r] if r else [])).permutation(self.size)
            + r * self.size for r in range(self.repeat)])
-      return perm[p::n][: self.size * self.repeat // n]
-    per_process = self.steps_per_epoch * self.batch_size
-    padded = np.full(per_process * n, -1, np.int64)
-    padded[: self.size] = np.arange(self.size)
-    return padded[p * per_process:(p + 1) * per_process]
+    else:
+      order = np.full(self.steps_per_epoch * self.batch_size * n, -1, np.int64)
+      order[: self.size] = np.arange(self.size)
+    used = order[: self.steps_per_epoch * self.batch_size * n]
+    return used.reshape(-1, n, self.batch_size)[:, p].reshape(-1)
 
   def _make_batch(self, epoch: int, batch: int) -> dict:
     idx = self._epoch_indices(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
@@ -163,22 +167,27 @@ class BatchIterator:
     return self.steps_per_epoch * self.num_epochs
 
   def get_state(self) -> dict:
-    """The position of the next batch, as a small JSON-able dict."""
-    state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
-             "shard": list(self.shard), "size": self.size}
+    """The position of the next batch, as a small JSON-able dict (the same on every process)."""
+    state = {"epoch": self._epoch, "batch": self._batch, "seed": self.seed, "size": self.size,
+             "global_batch": self.batch_size * self.shard[1]}
     if self.repeat > 1:
       state["repeat"] = self.repeat
     return state
 
   def set_state(self, state: dict) -> None:
-    """Resumes at a position from :meth:`get_state` (same source, seed, shard and batch size)."""
+    """Resumes at a position from :meth:`get_state` (same source, seed and global batch; any
+    process of the run). A position of an older version names its process as ``shard``: it must
+    come from as many processes."""
     state = dict(state)
     state.setdefault("repeat", 1)
-    for key, mine in (("seed", self.seed), ("shard", list(self.shard)), ("size", self.size),
-                      ("repeat", self.repeat)):
-      if key in state and list(np.atleast_1d(state[key])) != list(np.atleast_1d(mine)):
+    mine = {"seed": self.seed, "size": self.size, "repeat": self.repeat,
+            "global_batch": self.batch_size * self.shard[1]}
+    if "shard" in state:
+      state["processes"], mine["processes"] = list(np.atleast_1d(state["shard"]))[-1], self.shard[1]
+    for key, value in mine.items():
+      if key in state and list(np.atleast_1d(state[key])) != [value]:
         raise ValueError(f"iterator state {key}={state[key]!r} does not match this iterator's "
-                         f"{key}={mine!r}")
+                         f"{key}={value!r}")
     batch = int(state["batch"])
     if not 0 <= batch < max(self.steps_per_epoch, 1):
       raise ValueError(f"iterator state batch={batch} is outside [0, {self.steps_per_epoch})")

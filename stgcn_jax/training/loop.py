@@ -2,8 +2,12 @@
 
 Data-parallel over every device with a 1-D mesh ``("data",)``: batches are sharded along it, the
 train state is replicated, and one jitted, donated step runs the same code on one CPU or many
-accelerators (multi-host with ``loop.distributed``). BatchNorm statistics therefore cover the
-global batch, exactly as on one device.
+accelerators. BatchNorm statistics therefore cover the global batch, exactly as on one device.
+On several processes (hosts; ``stgcn_jax.distributed``: ``experiments.run --coordinator_address``,
+or ``loop.distributed`` on a cluster JAX detects) process ``p`` reads its block of every global
+batch, so the run equals one process with all the devices; every process enters the steps and the
+orbax saves and restores, process 0 alone writes the plain files, and the workdir is one folder
+that every process sees.
 
 Model selection never sees the test split: ``val`` is held out from the training data
 (``data.val_fraction``, by performer where the names carry one, else stratified by class; or the
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax import checkpoint, data
+from stgcn_jax import checkpoint, data, distributed
 from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
@@ -83,14 +87,16 @@ def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
   t_start = time.time()
   if not isinstance(config, RunConfig):
     config = RunConfig.from_flat(config)
-  if config.loop.distributed:
-    jax.distributed.initialize()
-  run, state = _start(config, prepare_workdir(workdir, config), t_start)
-  try:
-    state, step = _train(run, state)
-  finally:
-    run.train_it.close()
-  return _finish(run, state, step, time.time() - t_start)
+  distributed.initialize(auto=config.loop.distributed)   # once; nothing on one process
+  with distributed.guard():
+    workdir = prepare_workdir(workdir, config)
+    distributed.check_shared_dir(workdir)
+    run, state = _start(config, workdir, t_start)
+    try:
+      state, step = _train(run, state)
+    finally:
+      run.train_it.close()
+    return _finish(run, state, step, time.time() - t_start)
 
 
 def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
@@ -98,7 +104,7 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   data_dir, info = setup.dataset(config)
   store = data.identity(info)
   note = check_dataset(workdir, store)   # before anything is written
-  if note:
+  if note and distributed.is_main():
     print(note)
   model = setup.build_model(config, info)
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
@@ -120,14 +126,16 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
   mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.loop.keep_checkpoints)
   restored = _restore(mngr, state, workdir)
-  write_json(os.path.join(workdir, "config.json"),
-             {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
-              "validation": val_note, "data_store": store})
+  if distributed.is_main():
+    write_json(os.path.join(workdir, "config.json"),
+               {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
+                "validation": val_note, "data_store": store})
   validate = bool(config.loop.eval_every_epochs) and val_src is not None
   best_mngr = checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
   _recover_models(trainer, workdir)
   # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
   trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
+  distributed.barrier("workdir prepared")   # process 0's files are in place for every process
   run = _Run(config, workdir, info, trainer, cfg, seeds,
              {"train": train_src, "val": val_src,
               "test": data.load(config.data.dataset, data_dir, config.data.test_split)},
@@ -136,7 +144,8 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   if restored is not None:
     state = restored[0].state
     train_it.set_state(restored[0].meta["iterator"])
-    print(f"resumed from {workdir}/checkpoints at step {restored[1]}")
+    if distributed.is_main():
+      print(f"resumed from {workdir}/checkpoints at step {restored[1]}")
   return run, state
 
 
@@ -155,6 +164,8 @@ def _restore(mngr, state, workdir: str):
 
 def _recover_models(trainer: Runner, workdir: str) -> None:
   """Finishes or rolls back a save of the final model(s) that a kill interrupted."""
+  if not distributed.is_main():
+    return
   for target in trainer.model_dirs(workdir):
     note = checkpoint.recover_model_swap(target)
     if note:
@@ -259,4 +270,5 @@ def _finish(run: _Run, state, step: int, train_time: float) -> dict:
   run.mngr.close()
   if run.best_mngr is not None:
     run.best_mngr.close()
+  distributed.barrier("run finished")   # results.json is written before any process leaves
   return results

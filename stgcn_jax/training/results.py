@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from stgcn_jax import atomic, checkpoint, models, sparsity
+from stgcn_jax import atomic, checkpoint, distributed, models, sparsity
 from stgcn_jax.training.evaluate import accuracy_report, eval_batch_size, evaluate_source, scores_of
 from stgcn_jax.training.setup import pipeline
 from stgcn_jax.training.state import abstract_state
@@ -82,21 +82,21 @@ def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results
     results["members"] = [dict(sparsity=s, **{k: v for k, v in accuracy_report(m, labels).items()
                                               if k != "confusion_matrix"})
                           for s, m in zip(trainer.sparsities, member_scores)]
-  if jax.process_index() == 0:
+  if distributed.is_main():
     with atomic.atomic_path(os.path.join(workdir, "scores.npz")) as tmp:
       np.savez(tmp, scores=scores.astype(np.float32), labels=labels,
                index=np.arange(len(labels)), names=names, **extra)
-    # The final model(s) with the statistics they were tested with: model/, or one model
-    # checkpoint per member of a joint ensemble (members/s<sparsity>/).
-    spec = checkpoint.model_spec_json(
-        config.model.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
-        models.options_json(config.model.options), class_names=info.class_names,
-        pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
-    for target, member in zip(trainer.model_dirs(workdir), trainer.members(state)):
-      host = jax.device_get(member)
-      variables = {"params": sparsity.apply_masks(host.params, host.masks),
-                   "batch_stats": host.batch_stats}
-      checkpoint.save_model(target, spec, variables, overwrite=True)
+  # The final model(s) with the statistics they were tested with: model/, or one model
+  # checkpoint per member of a joint ensemble (members/s<sparsity>/); saved by every process.
+  spec = checkpoint.model_spec_json(
+      config.model.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
+      models.options_json(config.model.options), class_names=info.class_names,
+      pipeline=dict(pipe.config.__dict__, channels=list(info.channels)))
+  for target, member in zip(trainer.model_dirs(workdir), trainer.members(state)):
+    host = jax.device_get(member)
+    variables = {"params": sparsity.apply_masks(host.params, host.masks),
+                 "batch_stats": host.batch_stats}
+    checkpoint.save_model(target, spec, variables, overwrite=True)
   return results
 
 

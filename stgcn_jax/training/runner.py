@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from stgcn_jax import precise_bn, sparsity
+from stgcn_jax import distributed, precise_bn, sparsity
 from stgcn_jax.training import ensemble as ens
 from stgcn_jax.training.config import TrainConfig
 from stgcn_jax.training.state import create_train_state, start_finetune
@@ -69,7 +69,7 @@ class Runner:
   def create_state(self, seeds: dict, sample_x, variables):
     state = create_train_state(self.model, jax.random.key(seeds["init"]), sample_x, self.cfg,
                                variables=variables, mask_key=jax.random.key(seeds["mask"]))
-    return jax.device_put(state, self.replicated)
+    return distributed.replicate(state, self.replicated)   # made alike on every process
 
   def members(self, state) -> list:
     return [state]
@@ -108,7 +108,7 @@ class StackedRunner(Runner):
     state = ens.create_ensemble_state(
         self.model, [jax.random.key(m["init"]) for m in members], sample_x, self.cfg,
         variables=variables, mask_keys=[jax.random.key(m["mask"]) for m in members])
-    return jax.device_put(state, self.replicated)
+    return distributed.replicate(state, self.replicated)
 
   def members(self, state) -> list:
     return [ens.member_state(state, i) for i in range(len(self.sparsities))]

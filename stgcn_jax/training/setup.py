@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from stgcn_jax import checkpoint, data, models
+from stgcn_jax import checkpoint, data, distributed, models
 from stgcn_jax.training import ensemble as ens
 from stgcn_jax.training.config import RunConfig
 from stgcn_jax.training.workdir import RunError
@@ -17,8 +17,10 @@ __all__ = ["dataset", "pipeline", "build_model", "pretrained_variables", "run_se
 def dataset(config: RunConfig) -> tuple[str, data.DatasetInfo]:
   cfg = config.data
   data_dir = os.path.abspath(os.path.expanduser(cfg.data_dir or data.default_data_dir()))
-  if cfg.dataset == "synthetic":
-    data.ensure_synthetic(data_dir)
+  if cfg.dataset == "synthetic":   # built on first use, by process 0 while the others wait
+    if distributed.is_main():
+      data.ensure_synthetic(data_dir)
+    distributed.barrier("synthetic dataset")
   elif not data.exists(cfg.dataset, data_dir):
     raise RunError(f"dataset {cfg.dataset!r} not found under {data_dir}: convert it first "
                    "(see data_prep/README.md, e.g. python -m data_prep.nw_ucla --src ... --out "

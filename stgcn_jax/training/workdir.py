@@ -20,7 +20,7 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
-from stgcn_jax import atomic, models
+from stgcn_jax import atomic, distributed, models
 from stgcn_jax.training.config import model_options
 from stgcn_jax.training.state import abstract_state
 
@@ -37,9 +37,10 @@ class MetricsLogger:
   """JSON-lines metrics (``metrics.jsonl``) and, optionally, TensorBoard via tensorboardX."""
 
   def __init__(self, workdir: str, tensorboard: bool):
-    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    main = distributed.is_main()
+    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a") if main else None
     self._tb = None
-    if tensorboard and jax.process_index() == 0:
+    if tensorboard and self._file is not None:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       except ImportError as err:
@@ -47,7 +48,7 @@ class MetricsLogger:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, record: dict) -> None:
-    if jax.process_index() != 0:
+    if self._file is None:
       return
     self._file.write(json.dumps({"step": int(step), **record}) + "\n")
     self._file.flush()
@@ -57,7 +58,8 @@ class MetricsLogger:
           self._tb.add_scalar(f"{record.get('split', 'train')}/{key}", value, step)
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 
@@ -209,7 +211,8 @@ def restore_newest_intact(mngr, state, workdir: str, *, move_damaged: bool = Tru
   line naming it and the reason; when an older one restores, the damaged ones are moved to
   ``<workdir>/damaged_checkpoints/`` (so the run writes those steps afresh; ``move_damaged=False``
   for a reader that must leave the workdir as it is) and training resumes from it. When none
-  restores, nothing is moved and the run stops with the reasons.
+  restores, nothing is moved and the run stops with the reasons. On several processes a checkpoint
+  counts as restored when it restores on every one of them.
   """
   args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state(state)),
                             meta=ocp.args.JsonRestore())
@@ -217,20 +220,23 @@ def restore_newest_intact(mngr, state, workdir: str, *, move_damaged: bool = Tru
   for step in sorted(mngr.all_steps(), reverse=True):
     step_dir = os.path.join(mngr.directory, str(step))
     restored, err = _quiet_restore(mngr, step, args)
-    if err is not None:
+    if not distributed.all_agree(err is None):
       damaged = _damaged_file(step_dir)
-      where = f"{damaged} is truncated or not valid JSON" if damaged else _root_cause(err)
+      where = (f"{damaged} is truncated or not valid JSON" if damaged
+               else _root_cause(err) if err is not None else "another process cannot restore it")
       failures.append((step_dir, f"step {step}: {where}"))
-      print(f"warning: checkpoint {step_dir} cannot be restored ({where}); trying an older one",
-            file=sys.stderr)
+      if err is not None or distributed.is_main():
+        print(f"warning: checkpoint {step_dir} cannot be restored ({where}); trying an older one",
+              file=sys.stderr)
       continue
-    if failures and move_damaged and jax.process_index() == 0:
-      aside = os.path.join(workdir, "damaged_checkpoints")
-      os.makedirs(aside, exist_ok=True)
-      for path, _ in failures:
-        os.replace(path, os.path.join(aside, f"{os.path.basename(path)}-{int(time.time())}"))
-      print(f"moved the damaged checkpoint(s) to {aside}", file=sys.stderr)
     if failures and move_damaged:
+      if distributed.is_main():
+        aside = os.path.join(workdir, "damaged_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        for path, _ in failures:
+          os.replace(path, os.path.join(aside, f"{os.path.basename(path)}-{int(time.time())}"))
+        print(f"moved the damaged checkpoint(s) to {aside}", file=sys.stderr)
+      distributed.barrier("damaged checkpoints moved")
       mngr.reload()
     return restored, step
   if failures:

@@ -59,13 +59,9 @@ def _floats(values: list[str], flag: str) -> list[float]:
 
 def _check_out(out: str) -> None:
   """Refuses, before any run is read, an ``--out`` that is (or lies under) a file."""
-  probe = os.path.abspath(out)
-  while not os.path.lexists(probe):
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe):
-    where = "" if probe == os.path.abspath(out) else f" ({probe} is one)"
-    raise fusion.FusionError(f"--out={out}: is a file{where}; expected a directory for "
-                             "fusion.json")
+  problem = atomic.file_in_the_way(out)
+  if problem:
+    raise fusion.FusionError(f"--out={out}: {problem}; expected a directory for fusion.json")
 
 
 def _ensemble_runs(workdirs, weights) -> tuple[list[fusion.Run], list[float]]:

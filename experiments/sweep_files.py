@@ -97,13 +97,10 @@ def read_results(path: str) -> dict:
 
 def check_root(root: str) -> None:
   """Refuses a ``--root`` that is (or lies under) a file, before anything is written."""
-  probe = os.path.abspath(root)
-  while not os.path.lexists(probe):
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe):
-    where = "" if probe == os.path.abspath(root) else f" ({probe} is one)"
-    raise SweepError(f"--root={root}: is a file{where}; expected a directory for the runs' "
-                     "workdirs and table.md")
+  problem = atomic.file_in_the_way(root)
+  if problem:
+    raise SweepError(f"--root={root}: {problem}; expected a directory for the runs' workdirs and "
+                     "table.md")
 
 
 def check_cells(root: str, names: list[str]) -> None:

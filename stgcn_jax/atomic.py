@@ -7,7 +7,7 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_path", "atomic_open"]
+__all__ = ["atomic_path", "atomic_open", "file_in_the_way"]
 
 
 @contextlib.contextmanager
@@ -37,3 +37,14 @@ def atomic_open(path: str, mode: str = "w", **kwargs):
   """``open(path, mode)`` that replaces ``path`` only once the file is complete."""
   with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
     yield f
+
+
+def file_in_the_way(directory: str) -> str | None:
+  """Why ``directory`` cannot be (or become) a directory: ``"is a file"``, or ``"is a file (P is
+  one)"`` when a file ``P`` lies on its path; None when it can."""
+  probe = os.path.abspath(directory)
+  while not os.path.lexists(probe):
+    probe = os.path.dirname(probe)
+  if os.path.isdir(probe):
+    return None
+  return "is a file" + ("" if probe == os.path.abspath(directory) else f" ({probe} is one)")

@@ -157,7 +157,8 @@ class LoopConfig:
   # Model selection and BN statistics.
   eval_every_epochs: int = 5
   precise_bn_batches: int = 50
-  # Checkpoints; multi-host runs (``jax.distributed.initialize()``).
+  # Checkpoints; ``distributed``: join the processes of the cluster JAX detects (SLURM, Open MPI,
+  # Kubernetes, TPU; elsewhere experiments.run --coordinator_address; stgcn_jax.distributed).
   checkpoint_every_epochs: int = 1
   keep_checkpoints: int = 2
   distributed: bool = False

@@ -52,3 +52,32 @@ def pyskl_fixture():
       cache[name] = data
     return cache[name]
   return load
+
+
+# ------------------------------------------------------------------ one finished run of the CLI
+TEST_CONFIG = f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test"
+SYNTHETIC = dict(num_train=48, num_test=20, num_classes=4, min_frames=20, max_frames=30)
+
+
+def run_experiment(workdir, data_dir, *flags):
+  """``experiments.run`` of the test config at 0.8 for 3 epochs (1 of warm-up), as a user runs it."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  cmd = [sys.executable, "-m", "experiments.run", TEST_CONFIG, f"--workdir={workdir}",
+         f"--data_dir={data_dir}", "--config.progress_bar=False", "--sparsity=0.8", "--epochs=3",
+         "--warmup_epochs=1", *flags]
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+  """``(workdir, data_dir)`` of a finished ``run_experiment`` on synthetic data (seed 1):
+  checkpoints at steps 10 and 15. Shared by every test: copy the workdir before changing it."""
+  from stgcn_jax import data  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("finished_run")
+  data_dir = root / "data"
+  data.build_synthetic(str(data_dir), seed=1, **SYNTHETIC)
+  workdir = root / "run"
+  result = run_experiment(workdir, data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, data_dir

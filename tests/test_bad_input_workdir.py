@@ -7,8 +7,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,35 +17,14 @@ import pytest
 from stgcn_jax import checkpoint, data, fusion
 from stgcn_jax.training import workdir as workdir_lib
 
-from conftest import REPO
+from conftest import SYNTHETIC, run_experiment
 from test_bad_input_fuse_sweep import SPEC, save_tiny_model
 from test_fusion import A, LABELS, make_run
 
-CONFIG = f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test"
-SYNTHETIC = dict(num_train=48, num_test=20, num_classes=4, min_frames=20, max_frames=30)
 
 
 class Killed(BaseException):
   """A kill -9 at a chosen point: nothing after it runs (``finally`` blocks aside)."""
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """A finished 3-epoch run of the test config on synthetic data (seed 1)."""
-  root = tmp_path_factory.mktemp("workdir")
-  data_dir = root / "data"
-  data.build_synthetic(str(data_dir), seed=1, **SYNTHETIC)
-  workdir = root / "run"
-  result = _run(workdir, data_dir)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, data_dir
-
-
-def _run(workdir, data_dir, *flags):
-  cmd = [sys.executable, "-m", "experiments.run", CONFIG, f"--workdir={workdir}",
-         f"--data_dir={data_dir}", "--config.progress_bar=False", "--sparsity=0.8", "--epochs=3",
-         "--warmup_epochs=1", *flags]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
 
 
 def _tree(path) -> dict:
@@ -69,7 +46,7 @@ def test_reevaluation_on_another_dataset_of_that_name_is_refused(finished_run, t
   other = tmp_path / "other"
   data.build_synthetic(str(other), seed=2, **SYNTHETIC)   # same name, sizes and classes
   before = _tree(workdir)
-  result = _run(workdir, other)
+  result = run_experiment(workdir, other)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(
@@ -104,7 +81,7 @@ def test_workdir_without_config_of_another_backbone_is_refused_untouched(finishe
   shutil.copytree(finished_run[0], workdir)
   (workdir / "config.json").unlink()
   before = _tree(workdir)
-  result = _run(workdir, finished_run[1], "--backbone=stgcn")
+  result = run_experiment(workdir, finished_run[1], "--backbone=stgcn")
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(f"error: no checkpoint in {workdir}/checkpoints restores")
@@ -116,7 +93,7 @@ def test_workdir_without_config_of_another_backbone_is_refused_untouched(finishe
   # the replacement of its model (between the two renames) is finished first.
   os.replace(workdir / "model", workdir / ".model.replaced")
   shutil.copytree(workdir / ".model.replaced", workdir / ".model.incoming")
-  result = _run(workdir, finished_run[1])
+  result = run_experiment(workdir, finished_run[1])
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resumed from" in result.stdout
   assert f"note: {workdir}/model: finished a model replacement that was interrupted" in result.stdout

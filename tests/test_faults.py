@@ -8,8 +8,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,9 +15,8 @@ import pytest
 from stgcn_jax import data
 from stgcn_jax.data import records, safe_pickle
 
-from conftest import REPO
+from conftest import REPO, run_experiment
 
-CONFIG = f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test"
 
 
 class _Evil:
@@ -150,26 +147,6 @@ def test_truncated_array_record_is_a_data_error_naming_the_split(tmp_path):
 
 
 # ----------------------------------------------------------------------------- workdirs
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """A finished 3-epoch run of the test config: checkpoints at steps 10 and 15."""
-  root = tmp_path_factory.mktemp("faults")
-  data_dir = root / "data"
-  data.build_synthetic(str(data_dir), num_train=48, num_test=20, num_classes=4, min_frames=20,
-                       max_frames=30, seed=1)
-  workdir = root / "run"
-  result = _run(workdir, data_dir)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, data_dir
-
-
-def _run(workdir, data_dir, *flags):
-  cmd = [sys.executable, "-m", "experiments.run", CONFIG, f"--workdir={workdir}",
-         f"--data_dir={data_dir}", "--config.progress_bar=False", "--sparsity=0.8", "--epochs=3",
-         "--warmup_epochs=1", *flags]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-
-
 def _copy(finished_run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(finished_run[0], workdir)
@@ -184,7 +161,7 @@ def _truncate(path):
 def test_workdir_of_another_backbone_is_refused_untouched(finished_run, tmp_path):
   workdir = _copy(finished_run, tmp_path)
   before = {p: open(p, "rb").read() for p in glob.glob(str(workdir / "*.json*"))}
-  result = _run(workdir, finished_run[1], "--backbone=stgcn")
+  result = run_experiment(workdir, finished_run[1], "--backbone=stgcn")
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "holds another run (backbone='ctrgcn' there, 'stgcn' here)" in lines[0]
@@ -194,7 +171,7 @@ def test_workdir_of_another_backbone_is_refused_untouched(finished_run, tmp_path
 def test_workdir_that_is_a_file_is_one_clear_line(finished_run, tmp_path):
   path = tmp_path / "file"
   path.write_text("x")
-  result = _run(path, finished_run[1])
+  result = run_experiment(path, finished_run[1])
   assert result.returncode == 2 and result.stderr.strip().splitlines() == [
       f"error: --workdir {path} is a file; expected a directory (new, or an earlier run's to resume)"]
 
@@ -207,7 +184,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_p
   assert chunks
   for chunk in chunks:
     _truncate(chunk)
-  result = _run(workdir, finished_run[1])
+  result = run_experiment(workdir, finished_run[1])
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 2
   assert f"warning: checkpoint {workdir}/checkpoints/15 cannot be restored" in result.stderr
@@ -224,7 +201,7 @@ def test_no_restorable_checkpoint_names_the_damaged_metadata_file(finished_run, 
   workdir = _copy(finished_run, tmp_path)
   _truncate(workdir / "checkpoints" / "15" / "state" / "_METADATA")
   _truncate(workdir / "checkpoints" / "10" / "state" / "_METADATA")
-  result = _run(workdir, finished_run[1])
+  result = run_experiment(workdir, finished_run[1])
   assert result.returncode == 2
   assert (f"error: no checkpoint in {workdir}/checkpoints restores (step 15: {workdir}/checkpoints/"
           f"15/state/_METADATA is truncated or not valid JSON; step 10:") in result.stderr

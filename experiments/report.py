@@ -126,7 +126,7 @@ def run_record(workdir: str, name: str) -> dict:
       "seeds": res.get("seeds"),
       "commit": launch.get("commit"), "command": launch.get("command"),
       "hardware": {**res.get("hardware", {}), **{k: launch[k] for k in
-                                                  ("cpu", "pinned_core", "allocator")
+                                                  ("cpu", "pinned_core", "allocator", "nice")
                                                   if k in launch}},
       "wall_s": wall_seconds(workdir), "train_time_s": res.get("train_time_s"),
   }
@@ -266,6 +266,8 @@ def _hardware(record: dict) -> str:
   text = hw.get("cpu", "CPU")
   if "pinned_core" in hw:
     text += ", 1 core"
+    if hw.get("nice", 0) > 0:  # the core was lent to other work: the wall time includes waits
+      text += f" shared at nice {hw['nice']}"
   return text + (f", {hw['allocator']}" if hw.get("allocator") else "")
 
 

@@ -125,3 +125,10 @@ def test_bad_record_is_one_line(grid, capsys):
   assert report.cli.run(report.main, ["--results", str(out)], (report.ReportError,)) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "broken.json" in err and "missing name, backbone, test" in err
+
+
+def test_hardware_says_when_the_core_was_shared():
+  pinned = dict(platform="cpu", cpu="Test CPU", pinned_core=1, allocator="tcmalloc")
+  assert report._hardware({"hardware": pinned}) == "Test CPU, 1 core, tcmalloc"  # pylint: disable=protected-access
+  shared = {"hardware": {**pinned, "nice": 19}}
+  assert report._hardware(shared) == "Test CPU, 1 core shared at nice 19, tcmalloc"  # pylint: disable=protected-access

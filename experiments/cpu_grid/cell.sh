@@ -10,6 +10,10 @@
 #   GRID_DIR   where worktrees and runs live (default ~/stgcn_grid)
 #   GRID_ROOT  the runs' folder under $GRID_DIR/runs (default nw_ucla_cpu)
 #   PYTHON     the interpreter with the project's dependencies (default: the checkout's .venv)
+#   CELL_NICE  the cell's nice level (default -10). 19 lends the core to development work: the cell
+#              then runs only in the core's idle time (its wall time in sweep_times.json grows).
+# Never edit this file (or grid.sh) in place while cells run: bash reads a running script as it
+# goes, so a running cell would read the edited bytes. Write a new file and rename it over this one.
 set -u
 CORE=$1; C=$2; NAME=$3; shift 3
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,18 +28,18 @@ TC=$(PYTHONPATH=$REPO "$PY" -c 'from stgcn_jax import runtime; print(runtime.tcm
 ALLOC=glibc; if [ -n "$TC" ]; then export LD_PRELOAD=$TC STGCN_JAX_ALLOCATOR_SET=1; ALLOC=tcmalloc; fi
 CMD=$("$PY" -c 'import shlex, sys; print(shlex.join(["python", "-m", "experiments.run", *sys.argv[1:]]))' \
       "$@" "--workdir=runs/$GRID_ROOT/$NAME")
-[ -f "$WD/launch.json" ] || "$PY" - "$WD" "$CMD" "$CORE" "$ALLOC" "$WT" <<'PYEOF'
+[ -f "$WD/launch.json" ] || "$PY" - "$WD" "$CMD" "$CORE" "$ALLOC" "$WT" "${CELL_NICE:--10}" <<'PYEOF'
 import datetime, json, subprocess, sys
-wd, cmd, core, alloc, wt = sys.argv[1:]
+wd, cmd, core, alloc, wt, nice = sys.argv[1:]
 cpu = [l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')][0]
 json.dump({"commit": subprocess.check_output(['git', 'rev-parse', 'HEAD'], cwd=wt).decode().strip(),
            "command": cmd, "pinned_core": int(core), "cpu": cpu, "allocator": alloc,
            "queued": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "runner": f"taskset -c {core} (one run per core)"}, open(f"{wd}/launch.json", "w"), indent=1)
+           "nice": int(nice), "runner": f"taskset -c {core} (one run per core)"}, open(f"{wd}/launch.json", "w"), indent=1)
 PYEOF
 echo "start $NAME: $CMD"
 t0=$(date +%s)
-nice -n -10 taskset -c "$CORE" "$PY" -m experiments.run "$@" --workdir="$WD" >> "$WD/log.txt" 2>&1 &
+nice -n "${CELL_NICE:--10}" taskset -c "$CORE" "$PY" -m experiments.run "$@" --workdir="$WD" >> "$WD/log.txt" 2>&1 &
 CHILD=$!
 trap 'kill -TERM $CHILD 2>/dev/null' TERM INT
 wait $CHILD; rc=$?

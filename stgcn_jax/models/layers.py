@@ -14,6 +14,8 @@ Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6). A `
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -66,6 +68,60 @@ def per_channel(v: Array, ndim: int) -> Array:
   return jnp.reshape(v, (1,) * (ndim - jnp.ndim(v)) + jnp.shape(v))
 
 
+# ---------------------------------------------------------------------------- mixed precision
+
+_COMPUTE_DTYPE = contextvars.ContextVar("stgcn_jax_compute_dtype", default=None)
+
+
+@contextlib.contextmanager
+def compute_dtype(dtype):
+  """Trace the models' 1x1 convolutions (matmuls) with ``dtype`` inputs and float32 accumulation
+  and outputs (``None`` / float32: plain float32, the default). Parameters, BatchNorm and
+  everything else stay float32. Read when a model is traced, so jit the step inside the block."""
+  dtype = None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
+  token = _COMPUTE_DTYPE.set(dtype)
+  try:
+    yield
+  finally:
+    _COMPUTE_DTYPE.reset(token)
+
+
+def _rows_transposed(x_MK: Array) -> Array:
+  """``x.T`` materialised as a ``(K, M)`` row-major array. A plain ``x.T`` feeding a dot is folded
+  into the dot's dimension numbers (XLA's transpose folding), and XLA:CPU's YNNPACK runs bfloat16
+  dots only when the left operand's contracting dimension is its last: others are upcast to a
+  float32 Eigen dot. A 3-D transpose is not folded."""
+  m, k = x_MK.shape
+  r = next((d for d in (16, 8, 4, 2) if m % d == 0 and m > d), None)
+  if r is None:
+    return x_MK.T
+  return jnp.transpose(x_MK.reshape(m // r, r, k), (2, 0, 1)).reshape(k, m)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixed_matmul(x_MK: Array, w_KN: Array, dtype) -> Array:
+  """``x @ w`` with ``dtype`` (bfloat16) inputs and float32 accumulation and output; its gradients
+  are the same kind of products (the float32 cotangent cast to ``dtype``), each posed so that
+  XLA:CPU runs it as a bfloat16 YNNPACK dot; they come back float32."""
+  return jnp.dot(x_MK.astype(dtype), w_KN.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _mixed_matmul_fwd(x_MK, w_KN, dtype):
+  xb, wb = x_MK.astype(dtype), w_KN.astype(dtype)
+  return jnp.dot(xb, wb, preferred_element_type=jnp.float32), (xb, wb)
+
+
+def _mixed_matmul_bwd(dtype, res, g_MN):
+  xb, wb = res
+  gb = g_MN.astype(dtype)
+  dx = lax.dot_general(gb, wb, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  dw = jnp.dot(_rows_transposed(xb), gb, preferred_element_type=jnp.float32)
+  return dx, dw
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
 class Conv(nn.Module):
   """A ``(kernel_size x 1)`` convolution over time of ``x_BTVC``, PyTorch ``Conv2d`` semantics.
 
@@ -91,7 +147,10 @@ class Conv(nn.Module):
         x = x[:, ::self.stride]
       # A plain (rows x cin) @ (cin x cout) matmul: XLA:CPU differentiates it about 2x faster than
       # the equivalent einsum, whose kernel gradient contracts over three axes at once.
-      y = (x.reshape(-1, cin) @ kernel[0, 0]).reshape(x.shape[:-1] + (self.features,))
+      dtype = _COMPUTE_DTYPE.get()
+      x2 = x.reshape(-1, cin)
+      y2 = x2 @ kernel[0, 0] if dtype is None else mixed_matmul(x2, kernel[0, 0], dtype)
+      y = y2.reshape(x.shape[:-1] + (self.features,))
     elif self.impl == "xla":
       y = _temporal_conv(x, kernel, self.stride, self.dilation)
     elif self.impl == "custom_vjp":

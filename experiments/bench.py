@@ -32,8 +32,11 @@ the input pipeline's rate on NTU-shaped synthetic clips next to the train step's
 rate, the load average and the share of CPU time other processes used during the run (the
 machine is shared: a busy machine makes every figure an upper bound on time).
 
-On an accelerator use a larger ``--batch`` (64 is the default there) and ``--dtype=bfloat16``
-(bfloat16 inputs to convolutions and matmuls, float32 params, BN and optimizer; see ``precision``).
+``--dtype=bfloat16``: mixed precision, float32 params, BN and optimizer: the models'
+``compute_dtype="bfloat16"`` (1x1 convolutions as bfloat16 matmuls with float32 accumulation; what
+speeds up a CPU with AMX, ``experiments/BENCHMARKS.md``) and ``jax.default_matmul_precision``
+(every convolution and matmul on an accelerator; see ``precision``). On an accelerator use a larger
+``--batch`` (64 is the default there).
 
 ``--deploy`` measures deployment instead (``bench_deploy``): for each backbone and sparsity (uniform
 random masks, pruned weights stored as zeros), the nonzero parameters, the size on disk of the
@@ -93,9 +96,11 @@ TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_sta
 def precision(dtype: str):
   """The context every model is traced and compiled under.
 
-  ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``, i.e. convolutions and matmuls take
-  bfloat16 inputs with float32 accumulation while params, BN and the optimizer stay float32 (the
-  usual accelerator mixed precision; on XLA:CPU it changes nothing, ``docs/STACK.md`` section 7).
+  ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``: on accelerators, convolutions and
+  matmuls then take bfloat16 inputs with float32 accumulation. On XLA:CPU this changes nothing
+  (``docs/STACK.md`` section 7); there the models' own ``compute_dtype="bfloat16"``
+  (``model_and_shape``) does: their 1x1 convolutions run as bfloat16 matmuls with float32
+  accumulation, while params, BN and the optimizer stay float32.
   """
   return jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest")
 
@@ -110,7 +115,7 @@ def sparse_config(batch: int, **overrides) -> Any:
 def model_and_shape(name: str, args) -> tuple[Any, tuple[int, ...]]:
   """The benchmarked model and its input shape (batch, M, T, V, C) from the flags."""
   options = {**(TINY_OPTIONS if args.tiny else {}), "temporal_conv": args.conv_impl,
-             "num_person": args.persons}
+             "num_person": args.persons, "compute_dtype": args.dtype}
   model = get_model(name, args.classes, layout=args.layout, **options)
   joints = model.backbone.layout.num_joints
   return model, (args.batch, args.persons, args.frames, joints, 3)

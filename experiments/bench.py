@@ -32,10 +32,11 @@ the input pipeline's rate on NTU-shaped synthetic clips next to the train step's
 rate, the load average and the share of CPU time other processes used during the run (the
 machine is shared: a busy machine makes every figure an upper bound on time).
 
-``--dtype=bfloat16``: mixed precision, float32 params, BN and optimizer: the models'
-``compute_dtype="bfloat16"`` (1x1 convolutions as bfloat16 matmuls with float32 accumulation; what
-speeds up a CPU with AMX, ``experiments/BENCHMARKS.md``) and ``jax.default_matmul_precision``
-(every convolution and matmul on an accelerator; see ``precision``). On an accelerator use a larger
+``--dtype=bfloat16``: mixed precision, float32 params, BN and optimizer: the models traced under
+``layers.compute_dtype(bfloat16)`` (1x1 convolutions as bfloat16 matmuls with float32
+accumulation: what a CPU with AMX speeds up, ``experiments/BENCHMARKS.md``, "bfloat16 on this
+CPU") and ``jax.default_matmul_precision`` (every convolution and matmul on an accelerator; see
+``precision``). On an accelerator use a larger
 ``--batch`` (64 is the default there).
 
 ``--deploy`` measures deployment instead (``bench_deploy``): for each backbone and sparsity (uniform
@@ -47,6 +48,7 @@ could drop), and the batch-1 eval latency (input (1, M, T, 25, 3)) on the curren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -73,7 +75,7 @@ from experiments.bench_table import format_table
 from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
-from stgcn_jax.models import get_model
+from stgcn_jax.models import get_model, layers
 
 # pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
 # on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
@@ -97,12 +99,16 @@ def precision(dtype: str):
   """The context every model is traced and compiled under.
 
   ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``: on accelerators, convolutions and
-  matmuls then take bfloat16 inputs with float32 accumulation. On XLA:CPU this changes nothing
-  (``docs/STACK.md`` section 7); there the models' own ``compute_dtype="bfloat16"``
-  (``model_and_shape``) does: their 1x1 convolutions run as bfloat16 matmuls with float32
-  accumulation, while params, BN and the optimizer stay float32.
+  matmuls then take bfloat16 inputs with float32 accumulation. On XLA:CPU that changes nothing
+  (``docs/STACK.md`` section 7), so the models are also traced under
+  ``layers.compute_dtype(bfloat16)``: their 1x1 convolutions run as bfloat16 matmuls with float32
+  accumulation (YNNPACK, AMX where the CPU has it), while params, BN and the optimizer stay float32.
   """
-  return jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest")
+  stack = contextlib.ExitStack()
+  stack.enter_context(
+      jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest"))
+  stack.enter_context(layers.compute_dtype(jnp.bfloat16 if dtype == "bfloat16" else None))
+  return stack
 
 
 def sparse_config(batch: int, **overrides) -> Any:
@@ -115,7 +121,7 @@ def sparse_config(batch: int, **overrides) -> Any:
 def model_and_shape(name: str, args) -> tuple[Any, tuple[int, ...]]:
   """The benchmarked model and its input shape (batch, M, T, V, C) from the flags."""
   options = {**(TINY_OPTIONS if args.tiny else {}), "temporal_conv": args.conv_impl,
-             "num_person": args.persons, "compute_dtype": args.dtype}
+             "num_person": args.persons}
   model = get_model(name, args.classes, layout=args.layout, **options)
   joints = model.backbone.layout.num_joints
   return model, (args.batch, args.persons, args.frames, joints, 3)

@@ -1,4 +1,5 @@
-"""bfloat16 mixed precision (the backbones' ``compute_dtype``): masks, loss and the matmul's pieces."""
+"""bfloat16 mixed precision (``layers.compute_dtype``, ``experiments.bench --dtype=bfloat16``):
+masks, loss and the matmul's pieces."""
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +16,13 @@ OPTIONS = dict(base_channels=16, num_stages=2, inflate_stages=(2,), down_stages=
 
 
 def _steps(dtype, n=3):
-  model = get_model("ctrgcn", 5, layout="nw-ucla", compute_dtype=dtype, **OPTIONS)
+  model = get_model("ctrgcn", 5, layout="nw-ucla", **OPTIONS)
   x = jax.random.normal(jax.random.key(1), (4, 1, 16, 20, 3))
   batch = {"x": x, "label": jnp.array([1, 3, 0, 4], jnp.int32)}
   cfg = training.resolve(CFG)
   state = training.create_train_state(model, jax.random.key(0), x, cfg)
-  step = jax.jit(training.make_train_step(model, cfg, "finetune"))
+  with layers.compute_dtype(jnp.dtype(dtype)):   # read when the step is traced
+    step = jax.jit(training.make_train_step(model, cfg, "finetune")).lower(state, batch).compile()
   losses = []
   for _ in range(n):
     state, metrics = step(state, batch)
@@ -46,15 +48,16 @@ def test_bfloat16_step_keeps_masks_and_tracks_the_float32_loss():
 
 
 def test_float32_default_is_untouched():
-  """compute_dtype float32 (the default) traces the plain float32 matmul: bit-identical."""
+  """compute_dtype float32 / None (the default) traces the plain float32 matmul: bit-identical."""
   model = get_model("ctrgcn", 5, layout="nw-ucla", **OPTIONS)
-  explicit = get_model("ctrgcn", 5, layout="nw-ucla", compute_dtype="float32", **OPTIONS)
   x = jax.random.normal(jax.random.key(1), (2, 1, 16, 20, 3))
   variables = model.init(jax.random.key(0), x)
-  np.testing.assert_array_equal(model.apply(variables, x), explicit.apply(variables, x))
-  with pytest.raises(ValueError, match="compute_dtype"):
-    get_model("ctrgcn", 5, layout="nw-ucla", compute_dtype="float16", **OPTIONS).init(
-        jax.random.key(0), x)
+  plain = model.apply(variables, x)
+  for dtype in (None, jnp.float32):
+    with layers.compute_dtype(dtype):
+      np.testing.assert_array_equal(model.apply(variables, x), plain)
+  with layers.compute_dtype(jnp.bfloat16):
+    assert not np.array_equal(model.apply(variables, x), plain)
 
 
 @pytest.mark.parametrize("rows", [96, 97])   # a multiple of 16, and a prime (plain transpose)

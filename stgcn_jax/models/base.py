@@ -22,9 +22,6 @@ def adjacency(layout: graph_lib.Layout, mode: str, **kwargs) -> np.ndarray:
   return a
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
-
-
 class Backbone(nn.Module):
   """Fields common to the four backbones (pyskl's constructor arguments of the same names).
 
@@ -39,9 +36,6 @@ class Backbone(nn.Module):
   down_stages: tuple[int, ...] = (5, 8)
   num_person: int = 2
   temporal_conv: str = "custom_vjp"   # how (k x 1) convs are differentiated (layers.Conv.impl)
-  # "bfloat16": the 1x1 convolutions (matmuls) take bfloat16 inputs with float32 accumulation
-  # and outputs (layers.compute_dtype); parameters, BatchNorm and the rest stay float32.
-  compute_dtype: str = "float32"
 
   graph_mode: str = "spatial"
   data_bn_type: str | None = "VC"
@@ -93,14 +87,11 @@ class Backbone(nn.Module):
     Call from the subclass's compact ``__call__``; returns features ``(N, M, T', V, C')``.
     """
     self.check_input(x_NMTVC)
-    if self.compute_dtype not in COMPUTE_DTYPES:
-      raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
     n, m = x_NMTVC.shape[:2]
     x = layers.data_bn(x_NMTVC, data_bn_type, train)
-    with layers.compute_dtype(jnp.dtype(self.compute_dtype)):
-      for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
-        dropout = 0.0 if i == 0 else self.tcn.dropout
-        x = make_block(i, cout, stride, res_kind, dropout)(x, train)
+    for i, (_, cout, stride, res_kind) in enumerate(self.specs()):
+      dropout = 0.0 if i == 0 else self.tcn.dropout
+      x = make_block(i, cout, stride, res_kind, dropout)(x, train)
     return x.reshape((n, m) + x.shape[1:])
 
   def check_input(self, x_NMTVC: jax.Array) -> None:

@@ -77,7 +77,12 @@ _COMPUTE_DTYPE = contextvars.ContextVar("stgcn_jax_compute_dtype", default=None)
 def compute_dtype(dtype):
   """Trace the models' 1x1 convolutions (matmuls) with ``dtype`` inputs and float32 accumulation
   and outputs (``None`` / float32: plain float32, the default). Parameters, BatchNorm and
-  everything else stay float32. Read when a model is traced, so jit the step inside the block."""
+  everything else stay float32; (k x 1) convolutions stay float32 (XLA:CPU's YNNPACK has no
+  bfloat16 convolution). Read when a model is traced, and not part of ``jax.jit``'s cache key: trace
+  the step inside the block (``jax.jit(f).lower(...).compile()``, or its first call).
+
+  Measured on a CPU with AMX (``experiments/BENCHMARKS.md``, "bfloat16 on this CPU"): 5-13 % off a
+  full-size train step; not a training option (its accuracy was not shown equal)."""
   dtype = None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
   token = _COMPUTE_DTYPE.set(dtype)
   try:

@@ -33,7 +33,7 @@ rate, the load average and the share of CPU time other processes used during the
 machine is shared: a busy machine makes every figure an upper bound on time).
 
 ``--dtype=bfloat16``: mixed precision, float32 params, BN and optimizer: the models traced under
-``layers.compute_dtype(bfloat16)`` (1x1 convolutions as bfloat16 matmuls with float32
+``mixed_precision.compute_dtype(bfloat16)`` (1x1 convolutions as bfloat16 matmuls with float32
 accumulation: what a CPU with AMX speeds up, ``experiments/BENCHMARKS.md``, "bfloat16 on this
 CPU") and ``jax.default_matmul_precision`` (every convolution and matmul on an accelerator; see
 ``precision``). On an accelerator use a larger
@@ -75,7 +75,7 @@ from experiments.bench_table import format_table
 from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
-from stgcn_jax.models import get_model, layers
+from stgcn_jax.models import get_model, mixed_precision
 
 # pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
 # on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
@@ -101,13 +101,13 @@ def precision(dtype: str):
   ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``: on accelerators, convolutions and
   matmuls then take bfloat16 inputs with float32 accumulation. On XLA:CPU that changes nothing
   (``docs/STACK.md`` section 7), so the models are also traced under
-  ``layers.compute_dtype(bfloat16)``: their 1x1 convolutions run as bfloat16 matmuls with float32
+  ``mixed_precision.compute_dtype(bfloat16)``: their 1x1 convolutions run as bfloat16 matmuls with float32
   accumulation (YNNPACK, AMX where the CPU has it), while params, BN and the optimizer stay float32.
   """
   stack = contextlib.ExitStack()
   stack.enter_context(
       jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest"))
-  stack.enter_context(layers.compute_dtype(jnp.bfloat16 if dtype == "bfloat16" else None))
+  stack.enter_context(mixed_precision.compute_dtype(jnp.bfloat16 if dtype == "bfloat16" else None))
   return stack
 
 

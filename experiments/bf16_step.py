@@ -4,7 +4,7 @@
 
 The step of ``experiments.bench`` (generator fine-tune, 80 % masks, NW-UCLA shape by default:
 batch 16, 1 person, 52 frames, 20 joints, 10 classes), compiled twice: float32, and under
-``layers.compute_dtype(bfloat16)``. Both start from the same state and batch; the timed steps
+``mixed_precision.compute_dtype(bfloat16)``. Both start from the same state and batch; the timed steps
 alternate (f32, bf16, f32, ...) so that both see the same machine. Prints per dtype the median
 s/step, samples/s, compile time, the loss of the first step and the bf16 / f32 dot count of the
 compiled program.
@@ -41,7 +41,7 @@ def main(argv):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from experiments import bench  # pylint: disable=import-outside-toplevel
   from stgcn_jax import training  # pylint: disable=import-outside-toplevel
-  from stgcn_jax.models import get_model, layers  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.models import get_model, mixed_precision  # pylint: disable=import-outside-toplevel
   print(f"jax {jax.__version__}, allocator "
         f"{'tcmalloc' if runtime.tcmalloc_loaded() else 'glibc'}", flush=True)
   for name in FLAGS.backbones.split(","):
@@ -55,23 +55,10 @@ def main(argv):
       state = training.create_train_state(model, jax.random.key(0), batch["x"], cfg)
       step = jax.jit(training.make_train_step(model, cfg, "finetune"), donate_argnums=0)
       t = time.perf_counter()
-      if dtype == "bfloat16_noT":   # the kernel gradient's dot with a plain (folded) transpose
-        saved = layers._rows_transposed  # pylint: disable=protected-access
-        layers._rows_transposed = lambda x: x.T  # pylint: disable=protected-access
-        try:
-          with layers.compute_dtype(jnp.bfloat16):
-            compiled = step.lower(state, batch).compile()
-        finally:
-          layers._rows_transposed = saved  # pylint: disable=protected-access
-      elif dtype == "float32_T":   # bypasses compute_dtype's "float32 = plain" rule
-        token = layers._COMPUTE_DTYPE.set(jnp.dtype(jnp.float32))  # pylint: disable=protected-access
-        try:
-          compiled = step.lower(state, batch).compile()
-        finally:
-          layers._COMPUTE_DTYPE.reset(token)  # pylint: disable=protected-access
-      else:
-        with layers.compute_dtype(jnp.dtype(dtype)):
-          compiled = step.lower(state, batch).compile()
+      context = {"bfloat16_noT": dict(dtype=jnp.bfloat16, fold_transpose=True),  # folded x.T
+                 "float32_T": dict(dtype=jnp.float32, force=True)}.get(dtype, dict(dtype=dtype))
+      with mixed_precision.compute_dtype(**context):
+        compiled = step.lower(state, batch).compile()
       text = compiled.as_text()
       dots = re.findall(r"= \w+\[[^=]*?\} dot\(([^)]*)\)", text)
       types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", text))

@@ -1,4 +1,4 @@
-"""bfloat16 mixed precision (``layers.compute_dtype``, ``experiments.bench --dtype=bfloat16``):
+"""bfloat16 mixed precision (``mixed_precision.compute_dtype``, ``experiments.bench --dtype=bfloat16``):
 masks, loss and the matmul's pieces."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 
 from stgcn_jax import training
 from stgcn_jax import sparsity as sp
-from stgcn_jax.models import get_model, layers
+from stgcn_jax.models import get_model, mixed_precision
 
 CFG = dict(mode="generator", sparsity=0.8, warmup_epochs=0, num_epochs=10, steps_per_epoch=3,
            weight_decay=5e-4, momentum=0.9, nesterov=True)
@@ -21,7 +21,7 @@ def _steps(dtype, n=3):
   batch = {"x": x, "label": jnp.array([1, 3, 0, 4], jnp.int32)}
   cfg = training.resolve(CFG)
   state = training.create_train_state(model, jax.random.key(0), x, cfg)
-  with layers.compute_dtype(jnp.dtype(dtype)):   # read when the step is traced
+  with mixed_precision.compute_dtype(jnp.dtype(dtype)):   # read when the step is traced
     step = jax.jit(training.make_train_step(model, cfg, "finetune")).lower(state, batch).compile()
   losses = []
   for _ in range(n):
@@ -54,9 +54,9 @@ def test_float32_default_is_untouched():
   variables = model.init(jax.random.key(0), x)
   plain = model.apply(variables, x)
   for dtype in (None, jnp.float32):
-    with layers.compute_dtype(dtype):
+    with mixed_precision.compute_dtype(dtype):
       np.testing.assert_array_equal(model.apply(variables, x), plain)
-  with layers.compute_dtype(jnp.bfloat16):
+  with mixed_precision.compute_dtype(jnp.bfloat16):
     assert not np.array_equal(model.apply(variables, x), plain)
 
 
@@ -66,8 +66,8 @@ def test_mixed_matmul_and_its_gradients(rows):
   x = jax.random.normal(k1, (rows, 24))
   w = jax.random.normal(k2, (24, 40))
   g = jax.random.normal(k3, (rows, 40))
-  np.testing.assert_array_equal(layers._rows_transposed(x), x.T)  # pylint: disable=protected-access
-  y, vjp = jax.vjp(lambda a, b: layers.mixed_matmul(a, b, jnp.bfloat16), x, w)
+  np.testing.assert_array_equal(mixed_precision.rows_transposed(x), x.T)  # pylint: disable=protected-access
+  y, vjp = jax.vjp(lambda a, b: mixed_precision.mixed_matmul(a, b, jnp.bfloat16), x, w)
   dx, dw = vjp(g)
   assert y.dtype == dx.dtype == dw.dtype == jnp.float32
   bf = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)

@@ -4,8 +4,7 @@ Everything is channels-last: a feature map is ``x_BTVC`` (batch*persons, frames,
 Parameter names mirror pyskl's (``conv``, ``bn``, ``down``, ``residual``...) so that
 ``stgcn_jax.convert`` maps pyskl checkpoints by a few renaming rules.
 
-Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6). A ``Conv`` takes an
-``init`` scheme name:
+Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6); ``Conv``'s ``init``:
   * ``"torch"``: PyTorch's default, kernel and bias ~ U(+-1/sqrt(fan_in)).
   * ``"fan_out"``: kaiming normal over fan_out (std sqrt(2/fan_out)), bias 0 (pyskl's ``conv_init``).
   * ``"branch{K}"``: N(0, 2/(cout*cin*kt*K)), bias 0 (pyskl's ``conv_branch_init``).
@@ -14,8 +13,6 @@ Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6). A `
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 import math
@@ -26,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from stgcn_jax.models import mixed_precision
 
 Array = jax.Array
 
@@ -68,65 +67,6 @@ def per_channel(v: Array, ndim: int) -> Array:
   return jnp.reshape(v, (1,) * (ndim - jnp.ndim(v)) + jnp.shape(v))
 
 
-# ---------------------------------------------------------------------------- mixed precision
-
-_COMPUTE_DTYPE = contextvars.ContextVar("stgcn_jax_compute_dtype", default=None)
-
-
-@contextlib.contextmanager
-def compute_dtype(dtype):
-  """Trace the models' 1x1 convolutions (matmuls) with ``dtype`` inputs and float32 accumulation
-  and outputs (``None`` / float32: plain float32, the default). Parameters, BatchNorm and
-  everything else stay float32; (k x 1) convolutions stay float32 (XLA:CPU's YNNPACK has no
-  bfloat16 convolution). Read when a model is traced, and not part of ``jax.jit``'s cache key: trace
-  the step inside the block (``jax.jit(f).lower(...).compile()``, or its first call).
-
-  Measured on a CPU with AMX (``experiments/BENCHMARKS.md``, "bfloat16 on this CPU"): 5-13 % off a
-  full-size train step; not a training option (its accuracy was not shown equal)."""
-  dtype = None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
-  token = _COMPUTE_DTYPE.set(dtype)
-  try:
-    yield
-  finally:
-    _COMPUTE_DTYPE.reset(token)
-
-
-def _rows_transposed(x_MK: Array) -> Array:
-  """``x.T`` materialised as a ``(K, M)`` row-major array. A plain ``x.T`` feeding a dot is folded
-  into the dot's dimension numbers (XLA's transpose folding), and XLA:CPU's YNNPACK runs bfloat16
-  dots only when the left operand's contracting dimension is its last: others are upcast to a
-  float32 Eigen dot. A 3-D transpose is not folded."""
-  m, k = x_MK.shape
-  r = next((d for d in (16, 8, 4, 2) if m % d == 0 and m > d), None)
-  if r is None:
-    return x_MK.T
-  return jnp.transpose(x_MK.reshape(m // r, r, k), (2, 0, 1)).reshape(k, m)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def mixed_matmul(x_MK: Array, w_KN: Array, dtype) -> Array:
-  """``x @ w`` with ``dtype`` (bfloat16) inputs and float32 accumulation and output; its gradients
-  are the same kind of products (the float32 cotangent cast to ``dtype``), each posed so that
-  XLA:CPU runs it as a bfloat16 YNNPACK dot; they come back float32."""
-  return jnp.dot(x_MK.astype(dtype), w_KN.astype(dtype), preferred_element_type=jnp.float32)
-
-
-def _mixed_matmul_fwd(x_MK, w_KN, dtype):
-  xb, wb = x_MK.astype(dtype), w_KN.astype(dtype)
-  return jnp.dot(xb, wb, preferred_element_type=jnp.float32), (xb, wb)
-
-
-def _mixed_matmul_bwd(dtype, res, g_MN):
-  xb, wb = res
-  gb = g_MN.astype(dtype)
-  dx = lax.dot_general(gb, wb, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-  dw = jnp.dot(_rows_transposed(xb), gb, preferred_element_type=jnp.float32)
-  return dx, dw
-
-
-mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
-
-
 class Conv(nn.Module):
   """A ``(kernel_size x 1)`` convolution over time of ``x_BTVC``, PyTorch ``Conv2d`` semantics.
 
@@ -150,12 +90,8 @@ class Conv(nn.Module):
     if kt == 1:
       if self.stride > 1:
         x = x[:, ::self.stride]
-      # A plain (rows x cin) @ (cin x cout) matmul: XLA:CPU differentiates it about 2x faster than
-      # the equivalent einsum, whose kernel gradient contracts over three axes at once.
-      dtype = _COMPUTE_DTYPE.get()
-      x2 = x.reshape(-1, cin)
-      y2 = x2 @ kernel[0, 0] if dtype is None else mixed_matmul(x2, kernel[0, 0], dtype)
-      y = y2.reshape(x.shape[:-1] + (self.features,))
+      # A plain matmul: XLA:CPU differentiates it ~2x faster than the einsum (bf16: mixed_precision).
+      y = mixed_precision.matmul(x.reshape(-1, cin), kernel[0, 0]).reshape(x.shape[:-1] + (-1,))
     elif self.impl == "xla":
       y = _temporal_conv(x, kernel, self.stride, self.dilation)
     elif self.impl == "custom_vjp":

@@ -32,8 +32,12 @@ the input pipeline's rate on NTU-shaped synthetic clips next to the train step's
 rate, the load average and the share of CPU time other processes used during the run (the
 machine is shared: a busy machine makes every figure an upper bound on time).
 
-On an accelerator use a larger ``--batch`` (64 is the default there) and ``--dtype=bfloat16``
-(bfloat16 inputs to convolutions and matmuls, float32 params, BN and optimizer; see ``precision``).
+``--dtype=bfloat16``: mixed precision, float32 params, BN and optimizer: the models traced under
+``mixed_precision.compute_dtype(bfloat16)`` (1x1 convolutions as bfloat16 matmuls with float32
+accumulation: what a CPU with AMX speeds up, ``experiments/BENCHMARKS.md``, "bfloat16 on this
+CPU") and ``jax.default_matmul_precision`` (every convolution and matmul on an accelerator; see
+``precision``). On an accelerator use a larger
+``--batch`` (64 is the default there).
 
 ``--deploy`` measures deployment instead (``bench_deploy``): for each backbone and sparsity (uniform
 random masks, pruned weights stored as zeros), the nonzero parameters, the size on disk of the
@@ -44,6 +48,7 @@ could drop), and the batch-1 eval latency (input (1, M, T, 25, 3)) on the curren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -70,7 +75,7 @@ from experiments.bench_table import format_table
 from stgcn_jax import atomic, cli
 from stgcn_jax import training
 from stgcn_jax import runtime
-from stgcn_jax.models import get_model
+from stgcn_jax.models import get_model, mixed_precision
 
 # pyskl reference, PyTorch 2.13.0+cpu, 2 threads, batch 16, input (16, 2, 100, 25, 3), 60 classes,
 # on the project's standard 2-vCPU AMD EPYC (AVX-512) machine; the rep-1 medians of 5 steps.
@@ -93,11 +98,17 @@ TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_sta
 def precision(dtype: str):
   """The context every model is traced and compiled under.
 
-  ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``, i.e. convolutions and matmuls take
-  bfloat16 inputs with float32 accumulation while params, BN and the optimizer stay float32 (the
-  usual accelerator mixed precision; on XLA:CPU it changes nothing, ``docs/STACK.md`` section 7).
+  ``bfloat16``: ``jax.default_matmul_precision("bfloat16")``: on accelerators, convolutions and
+  matmuls then take bfloat16 inputs with float32 accumulation. On XLA:CPU that changes nothing
+  (``docs/STACK.md`` section 7), so the models are also traced under
+  ``mixed_precision.compute_dtype(bfloat16)``: their 1x1 convolutions run as bfloat16 matmuls with float32
+  accumulation (YNNPACK, AMX where the CPU has it), while params, BN and the optimizer stay float32.
   """
-  return jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest")
+  stack = contextlib.ExitStack()
+  stack.enter_context(
+      jax.default_matmul_precision("bfloat16" if dtype == "bfloat16" else "highest"))
+  stack.enter_context(mixed_precision.compute_dtype(jnp.bfloat16 if dtype == "bfloat16" else None))
+  return stack
 
 
 def sparse_config(batch: int, **overrides) -> Any:

@@ -39,7 +39,7 @@ Rules for bad input (each counted in the final summary, naming the file and fram
     pose / score is not a list of 36 / 18 numbers (JSON strings such as "0.5", true / false and
     null are not numbers; nothing is parsed from text); a field given twice; no detection in any
     frame (zero-length sequence): rejected.
-  * Coordinate rule (``common.clean_keypoint``, max_abs 100: x, y are normalised to about [0, 1]
+  * Coordinate rule (``files.clean_keypoint``, max_abs 100: x, y are normalised to about [0, 1]
     and scores are confidences in [0, 1]): a joint with NaN, inf, an integer beyond float64 or a
     |value| above 100 becomes 0 (missing); counted as repaired.
   * Missing joints: OpenPose writes an undetected joint as x = y = 0, score 0. A joint at x = y = 0
@@ -62,13 +62,12 @@ from typing import NamedTuple
 from absl import flags
 
 from data_prep import common
-from data_prep.kinetics_video import (MAX_ABS, MAX_FRAME_INDEX, clean_video, parse_video, read_json,
-                                      read_video, show)
+from stgcn_jax.data.formats import files
 from stgcn_jax.data import ConversionReport, DataError, write_dataset
+from stgcn_jax.data.formats.kinetics import clean_video, read_json, read_video, show
 
-# One video file is read by data_prep.kinetics_video; its readers are importable from here too.
-__all__ = ["MAX_ABS", "MAX_FRAME_INDEX", "MAX_CLASSES", "LabelIndex", "read_json", "read_video",
-           "clean_video", "parse_video", "load_label_index", "count_classes", "collect", "convert",
+# One video file is read by stgcn_jax.data.formats.kinetics.
+__all__ = ["MAX_CLASSES", "LabelIndex", "load_label_index", "count_classes", "collect", "convert",
            "define_flags", "main"]
 
 SPLITS = ("train", "val")
@@ -163,14 +162,14 @@ def collect(src: str, report: ConversionReport, num_classes: int | None):
   The number of classes is :func:`count_classes`: ``num_classes`` when given, else the gap-free run
   0, 1, ... of label_index values in the label indexes (the largest + 1 when 0 is not among them).
   """
-  common.require_path(src, "Kinetics-skeleton folder", is_dir=True)
+  files.require_path(src, "Kinetics-skeleton folder", is_dir=True)
   present = [s for s in SPLITS if os.path.isdir(os.path.join(src, f"kinetics_{s}"))]
   if not present:
     raise DataError(f"{src} holds neither kinetics_train/ nor kinetics_val/")
   indexes = {}
   for split in present:
     label_path = os.path.join(src, f"kinetics_{split}_label.json")
-    common.require_path(label_path, f"label index of split {split!r}", is_dir=False)
+    files.require_path(label_path, f"label index of split {split!r}", is_dir=False)
     indexes[split] = load_label_index(label_path)
   classes = count_classes(list(indexes.values()), num_classes)
   range_hint = "" if num_classes is not None else "; pass --num-classes to set the count"

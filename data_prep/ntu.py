@@ -41,190 +41,22 @@ CRLF line endings and a UTF-8 byte-order mark are accepted.
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 import numpy as np
 from absl import flags
 
 from data_prep import common
-from data_prep.common import Unreadable
-from data_prep.ntu_protocol import (DATASETS, MISSING_FILE, SUFFIX, class_names, is_train,
-                                    parse_name, read_missing_list)
-from data_prep.ntu_protocol import stem as _stem  # ntu._stem: used by stgcn_jax.raw_input
+from data_prep.ntu_protocol import DATASETS, MISSING_FILE, class_names, is_train, read_missing_list
 from stgcn_jax.data import ConversionReport, DataError, dataset_dir, write_dataset
 from stgcn_jax.data.builders import recover_swap
-
-NUM_JOINTS = 25
-VALUES_PER_JOINT = 12
-LINES_PER_BODY = 2 + NUM_JOINTS            # info line, joint count, one line per joint
-MAX_ABS_METRES = 100.0                     # coordinate rule: |x|, |y|, |z| beyond this -> joint 0
-MAX_FILE_BYTES = 256 * 2**20               # the largest official file is a few MB
-_INT_RE = re.compile(r"^[+-]?[0-9]+\Z")
-
-
-def read_bytes(path: str) -> bytes:
-  """The content of the regular .skeleton file ``path`` (:func:`common.read_regular_file`, at most
-  ``MAX_FILE_BYTES``); :class:`Unreadable` for anything else, so a FIFO is rejected instead of
-  waited on."""
-  return common.read_regular_file(path, ".skeleton file", MAX_FILE_BYTES)
-
-
-class _Lines:
-  """Line reader over a whole file that reports 1-based line numbers (LF or CRLF)."""
-
-  def __init__(self, path: str):
-    text = read_bytes(path).decode("utf-8", errors="replace").removeprefix("\ufeff")
-    self.lines = [line.removesuffix("\r") for line in text.split("\n")]
-    self.path, self.pos = path, 0
-
-  def remaining(self) -> int:
-    return len(self.lines) - self.pos
-
-  def next(self, what: str) -> str:
-    if self.pos >= len(self.lines):
-      raise DataError(f"{self.path}:{self.pos + 1}: unexpected end of file (truncated?); expected "
-                      f"{what}")
-    self.pos += 1
-    return self.lines[self.pos - 1]
-
-  def integer(self, what: str) -> int:
-    line = self.next(what)
-    if not _INT_RE.match(line.strip()):
-      raise DataError(f"{self.path}:{self.pos}: expected {what} (one integer), got "
-                      f"{line.strip()[:60]!r}")
-    try:
-      return int(line)
-    except ValueError:                       # more digits than Python converts
-      raise DataError(f"{self.path}:{self.pos}: {what} {line.strip()[:60]!r} is out of range") \
-          from None
-
-  def count(self, what: str, per_item: int) -> int:
-    """A non-negative count of items that take at least ``per_item`` lines each."""
-    value = self.integer(what)
-    if value < 0:
-      raise DataError(f"{self.path}:{self.pos}: {what} is {value}, expected 0 or more")
-    if value * per_item > self.remaining():
-      raise DataError(f"{self.path}:{self.pos}: {what} is {value}, which needs at least "
-                      f"{value * per_item} more lines but the file has {self.remaining()}: "
-                      "unexpected end of file (truncated?) or a corrupted count")
-    return value
-
-
-def _is_float(text: str) -> bool:
-  try:
-    float(text)
-    return True
-  except ValueError:
-    return False
-
-
-def read_bodies(path: str) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-  """One .skeleton file -> (num_frames, {bodyID: (frame indices (n,), xyz (n, 25, 3) float64)}).
-
-  Every count is checked against the lines left in the file before anything is allocated, so the
-  memory used is proportional to the file's size. Raises DataError naming file and line.
-  """
-  reader = _Lines(path)
-  num_frames = reader.count("the frame count", 1)
-  frames: dict[int, list[int]] = {}
-  coords: dict[int, list[np.ndarray]] = {}
-  for t in range(num_frames):
-    num_bodies = reader.count(f"the body count of frame {t}", LINES_PER_BODY)
-    seen: dict[int, int] = {}
-    for b in range(num_bodies):
-      info = reader.next(f"the info line of frame {t}, body {b}").split()
-      if len(info) != 10:
-        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: body info line has "
-                        f"{len(info)} values, expected 10")
-      if not _INT_RE.match(info[0]) or len(info[0]) > 21:
-        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: bodyID {info[0][:30]!r} is not "
-                        "a 64-bit integer")
-      body_id = int(info[0])
-      if body_id in seen:
-        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b}: bodyID {body_id} appears twice "
-                        f"in the frame (first on line {seen[body_id]})")
-      seen[body_id] = reader.pos
-      num_joints = reader.integer(f"the joint count of frame {t}, body {b}")
-      if num_joints != NUM_JOINTS:
-        raise DataError(f"{path}:{reader.pos}: frame {t}, body {b} has {num_joints} joints, "
-                        f"expected {NUM_JOINTS}")
-      start = reader.pos
-      rows = [reader.next(f"joint {v} of frame {t}, body {b}") for v in range(NUM_JOINTS)]
-      values = " ".join(rows).split()
-      if len(values) != NUM_JOINTS * VALUES_PER_JOINT:
-        for v, row in enumerate(rows):
-          if len(row.split()) != VALUES_PER_JOINT:
-            raise DataError(f"{path}:{start + v + 1}: frame {t}, body {b}, joint {v}: "
-                            f"{len(row.split())} values, expected {VALUES_PER_JOINT}")
-      try:
-        xyz = np.array(values, dtype=np.float64).reshape(NUM_JOINTS, VALUES_PER_JOINT)[:, :3]
-      except ValueError:
-        v, bad = next((v, x) for v, row in enumerate(rows) for x in row.split() if not _is_float(x))
-        raise DataError(f"{path}:{start + v + 1}: frame {t}, body {b}, joint {v}: non-numeric "
-                        f"value {bad[:30]!r}") from None
-      frames.setdefault(body_id, []).append(t)
-      coords.setdefault(body_id, []).append(xyz)
-  rest = [i for i in range(reader.pos, len(reader.lines)) if reader.lines[i].strip()]
-  if rest:
-    raise DataError(f"{path}:{rest[0] + 1}: trailing data after the last frame")
-  return num_frames, {i: (np.array(frames[i]), np.stack(coords[i])) for i in frames}
-
-
-def read_skeleton(path: str) -> tuple[int, dict[int, np.ndarray]]:
-  """One .skeleton file -> (num_frames, {bodyID: (T, 25, 3) float64 xyz, 0 where absent}).
-
-  Dense per body (memory T x bodies); :func:`to_record` uses :func:`read_bodies` instead.
-  """
-  num_frames, sparse = read_bodies(path)
-  bodies = {}
-  for body_id, (frames, xyz) in sparse.items():
-    bodies[body_id] = np.zeros((num_frames, NUM_JOINTS, 3))
-    bodies[body_id][frames] = xyz
-  return num_frames, bodies
-
-
-def motion_energy(body: np.ndarray) -> float:
-  """ST-GCN's get_nonzero_std: sum over x, y, z of the std over the body's non-zero frames."""
-  valid = body.sum(-1).sum(-1) != 0
-  if not valid.any():
-    return 0.0
-  s = body[valid]
-  return float(s[..., 0].std() + s[..., 1].std() + s[..., 2].std())
-
-
-def _usable(xyz: np.ndarray) -> np.ndarray:
-  """``xyz`` with the joints the coordinate rule would repair set to 0 (for ranking only)."""
-  with np.errstate(invalid="ignore"):
-    good = (np.isfinite(xyz) & (np.abs(xyz) <= MAX_ABS_METRES)).all(-1, keepdims=True)
-  return np.where(good, xyz, 0.0)
-
-
-def to_record(path: str, max_bodies: int = 2) -> dict:
-  """One .skeleton file -> a record with the ``max_bodies`` most energetic bodies.
-
-  ``keypoint`` is (M, T, 25, 3) float64 as read; apply the coordinate rule
-  (``common.clean_keypoint(..., max_abs=MAX_ABS_METRES)``) before storing it.
-  """
-  name = _stem(os.path.basename(path))
-  meta = parse_name(name)
-  name = name.upper()
-  num_frames, bodies = read_bodies(path)
-  if num_frames == 0 or not bodies:
-    raise DataError(f"{path}: zero-length sequence ({num_frames} frames, no body in any frame)")
-  ids = list(bodies)
-  energy = [motion_energy(_usable(bodies[i][1])) for i in ids]
-  order = sorted(range(len(ids)), key=lambda k: -energy[k])[:max_bodies]
-  kp = np.zeros((len(order), num_frames, NUM_JOINTS, 3))
-  for m, k in enumerate(order):
-    frames, xyz = bodies[ids[k]]
-    kp[m, frames] = xyz
-  return {"keypoint": kp, "label": meta["action"] - 1, "frame_dir": name,
-          "total_frames": num_frames, "img_shape": (0, 0), "meta": meta, "path": path}
+from stgcn_jax.data.formats import files
+from stgcn_jax.data.formats.files import Unreadable
+from stgcn_jax.data.formats.ntu import MAX_ABS_METRES, SUFFIX, parse_name, stem, to_record
 
 
 def _list_sources(src: str) -> list[str]:
-  common.require_path(src, "NTU skeleton folder", is_dir=True)
+  files.require_path(src, "NTU skeleton folder", is_dir=True)
   try:
     names = os.listdir(src)
   except OSError as err:
@@ -246,11 +78,11 @@ def collect(srcs: list[str], dataset: str, missing: set[str],
   limits = DATASETS[dataset]
   for path in paths:
     try:
-      common.check_regular_file(path, ".skeleton file")
+      files.check_regular_file(path, ".skeleton file")
     except Unreadable as err:
       report.reject(err.reason, str(err))
       continue
-    name = _stem(os.path.basename(path))
+    name = stem(os.path.basename(path))
     try:
       meta = parse_name(name)
     except DataError as err:
@@ -304,7 +136,7 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
     if bench not in DATASETS[dataset]["benchmarks"]:
       raise DataError(f"{dataset} has benchmarks {DATASETS[dataset]['benchmarks']}, not {bench!r}")
   missing_file = missing_file or MISSING_FILE
-  common.require_path(missing_file, "missing-skeleton list", is_dir=False)
+  files.require_path(missing_file, "missing-skeleton list", is_dir=False)
   missing = read_missing_list(missing_file)
   report = report if report is not None else ConversionReport()
   paths = collect(srcs, dataset, missing, report)
@@ -318,7 +150,7 @@ def convert(srcs: list[str], out: str, dataset: str = "ntu60", benchmarks=None, 
     except DataError as err:
       report.reject("invalid", str(err))
       continue
-    keypoint = common.clean_keypoint(record["keypoint"], path, report, max_abs=MAX_ABS_METRES)
+    keypoint = files.clean_keypoint(record["keypoint"], path, report, max_abs=MAX_ABS_METRES)
     if keypoint is None:                    # all-zero: rejected (and named) by clean_keypoint
       continue
     record["keypoint"] = keypoint.astype(np.float32)

@@ -1,7 +1,6 @@
-"""NTU RGB+D sample names, the benchmark protocols and the lists shipped with the converter.
+"""NTU RGB+D benchmark protocols and the lists shipped with the converter.
 
-A sample name is ``SsssCcccPpppRrrrAaaa`` (setup, camera, performer, replication, action); a file
-is named after its sample with a ``.skeleton`` suffix in any letter case. The protocols (NTU
+Sample names (``SsssCcccPpppRrrrAaaa``) are parsed by ``stgcn_jax.data.formats.ntu``. The protocols (NTU
 README): NTU-60 xsub trains on :data:`XSUB60`, xview on cameras 2 and 3; NTU-120 xsub trains on
 :data:`XSUB120`, xset on even setups. See :mod:`data_prep.ntu` for the converter.
 """
@@ -9,34 +8,19 @@ README): NTU-60 xsub trains on :data:`XSUB60`, xview on cameras 2 and 3; NTU-120
 from __future__ import annotations
 
 import os
-import re
 
 from stgcn_jax.data import DataError
+from stgcn_jax.data.formats.ntu import NAME_RE, stem
 
-SUFFIX = ".skeleton"
 MAX_LIST_BYTES = 256 * 2**20               # the official missing-skeleton list is a few KB
 _HERE = os.path.dirname(os.path.abspath(__file__))
 MISSING_FILE = os.path.join(_HERE, "ntu_missing_skeletons.txt")
 CLASS_FILE = os.path.join(_HERE, "ntu_class_names.txt")
-NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\Z", re.ASCII | re.IGNORECASE)
 XSUB60 = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 XSUB120 = XSUB60 + (45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83,
                     84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
 DATASETS = {"ntu60": {"max_setup": 17, "num_classes": 60, "benchmarks": ("xsub", "xview")},
             "ntu120": {"max_setup": 32, "num_classes": 120, "benchmarks": ("xsub", "xset")}}
-
-
-def stem(file_name: str) -> str:
-  """``file_name`` without a ``.skeleton`` suffix in any letter case."""
-  return file_name[:-len(SUFFIX)] if file_name.lower().endswith(SUFFIX) else file_name
-
-
-def parse_name(name: str) -> dict:
-  match = NAME_RE.match(name)
-  if not match:
-    raise DataError(f"{name}: not an NTU sample name SsssCcccPpppRrrrAaaa")
-  s, c, p, r, a = (int(g) for g in match.groups())
-  return {"setup": s, "camera": c, "performer": p, "replication": r, "action": a}
 
 
 def is_train(meta: dict, dataset: str, benchmark: str) -> bool:

@@ -37,7 +37,7 @@ annotation by index and frame_dir):
   the person count (the array was stored as (T, M, V, C); the message suggests the transpose); an
   img_shape that is not (height, width[, channels]) with positive integer sides up to 1e6 (None,
   missing or (0, 0): unknown).
-* coordinates (``common.clean_keypoint``): a joint with NaN / inf / beyond-float32 values, or with
+* coordinates (``files.clean_keypoint``): a joint with NaN / inf / beyond-float32 values, or with
   |value| beyond 1e6 (3D and 2D data of unknown units) or beyond 10 x max(img_shape) (2D pixel data
   with a known img_shape), becomes 0 (repaired); an annotation with no non-zero joint is rejected.
   ``total_frames`` that disagrees with the keypoint's T is set to T (repaired).
@@ -55,66 +55,24 @@ Only numpy arrays and builtins are unpickled; any other global in the file is re
 from __future__ import annotations
 
 import os
-import re
 import sys
 import unicodedata
 
 from absl import flags
 
 from data_prep import common
-from data_prep.pyskl_annotation import check_total_size, is_label, note_repairs, short, to_record
+from stgcn_jax.data.formats import files
+from stgcn_jax.data.formats.pyskl import (UNSPLIT, annotations_and_splits, check_total_size, is_label,
+                                          note_repairs, read_pickle, short, to_record)
 from data_prep.pyskl_splits import default_roles, split_records
 from stgcn_jax import graph
-from stgcn_jax.data import ConversionReport, DataError, safe_pickle, write_dataset
+from stgcn_jax.data import ConversionReport, DataError, write_dataset
 
-_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*$")
-UNSPLIT = "train"                # the one split of a pickle without split information
 MAX_CLASSES = 100_000
 MAX_CLASS_NAME_FILE = 16 << 20
 _KINDS = {"3d": "3D keypoints (x, y, z)", "2d": "2D keypoints (x, y) without score",
           "2d+score": "2D keypoints with keypoint_score"}
 _CHANNELS = {"3d": ["x", "y", "z"], "2d": ["x", "y"], "2d+score": ["x", "y", "score"]}
-_record, _is_label = to_record, is_label   # one annotation, as stgcn_jax.raw_input reads it
-
-
-def read_pickle(path: str):
-  """The annotation pickle at ``path``, through the project's restricted unpickler."""
-  return safe_pickle.load(path, "pyskl annotation file")
-
-
-def _annotations_and_splits(obj, path: str) -> tuple[list, dict, bool]:
-  """(annotations, split name -> entries, whether the pickle had no split information)."""
-  if isinstance(obj, list):
-    return obj, _unsplit(obj), True
-  if not isinstance(obj, dict) or "annotations" not in obj:
-    keys = sorted(map(short, obj))[:10] if isinstance(obj, dict) else None
-    raise DataError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
-                    f"annotations), got {type(obj).__name__}"
-                    + (f" with keys {', '.join(keys)}" if keys is not None else ""))
-  annotations, splits = obj["annotations"], obj.get("split")
-  if not isinstance(annotations, list):
-    raise DataError(f"{path}: 'annotations' must be a list, got {type(annotations).__name__}")
-  if splits is None:
-    return annotations, _unsplit(annotations), True
-  if not isinstance(splits, dict):
-    raise DataError(f"{path}: 'split' must be a dict of split name -> [frame_dir, ...], got "
-                    f"{type(splits).__name__}")
-  if not splits:
-    raise DataError(f"{path}: 'split' is empty; expected {{split name: [frame_dir, ...]}} (leave "
-                    f"'split' out to use every annotation as one split {UNSPLIT!r})")
-  for name, entries in splits.items():
-    if not isinstance(name, str) or not _SPLIT_RE.match(name) or name.lower() == "all":
-      raise DataError(f"{path}: split name {short(name)} must be ASCII letters, digits and _ "
-                      "with at least one letter or digit, and not 'all' (reserved by tfds)")
-    if not isinstance(entries, (list, tuple)):
-      raise DataError(f"{path}: split {name!r} must be a list of frame_dir strings, got "
-                      f"{type(entries).__name__} {short(entries)}")
-  return annotations, splits, False
-
-
-def _unsplit(annotations: list) -> dict:
-  return {UNSPLIT: [a.get("frame_dir") for a in annotations
-                    if isinstance(a, dict) and isinstance(a.get("frame_dir"), str)]}
 
 
 def _label_shift(annotations: list, label_base, path: str) -> int:
@@ -182,7 +140,7 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
           report: ConversionReport, file_bytes: int | None = None) -> tuple[dict, str, int]:
   """The unpickled object of ``path`` -> (split -> records, channel kind, number of classes).
   ``file_bytes``: the pickle's size, which bounds the numbers it may expand to."""
-  annotations, split_names, unsplit = _annotations_and_splits(obj, path)
+  annotations, split_names, unsplit = annotations_and_splits(obj, path)
   if file_bytes is not None:
     check_total_size(annotations, path, file_bytes)
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
@@ -248,7 +206,7 @@ def read_class_names(path: str | None, num_classes: int | None) -> list[str] | N
   """One class name per non-empty line of the UTF-8 text file ``path``."""
   if path is None:
     return None
-  common.require_path(path, "class-name file", is_dir=False)
+  files.require_path(path, "class-name file", is_dir=False)
   try:
     if os.path.getsize(path) > MAX_CLASS_NAME_FILE:
       raise DataError(f"{path}: class-name file is larger than {MAX_CLASS_NAME_FILE >> 20} MiB; "

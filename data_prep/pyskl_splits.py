@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from data_prep.pyskl_annotation import short
+from stgcn_jax.data.formats.pyskl import short
 from stgcn_jax.data import ConversionReport, DataError
 
 

@@ -24,7 +24,7 @@ from absl import flags
 from matplotlib.figure import Figure   # no pyplot: no global backend state, PNG via Agg
 import numpy as np
 
-from stgcn_jax import atomic, cli, fusion, runtime
+from stgcn_jax import atomic, cli, fusion, run_files, runtime, scores
 
 FIG4_GROUPS = ("generator + penalty", "generator, no penalty", "LTH, pretrained",
                "LTH, random init")
@@ -51,7 +51,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def find_workdirs(root: str) -> list[str]:
   """Every directory under ``root`` (itself included) that holds a results.json."""
   if not os.path.isdir(root):
-    raise fusion.FusionError(f"--root={root}: no such directory")
+    raise scores.FusionError(f"--root={root}: no such directory")
   return sorted(d for d, _, files in os.walk(root) if "results.json" in files)
 
 
@@ -86,11 +86,11 @@ def groups_of(config: dict) -> set[str]:
 
 def load(workdir: str) -> dict:
   """A run record: workdir, config, results, its groups and plotting key."""
-  config = fusion.read_json(os.path.join(workdir, "config.json"))
-  results = fusion.read_json(os.path.join(workdir, "results.json"))
+  config = run_files.read_json(os.path.join(workdir, "config.json"))
+  results = run_files.read_json(os.path.join(workdir, "results.json"))
   missing = [k for k in ("top1", "top5", "mean_class_accuracy") if k not in results]
   if missing:
-    raise fusion.FusionError(f"{workdir}/results.json lacks {', '.join(missing)}")
+    raise scores.FusionError(f"{workdir}/results.json lacks {', '.join(missing)}")
   mode, dense = _mode(config)
   groups = groups_of(config)
   return dict(workdir=workdir, config=config, results=results, mode=mode, dense=dense,
@@ -152,7 +152,7 @@ def _violin_sets(runs: list[dict], key: tuple, notes: list[str]) -> list[tuple[s
   singles.sort(key=lambda r: (r["sparsity"], r["config"].get("seed", 0), r["workdir"]))
   sets, seen, ens_runs = [], {}, []
   for r in singles:
-    run = fusion.load_run(r["workdir"])
+    run = run_files.load_run(r["workdir"])
     label = "dense" if r["dense"] else f"s={r['sparsity']:g}"
     if label in seen:
       label += f" seed {r['config'].get('seed', len(sets))}"
@@ -165,10 +165,10 @@ def _violin_sets(runs: list[dict], key: tuple, notes: list[str]) -> list[tuple[s
       aligned = fusion.align(ens_runs)
       fused = fusion.fuse([a.scores for a in aligned], normalize=True)
       sets.append(("post-hoc ensemble", fused.max(1)))
-    except fusion.FusionError as e:
+    except scores.FusionError as e:
       notes.append(f"fig6 {'/'.join(key)}: no post-hoc ensemble ({e})")
   for r in (r for r in have if r["mode"] == "ensemble"):
-    run = fusion.load_run(r["workdir"])
+    run = run_files.load_run(r["workdir"])
     parts = fusion.members(run)
     for m in parts:
       sets.append((f"joint {m.name.rsplit('[', 1)[-1].rstrip(']')}", m.scores.max(1)))
@@ -266,7 +266,7 @@ def analyze(workdirs: list[str], out: str, threshold: float = 0.5, metric: str =
             root: str = "") -> dict:
   """Writes the figures and tables for ``workdirs``; returns {"files": [...], "notes": [...]}."""
   if not workdirs:
-    raise fusion.FusionError("no runs to analyze (give --workdirs or a --root with results.json)")
+    raise scores.FusionError("no runs to analyze (give --workdirs or a --root with results.json)")
   runs = [load(w) for w in workdirs]
   os.makedirs(out, exist_ok=True)
   files, notes = [], []
@@ -282,7 +282,7 @@ def analyze(workdirs: list[str], out: str, threshold: float = 0.5, metric: str =
 
 def main(argv=None) -> int:
   """The command (``argv`` without the program name; None: ``sys.argv[1:]``); a user mistake
-  raises ``cli.UsageError`` or ``fusion.FusionError`` (one ``error:`` line from ``cli.run``)."""
+  raises ``cli.UsageError`` or ``scores.FusionError`` (one ``error:`` line from ``cli.run``)."""
   f = cli.parse(define_flags, argv, doc=__doc__)
   runtime.configure_xla()
   if not f.out:
@@ -300,4 +300,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(fusion.FusionError,)))
+  sys.exit(cli.run(main, user_errors=(scores.FusionError,)))

@@ -41,7 +41,7 @@ CPU") and ``jax.default_matmul_precision`` (every convolution and matmul on an a
 
 ``--deploy`` measures deployment instead (``bench_deploy``): for each backbone and sparsity (uniform
 random masks, pruned weights stored as zeros), the nonzero parameters, the size on disk of the
-sparse export (``stgcn_jax.export.save_sparse``) and of the dense orbax model checkpoint, the
+sparse export (``stgcn_jax.export.sparse.save_sparse``) and of the dense orbax model checkpoint, the
 fraction of output channels whose kernel slice is entirely zero (what a channel-removing export
 could drop), and the batch-1 eval latency (input (1, M, T, 25, 3)) on the current device.
 """
@@ -62,13 +62,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Machine facts and timing helpers (also used by bench_deploy, which imports them from here).
+# Machine facts and timing helpers (bench_deploy imports them from bench_timing as well).
 from experiments.bench_timing import (ContentionMeter, compile_jitted, cpu_model,
                                       matmul_peak_gflops, peak_memory_bytes, time_calls)
 from experiments import bench_vs_pyskl
-# The command line and the table (re-exported: bench_deploy and the tests read them from here).
+# The command line and the table (re-exported: the tests read them from here).
 # pylint: disable=unused-import
-from experiments.bench_flags import (BACKBONES, SHAPES, backbone_names, define_flags,
+from experiments.bench_flags import (BACKBONES, SHAPES, TINY_OPTIONS, backbone_names, define_flags,
                                      fill_defaults, parse_flags, pin_threads)
 from experiments.bench_table import format_table
 # pylint: enable=unused-import
@@ -88,8 +88,6 @@ REFERENCE = {
     "infer_samples_per_s": {"stgcn": 7.10, "aagcn": 6.27, "ctrgcn": 6.76, "dgstgcn": 7.55},
     "fwd_gflop_per_sample": {"stgcn": 11.40, "aagcn": 12.95, "ctrgcn": 5.94, "dgstgcn": 4.99},
 }
-
-TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_stages=(2,))
 
 
 # ----------------------------------------------------------------------------- the model

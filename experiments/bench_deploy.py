@@ -1,7 +1,7 @@
 """``python -m experiments.bench --deploy``: model size on disk and batch-1 latency per sparsity.
 
 For each backbone and sparsity (uniform random masks, pruned weights stored as zeros): the nonzero
-parameters, the size on disk of the sparse export (``stgcn_jax.export.save_sparse``) and of the
+parameters, the size on disk of the sparse export (``stgcn_jax.export.sparse.save_sparse``) and of the
 dense orbax model checkpoint, the fraction of output channels whose kernel slice is entirely zero
 (what a channel-removing export could drop), and the batch-1 eval latency on the current device.
 """
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import (TINY_OPTIONS, ContentionMeter, backbone_names, compile_jitted,
-                               cpu_model, time_calls)
+from experiments.bench_flags import TINY_OPTIONS, backbone_names
+from experiments.bench_timing import ContentionMeter, compile_jitted, cpu_model, time_calls
 from experiments.bench_table import _fmt
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
@@ -35,7 +35,7 @@ def bench_deploy(name: str, args, tmp: str) -> list[dict[str, Any]]:
   Every sparsity runs the same compiled eval program (the masked weights are zeros in dense
   tensors, which is what a masked model is to XLA), so latency differences are noise."""
   from stgcn_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from stgcn_jax import export  # pylint: disable=g-import-not-at-top
+  from stgcn_jax.export import deploy, sparse  # pylint: disable=g-import-not-at-top
   options = dict(TINY_OPTIONS) if args.tiny else {}
   model = get_model(name, args.classes, **options)
   spec = checkpoint.model_spec_json(name, args.classes, "nturgb+d", 3, options)
@@ -55,8 +55,8 @@ def bench_deploy(name: str, args, tmp: str) -> list[dict[str, Any]]:
     ckpt = os.path.join(tmp, f"{name}_s{s:g}_ckpt")
     checkpoint.save_model(ckpt, spec, v)
     npz = os.path.join(tmp, f"{name}_s{s:g}.npz")
-    summary = export.save_sparse(npz, spec, v)
-    dead, channels = export.zero_channel_fraction(params)
+    summary = sparse.save_sparse(npz, spec, v)
+    dead, channels = deploy.zero_channel_fraction(params)
     v_dev = jax.device_put(v)
     times = time_calls(lambda: infer(v_dev, x), args.deploy_steps, warmup=1)
     rows.append({
@@ -64,8 +64,8 @@ def bench_deploy(name: str, args, tmp: str) -> list[dict[str, Any]]:
         "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
         "nonzero_params": int(sum(np.count_nonzero(a) for a in jax.tree.leaves(params))),
         "prunable_weights": summary["sparse_weights"], "kept_prunable": summary["kept_weights"],
-        "sparse_export_bytes": export.size_on_disk(npz),
-        "dense_checkpoint_bytes": export.size_on_disk(ckpt),
+        "sparse_export_bytes": deploy.size_on_disk(npz),
+        "dense_checkpoint_bytes": deploy.size_on_disk(ckpt),
         "zero_channels": dead, "prunable_channels": channels,
         "latency_ms_mean": 1e3 * statistics.mean(times),
         "latency_ms_p50": 1e3 * statistics.median(times),

@@ -22,6 +22,7 @@ BACKBONES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
 # --shape presets; a flag given on the command line overrides its field.
 SHAPES = {"ntu": dict(batch=16, persons=2, frames=100, layout="nturgb+d", classes=60),
           "nw-ucla": dict(batch=16, persons=1, frames=52, layout="nw-ucla", classes=10)}
+TINY_OPTIONS = dict(base_channels=8, num_stages=2, inflate_stages=(2,), down_stages=(2,))  # --tiny
 
 
 def define_flags(fv: flags.FlagValues) -> None:

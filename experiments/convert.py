@@ -6,8 +6,7 @@
 ``--src`` is a pyskl ``.pth`` (needs torch) or an ``.npz`` state_dict; ``--out`` is the model
 checkpoint directory (``model.json`` + ``variables/``, must not exist) that
 ``experiments.run --pretrained=DIR``, ``experiments.predict`` and ``experiments.export`` load. The
-mapping is :mod:`stgcn_jax.convert` (``from_pyskl``). ``python -m stgcn_jax.convert`` is an alias of
-this program.
+mapping is :mod:`stgcn_jax.models.pyskl` (``from_pyskl``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import sys
 from absl import flags
 
 from stgcn_jax import checkpoint, cli, graph, models
-from stgcn_jax.convert import ConversionError, from_pyskl, load_state_dict
+from stgcn_jax.models.pyskl import ConversionError, from_pyskl, load_state_dict
 
 # The exceptions that are a user's mistake: one ``error:`` line, exit status 2.
 USER_ERRORS = (ConversionError, checkpoint.CheckpointError, graph.LayoutError, ValueError)

@@ -8,7 +8,7 @@
 
 ``sparse``: one ``.npz`` (no pickle) with the kept weights of every prunable kernel, a packed bit
 mask, every other parameter and BatchNorm statistic dense, and the model spec;
-``stgcn_jax.export.load_sparse(FILE)`` rebuilds ``(model, variables)`` bit for bit.
+``stgcn_jax.export.sparse.load_sparse(FILE)`` rebuilds ``(model, variables)`` bit for bit.
 
 ``stablehlo``: ``jax.export`` of the eval-mode forward pass with the weights as constants, for
 input ``float32 (B, M, T, V, C)`` (B symbolic); ``FILE.json`` documents the input contract. Run it
@@ -44,8 +44,9 @@ def main(argv=None) -> int:
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
   import os  # pylint: disable=import-outside-toplevel
-  from stgcn_jax import checkpoint, export, graph  # pylint: disable=import-outside-toplevel
-  user_errors = (export.ExportError, checkpoint.CheckpointError, graph.LayoutError, ValueError,
+  from stgcn_jax import checkpoint, graph  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.export import deploy, sparse, stablehlo  # pylint: disable=import-outside-toplevel
+  user_errors = (sparse.ExportError, checkpoint.CheckpointError, graph.LayoutError, ValueError,
                  FileNotFoundError, OSError)
   try:
     if not args.model or not args.out:
@@ -56,26 +57,26 @@ def main(argv=None) -> int:
     if os.path.isdir(out):
       raise ValueError(f"{out} is a directory; --out must be a file")
     if args.format == "sparse":
-      model_dir = export.resolve_model_dir(args.model)
-      _, variables, spec = export.load_any(model_dir)
-      summary = export.save_sparse(out, spec, variables, compress=args.compress)
-      dense = export.size_on_disk(model_dir)
+      model_dir = deploy.resolve_model_dir(args.model)
+      _, variables, spec = deploy.load_any(model_dir)
+      summary = sparse.save_sparse(out, spec, variables, compress=args.compress)
+      dense = deploy.size_on_disk(model_dir)
       print(f"wrote {out}: {summary['bytes']:,} bytes ({summary['bytes'] / dense:.1%} of the "
             f"{dense:,}-byte checkpoint {model_dir}); {summary['kept_weights']:,} of "
             f"{summary['sparse_weights']:,} prunable weights kept, "
             f"{summary['dense_params']:,} other values dense")
     else:
-      model, variables, spec = export.load_any(args.model)
+      model, variables, spec = deploy.load_any(args.model)
       frames = args.frames
       if frames is None:
         frames = int((spec.get("pipeline") or {}).get("clip_len", 100))
-      if not 1 <= frames <= export.MAX_FRAMES:
-        raise ValueError(f"--frames must be in 1..{export.MAX_FRAMES}, got {frames}")
-      contract = export.export_stablehlo(out, model, variables, spec, frames=frames,
+      if not 1 <= frames <= stablehlo.MAX_FRAMES:
+        raise ValueError(f"--frames must be in 1..{stablehlo.MAX_FRAMES}, got {frames}")
+      contract = stablehlo.export_stablehlo(out, model, variables, spec, frames=frames,
                                          symbolic_batch=args.batch == "symbolic",
                                          platforms=args.platforms)
       shape = ", ".join(str(s) for s in contract["input"]["shape"])
-      print(f"wrote {out} ({export.size_on_disk(out):,} bytes; input float32 ({shape}), output "
+      print(f"wrote {out} ({deploy.size_on_disk(out):,} bytes; input float32 ({shape}), output "
             f"logits {tuple(contract['output']['shape'])}, platforms "
             f"{','.join(contract['platforms'])}) and {out}.json (the input contract)")
   except user_errors as err:

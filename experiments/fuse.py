@@ -24,7 +24,7 @@ import sys
 from absl import flags
 import numpy as np
 
-from stgcn_jax import atomic, cli, fusion, runtime
+from stgcn_jax import atomic, cli, fusion, run_files, runtime, scores
 
 
 
@@ -49,11 +49,11 @@ def _floats(values: list[str], flag: str) -> list[float]:
   try:
     weights = [float(v) for v in values]
   except (TypeError, ValueError):
-    raise fusion.FusionError(f"{given}: expected comma-separated numbers") from None
+    raise scores.FusionError(f"{given}: expected comma-separated numbers") from None
   if weights and not all(np.isfinite(w) and w >= 0 for w in weights):
-    raise fusion.FusionError(f"{given}: every weight must be a finite number >= 0")
+    raise scores.FusionError(f"{given}: every weight must be a finite number >= 0")
   if weights and not any(w > 0 for w in weights):
-    raise fusion.FusionError(f"{given}: at least one weight must be > 0")
+    raise scores.FusionError(f"{given}: at least one weight must be > 0")
   return weights
 
 
@@ -61,14 +61,14 @@ def _check_out(out: str) -> None:
   """Refuses, before any run is read, an ``--out`` that is (or lies under) a file."""
   problem = atomic.file_in_the_way(out)
   if problem:
-    raise fusion.FusionError(f"--out={out}: {problem}; expected a directory for fusion.json")
+    raise scores.FusionError(f"--out={out}: {problem}; expected a directory for fusion.json")
 
 
-def _ensemble_runs(workdirs, weights) -> tuple[list[fusion.Run], list[float]]:
-  runs = [m for d in workdirs for m in fusion.members(fusion.load_run(d))]
+def _ensemble_runs(workdirs, weights) -> tuple[list[run_files.Run], list[float]]:
+  runs = [m for d in workdirs for m in fusion.members(run_files.load_run(d))]
   weights = weights or [1.0] * len(runs)
   if len(weights) != len(runs):
-    raise fusion.FusionError(f"--weights has {len(weights)} values for {len(runs)} members "
+    raise scores.FusionError(f"--weights has {len(weights)} values for {len(runs)} members "
                              f"({', '.join(r.name for r in runs)})")
   backbones = sorted({str(r.config.get("backbone", "?")) for r in runs})
   if len(backbones) > 1:
@@ -76,30 +76,30 @@ def _ensemble_runs(workdirs, weights) -> tuple[list[fusion.Run], list[float]]:
   return runs, weights
 
 
-def _stream_runs(items, stream_weights) -> tuple[list[fusion.Run], list[float], list[str]]:
+def _stream_runs(items, stream_weights) -> tuple[list[run_files.Run], list[float], list[str]]:
   streams = []
   for item in items:
     name, sep, workdir = item.partition(":")
     if not sep or not name or not workdir:
-      raise fusion.FusionError(f"--streams entry {item!r}: expected NAME:WORKDIR (e.g. j:runs/j)")
+      raise scores.FusionError(f"--streams entry {item!r}: expected NAME:WORKDIR (e.g. j:runs/j)")
     streams.append((name, workdir))
   names = [n for n, _ in streams]
   if len(set(names)) != len(names):
-    raise fusion.FusionError(f"--streams names a stream twice: {','.join(names)}")
+    raise scores.FusionError(f"--streams names a stream twice: {','.join(names)}")
   if stream_weights:
     weights = stream_weights
     if len(weights) != len(streams):
-      raise fusion.FusionError(f"--stream_weights has {len(weights)} values for {len(streams)} "
+      raise scores.FusionError(f"--stream_weights has {len(weights)} values for {len(streams)} "
                                f"streams ({','.join(names)})")
   else:
     unknown = [n for n in names if n not in fusion.STREAM_WEIGHTS]
     if unknown:
-      raise fusion.FusionError(f"no default weight for stream(s) {','.join(unknown)} (defaults "
+      raise scores.FusionError(f"no default weight for stream(s) {','.join(unknown)} (defaults "
                                "exist for j, b, jm, bm); pass --stream_weights")
     weights = [fusion.STREAM_WEIGHTS[n] for n in names]
   runs = []
   for name, workdir in streams:
-    run = fusion.load_run(workdir)
+    run = run_files.load_run(workdir)
     modality = run.config.get("modality")
     if modality is not None and modality != name:
       print(f"warning: stream {name}: {workdir} was trained on modality {modality!r}")
@@ -127,10 +127,10 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
     save_scores: also write ``fused_scores.npz`` (scores, labels, index, names) to ``out``.
 
   Raises:
-    fusion.FusionError: for runs that cannot be fused (one line naming the workdirs).
+    scores.FusionError: for runs that cannot be fused (one line naming the workdirs).
   """
   if bool(workdirs) == bool(streams):
-    raise fusion.FusionError("give exactly one of --workdirs (ensemble) or --streams (streams)")
+    raise scores.FusionError("give exactly one of --workdirs (ensemble) or --streams (streams)")
   weights, stream_weights = _floats(weights, "weights"), _floats(stream_weights, "stream_weights")
   if out:
     _check_out(out)
@@ -165,8 +165,8 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
 
 def _print_budget(runs) -> dict | None:
   try:
-    budget = fusion.parameter_budget([r.results for r in runs], [r.name for r in runs])
-  except fusion.FusionError as e:
+    budget = scores.parameter_budget([r.results for r in runs], [r.name for r in runs])
+  except scores.FusionError as e:
     print(f"parameter budget not computed: {e}")
     return None
   print(f"parameter budget: {budget['prunable_budget']:.4f} x one dense model's prunable "
@@ -179,7 +179,7 @@ def _print_budget(runs) -> dict | None:
 
 
 def _print_sizes(runs) -> dict | None:
-  sizes = fusion.disk_sizes(runs)
+  sizes = run_files.disk_sizes(runs)
   if sizes is None:
     print("size on disk: not computed (a member has no saved model/)")
     return None
@@ -208,7 +208,7 @@ def _write(out: str, report: dict, fused, first, save_scores: bool) -> None:
                  **extra)
       print(f"wrote {path}")
   except OSError as err:
-    raise fusion.FusionError(f"--out={out}: cannot write {path} ({err.strerror or err})") \
+    raise scores.FusionError(f"--out={out}: cannot write {path} ({err.strerror or err})") \
         from None
 
 
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
   return 0
 
 
-USER_ERRORS = (fusion.FusionError,)   # one ``error:`` line and status 2 (``cli.run``)
+USER_ERRORS = (scores.FusionError,)   # one ``error:`` line and status 2 (``cli.run``)
 
 if __name__ == "__main__":
   sys.exit(cli.run(main, user_errors=USER_ERRORS))

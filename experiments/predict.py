@@ -58,10 +58,12 @@ def _img_shape(text):
   return h, w
 
 
-def _predict_files(args, predict, predictor) -> int:
-  samples, bad = predict.read_samples(args.src, layout=predictor.layout, fmt=args.format,
-                                      pyskl_layout=args.layout,
-                                      check=predictor.check_channels)
+def _predict_files(args, predictor) -> int:
+  # pylint: disable-next=import-outside-toplevel  (after runtime.configure_xla)
+  from stgcn_jax.inference import predictor as predictor_lib, raw_input
+  samples, bad = raw_input.read_samples(args.src, layout=predictor.layout, fmt=args.format,
+                                        pyskl_layout=args.layout,
+                                        check=predictor.check_channels)
   for line in bad:
     print(f"error: {line}", file=sys.stderr)
   for sample in samples:
@@ -82,7 +84,7 @@ def _predict_files(args, predict, predictor) -> int:
     for j, i in enumerate(idx):
       scores[i] = result.probs[j]
   for sample, probs in zip(samples, scores):
-    best = predict.top_k(probs, predictor.class_names, args.top_k)
+    best = predictor_lib.top_k(probs, predictor.class_names, args.top_k)
     print(f"{sample.name} ({sample.source}):")
     for rank, (name, _, p) in enumerate(best, 1):
       print(f"  {rank}. {p:.4f}  {name}")
@@ -90,7 +92,7 @@ def _predict_files(args, predict, predictor) -> int:
                  **({"label": sample.label} if sample.label is not None else {}),
                  "top_k": [{"class": n, "index": k, "prob": p} for n, k, p in best]})
   if args.out:
-    predict.write_predictions(args.out, rows)
+    predictor_lib.write_predictions(args.out, rows)
     print(f"wrote {os.path.abspath(args.out)}")
   print(f"predicted {len(samples)} sample(s) with {predictor.num_members} model(s)"
         + (f"; {len(bad)} bad file(s) or sample(s)" if bad else ""))
@@ -102,30 +104,34 @@ def main(argv=None) -> int:
   args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
-  from stgcn_jax import checkpoint, data, graph, predict  # pylint: disable=import-outside-toplevel
-  user_errors = (predict.PredictError, checkpoint.CheckpointError, data.DataError,
+  # pylint: disable=import-outside-toplevel  (after runtime.configure_xla)
+  from stgcn_jax import checkpoint, data, graph
+  from stgcn_jax.inference import sources, stream
+  from stgcn_jax.inference.raw_input import PredictError
+  # pylint: enable=import-outside-toplevel
+  user_errors = (PredictError, checkpoint.CheckpointError, data.DataError,
                  graph.LayoutError, ValueError, FileNotFoundError)
   try:
     if args.stream == bool(args.src):
-      raise predict.PredictError("give either --src (files) or --stream (frames on stdin)")
+      raise PredictError("give either --src (files) or --stream (frames on stdin)")
     if args.top_k < 1 or args.batch_size < 1:
-      raise predict.PredictError("--top_k and --batch_size must be >= 1")
+      raise PredictError("--top_k and --batch_size must be >= 1")
     if not 0 <= args.num_clips <= 1000 or args.batch_size > 100_000:
-      raise predict.PredictError(f"--num_clips must be in 0..1000 and --batch_size at most "
-                                 f"100000, got {args.num_clips} and {args.batch_size}")
+      raise PredictError(f"--num_clips must be in 0..1000 and --batch_size at most "
+                         f"100000, got {args.num_clips} and {args.batch_size}")
     if args.out and os.path.splitext(args.out)[1].lower() not in (".json", ".csv"):
-      raise predict.PredictError(f"--out {args.out}: expected a .json or .csv file name")
-    predictor = predict.load_predictor(args.model, data_dir=args.data_dir)
+      raise PredictError(f"--out {args.out}: expected a .json or .csv file name")
+    predictor = sources.load_predictor(args.model, data_dir=args.data_dir)
     for note in predictor.notes:
       print(note, file=sys.stderr)
     if args.stream:
-      n = predict.stream(predictor, sys.stdin, sys.stdout, sys.stderr, window=args.window or None,
-                         hop=args.hop or None, k=args.top_k, num_clips=args.num_clips or 1,
-                         img_shape=_img_shape(args.img_shape))
+      n = stream.stream(predictor, sys.stdin, sys.stdout, sys.stderr, window=args.window or None,
+                        hop=args.hop or None, k=args.top_k, num_clips=args.num_clips or 1,
+                        img_shape=_img_shape(args.img_shape))
       print(f"{n} prediction(s)", file=sys.stderr)
       status = 0
     else:
-      status = _predict_files(args, predict, predictor)
+      status = _predict_files(args, predictor)
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
     return 2

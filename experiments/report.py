@@ -32,7 +32,7 @@ import sys
 from absl import flags
 
 from experiments.sweep import ENSEMBLE_LEVELS, wall_seconds
-from stgcn_jax import atomic, cli, fusion
+from stgcn_jax import atomic, cli, run_files, scores
 
 SCHEMA = 1
 DENSE_SEEDS = (0, 1, 2, 3)
@@ -104,7 +104,7 @@ def run_record(workdir: str, name: str) -> dict:
   config = _read(os.path.join(workdir, "config.json"))
   res = _read(os.path.join(workdir, "results.json"))
   launch = _read(os.path.join(workdir, "launch.json"), default={})
-  sizes = fusion.disk_sizes([fusion.load_run(workdir)])
+  sizes = run_files.disk_sizes([run_files.load_run(workdir)])
   mode = config["mode"]
   return {
       "schema": SCHEMA, "kind": "run", "name": name, "protocol": config.get("variant"),
@@ -382,4 +382,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(ReportError, fusion.FusionError)))
+  sys.exit(cli.run(main, user_errors=(ReportError, scores.FusionError)))

@@ -52,7 +52,7 @@ from absl import flags
 from experiments.sweep_files import (SweepError, add_time, check_cells, check_root, read_results,
                                      wall_seconds)
 from stgcn_jax import atomic, cli, runtime
-from stgcn_jax.run_files import FusionError
+from stgcn_jax.scores import FusionError
 
 ENSEMBLE_LEVELS = (0.6, 0.8, 0.95, 0.99)
 
@@ -265,9 +265,9 @@ def _ensemble_row(label: str, members: list[str], seeds: dict, out: str, note: s
 
 def _cell_row(cell: Cell, res: dict, workdir: str, seed: int, command: list[str]) -> dict:
   """The table's row of one finished run (its results.json ``res``)."""
-  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel
+  from stgcn_jax import run_files  # pylint: disable=import-outside-toplevel
   try:
-    size = _size(fusion.disk_sizes([fusion.load_run(workdir)]))
+    size = _size(run_files.disk_sizes([run_files.load_run(workdir)]))
   except FusionError as err:
     again = ("" if str(err).startswith(os.path.join(workdir, "config.json")) else
              f"; to evaluate the cell again from its checkpoints, move {workdir}/results.json "

@@ -12,7 +12,8 @@ import json
 import os
 
 from stgcn_jax import atomic
-from stgcn_jax.run_files import FusionError, is_number, read_json
+from stgcn_jax.run_files import is_number, read_json
+from stgcn_jax.scores import FusionError
 
 __all__ = ["SweepError", "add_time", "check_cells", "check_root", "read_results", "read_times",
            "times_path", "wall_seconds"]

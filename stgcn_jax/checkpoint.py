@@ -3,7 +3,7 @@
 A *model checkpoint* (``save_model`` / ``load_model``) is a directory with ``model.json``
 (``{"backbone", "num_classes", "layout", "in_channels", "options"}``, and from training also
 ``class_names`` and ``pipeline``, the test-mode ``PipelineConfig`` fields the model was trained
-with plus the data's ``channels``; ``stgcn_jax.predict`` reads them) and ``variables/`` (an orbax
+with plus the data's ``channels``; ``stgcn_jax.inference`` reads them) and ``variables/`` (an orbax
 PyTree checkpoint of ``{'params', 'batch_stats'}``). ``python -m experiments.convert`` writes one
 from a pyskl state_dict; training accepts one as ``--pretrained``. A model is written beside its
 folder and renamed into place when complete, so an interrupted save (also one that replaces a

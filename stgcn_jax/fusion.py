@@ -4,12 +4,13 @@ Pure numpy over the workdirs that ``experiments.run`` writes (docs/METHOD.md sec
 ``scores.npz`` holds the clip-averaged softmax scores of the test split with ``labels``, ``index``
 (the record index, the key that aligns runs) and ``names``; a joint ensemble also holds
 ``member_scores`` (K, N, C) and ``member_sparsities`` (K,). ``results.json`` holds the parameter
-counts that the parameter budget is made of.
+counts that the parameter budget is made of. The files are read by ``stgcn_jax.run_files``; the
+accuracies and the budget are ``stgcn_jax.scores``'s.
 
->>> runs = align([load_run(d) for d in workdirs])       # sorted by index, checked to match
+>>> runs = align([run_files.load_run(d) for d in workdirs])   # sorted by index, checked to match
 >>> fused = fuse([r.scores for r in runs], weights=[2, 2, 1, 1])
->>> accuracy(fused, runs[0].labels, k=1), mean_class_accuracy(fused, runs[0].labels)
->>> parameter_budget([r.results for r in runs])["prunable_budget"]   # 0.66 for {.6, .8, .95, .99}
+>>> evaluate(fused, runs[0].labels)                            # top1, top5, mean class accuracy
+>>> scores.parameter_budget([r.results for r in runs])["prunable_budget"]   # 0.66: .6 .8 .95 .99
 """
 
 from __future__ import annotations
@@ -19,18 +20,14 @@ from typing import Sequence
 
 import numpy as np
 
-from stgcn_jax.run_files import (FusionError, Run, disk_sizes, load_run, model_dir,
-                                 read_json)
-from stgcn_jax.training.evaluate import accuracy, mean_class_accuracy
+from stgcn_jax.run_files import Run
+from stgcn_jax.scores import FusionError, accuracy, mean_class_accuracy
 
-__all__ = ["FusionError", "Run", "STREAM_WEIGHTS", "accuracy", "align", "check_datasets",
-           "disk_sizes", "evaluate", "fuse", "load_run", "mean_class_accuracy", "members",
-           "model_dir", "parameter_budget", "read_json"]
+__all__ = ["STREAM_WEIGHTS", "align", "check_datasets", "evaluate", "fuse", "members"]
 
 # pyskl's convention for four-stream fusion (joint, bone, joint motion, bone motion).
 STREAM_WEIGHTS = {"j": 2.0, "b": 2.0, "jm": 1.0, "bm": 1.0}
 
-_BUDGET_KEYS = ("prunable_nonzero", "prunable_params", "nonzero_params", "total_params")
 
 
 def members(run: Run) -> list[Run]:
@@ -134,66 +131,3 @@ def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
   return dict(top1=accuracy(scores, labels, 1),
               top5=accuracy(scores, labels, min(5, scores.shape[1])),
               mean_class_accuracy=mean_class_accuracy(scores, labels))
-
-
-def _budget_entries(results: dict, name: str) -> list[dict]:
-  """One entry per model: its nonzero counts and one dense model's counts."""
-  infos = results.get("members")
-  if not infos:
-    missing = [k for k in _BUDGET_KEYS if k not in results]
-    if missing:
-      raise FusionError(f"{name}: results.json lacks {', '.join(missing)} (needed for the "
-                        "parameter budget)")
-    return [dict(name=name, sparsity=results.get("prunable_sparsity"),
-                 prunable_nonzero=results["prunable_nonzero"],
-                 nonzero_params=results["nonzero_params"],
-                 dense_prunable=results["prunable_params"], dense_total=results["total_params"])]
-  entries = []
-  for i, m in enumerate(infos):  # each member carries its own counts (training.results.add_counts)
-    entry = dict(name=f"{name}[member{i}]", sparsity=m.get("sparsity", m.get("prunable_sparsity")),
-                 prunable_nonzero=m.get("prunable_nonzero"), nonzero_params=m.get("nonzero_params"),
-                 dense_prunable=m.get("prunable_params"), dense_total=m.get("total_params"))
-    missing = [k for k, v in entry.items() if v is None and k != "sparsity"]
-    if missing:
-      raise FusionError(f"{name}: results.json members[{i}] lacks {', '.join(missing)} (needed "
-                        "for the parameter budget)")
-    entries.append(entry)
-  return entries
-
-
-def parameter_budget(results_list: Sequence[dict], names: Sequence[str] | None = None) -> dict:
-  """The parameter budget of an ensemble from its members' ``results.json`` dicts.
-
-  ``prunable_budget`` = nonzero prunable weights summed over members / one dense model's prunable
-  weights (the paper's number: 0.4 + 0.2 + 0.05 + 0.01 = 0.66); ``total_budget`` = all nonzero
-  parameters of all members (unmasked layers, BN, graphs and heads included) / one dense model's
-  parameters. A joint-ensemble results dict contributes each of its ``members``.
-  """
-  names = list(names) if names is not None else [f"run{i}" for i in range(len(results_list))]
-  entries = [e for res, name in zip(results_list, names) for e in _budget_entries(res, name)]
-  if not entries:
-    raise FusionError("parameter budget: no runs given")
-  for e in entries:
-    for key in ("prunable_nonzero", "nonzero_params", "dense_prunable", "dense_total"):
-      value, least = e[key], 1 if key.startswith("dense") else 0
-      if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-              and least <= value < 2**63):
-        field = {"dense_prunable": "prunable_params", "dense_total": "total_params"}.get(key, key)
-        raise FusionError(f"{e['name']}: results.json has {field}={value!r}; "
-                          f"expected a count >= {least} (needed for the parameter budget)")
-  for key in ("dense_prunable", "dense_total"):
-    sizes = {e[key] for e in entries}
-    if len(sizes) > 1:
-      raise FusionError(f"parameter budget: the runs differ in their dense size ({key} "
-                        f"{sorted(sizes)}); a multi-level ensemble needs one backbone")
-  dense_p, dense_t = entries[0]["dense_prunable"], entries[0]["dense_total"]
-  sum_p = sum(e["prunable_nonzero"] for e in entries)
-  sum_t = sum(e["nonzero_params"] for e in entries)
-  return dict(prunable_budget=sum_p / dense_p, total_budget=sum_t / dense_t,
-              prunable_nonzero=sum_p, nonzero_params=sum_t, dense_prunable_params=dense_p,
-              dense_total_params=dense_t,
-              members=[dict(name=e["name"], sparsity=e["sparsity"],
-                            prunable_nonzero=e["prunable_nonzero"],
-                            nonzero_params=e["nonzero_params"],
-                            prunable_fraction=e["prunable_nonzero"] / dense_p,
-                            total_fraction=e["nonzero_params"] / dense_t) for e in entries])

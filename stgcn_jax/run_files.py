@@ -3,7 +3,7 @@
 
 Every file that is missing, damaged or holds something other than what ``experiments.run`` writes
 is one :class:`FusionError` naming the file, the field and what was expected; nothing is dropped or
-repaired in silence. ``stgcn_jax.fusion`` re-exports everything here.
+repaired in silence (``FusionError`` is defined in ``stgcn_jax.scores``).
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ from typing import Sequence
 
 import numpy as np
 
+from stgcn_jax.scores import FusionError
+
 __all__ = ["FusionError", "Run", "read_json", "load_run", "model_dir", "disk_sizes",
            "is_number"]
 
 # What a damaged .npz raises while it is opened or one of its arrays is read.
 _NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
                struct.error)
-
-
-class FusionError(ValueError):
-  """Runs that cannot be fused or counted; the message is one line naming the workdirs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,13 +208,15 @@ def model_dir(run: Run) -> str | None:
 
 def _model_size(run: Run, path: str, sparse: str) -> dict:
   """One saved model's bytes: its checkpoint folder and its compressed sparse export."""
-  from stgcn_jax import checkpoint, export  # pylint: disable=import-outside-toplevel
+  from stgcn_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.export import deploy  # pylint: disable=import-outside-toplevel
+  from stgcn_jax.export.sparse import save_sparse  # pylint: disable=import-outside-toplevel
   try:
     model, variables = checkpoint.load_model(path)
     del model
     with open(os.path.join(path, "model.json"), "rb") as f:
       spec = json.loads(f.read().decode("utf-8"))
-    export.save_sparse(sparse, spec, variables)
+    save_sparse(sparse, spec, variables)
   except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
     while err.__cause__ is not None:
       err = err.__cause__
@@ -224,8 +224,8 @@ def _model_size(run: Run, path: str, sparse: str) -> dict:
     raise FusionError(f"{path}: the saved model of {run.name} cannot be read ({detail}); run "
                       "experiments.run again with its --workdir to write it again, or move the "
                       "folder away") from None
-  return {"name": run.name, "checkpoint_bytes": export.size_on_disk(path),
-          "sparse_bytes": export.size_on_disk(sparse)}
+  return {"name": run.name, "checkpoint_bytes": deploy.size_on_disk(path),
+          "sparse_bytes": deploy.size_on_disk(sparse)}
 
 
 def disk_sizes(runs: Sequence[Run]) -> dict | None:

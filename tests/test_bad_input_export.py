@@ -1,6 +1,6 @@
 """Bad sparse exports and export flags: one clear ``ExportError``, never a traceback.
 
-``export.load_sparse`` reads a truncated, corrupted or tampered ``.npz`` as one ``ExportError``
+``sparse.load_sparse`` reads a truncated, corrupted or tampered ``.npz`` as one ``ExportError``
 naming the file and field, before anything is allocated and without unpickling anything;
 ``experiments.export`` and ``experiments.convert`` print it as one line. Ends with a seeded fuzz
 test of sparse exports.
@@ -15,7 +15,8 @@ import pytest
 
 from experiments import convert as convert_cli
 from experiments import export as export_cli
-from stgcn_jax import checkpoint, export
+from stgcn_jax import checkpoint
+from stgcn_jax.export import sparse, stablehlo
 
 from test_bad_input_model import (OPTIONS, _check_loaded, _mutate_bytes, _mutate_spec,
                                   _one_error_line, _random_variables, _BAD_VALUES)
@@ -30,8 +31,8 @@ def saved(tmp_path_factory):
   variables = _random_variables(checkpoint.build_model(spec))
   variables["params"] = jax.tree.map(lambda a: np.where(np.arange(a.size).reshape(a.shape) % 2,
                                                         a, 0), variables["params"])
-  export.save_sparse(str(root / "model.npz"), spec, variables)
-  export.save_sparse(str(root / "plain.npz"), spec, variables, compress=False)
+  sparse.save_sparse(str(root / "model.npz"), spec, variables)
+  sparse.save_sparse(str(root / "plain.npz"), spec, variables, compress=False)
   return {"npz": root / "model.npz", "plain": root / "plain.npz", "spec": spec,
           "variables": variables}
 
@@ -93,8 +94,8 @@ def test_tampered_fields_are_one_export_error(saved, tmp_path, what, message):
   _tamper(arrays, what)
   path = tmp_path / f"{what}.npz"
   np.savez(path, **arrays)
-  with pytest.raises(export.ExportError) as err:
-    export.load_sparse(str(path))
+  with pytest.raises(sparse.ExportError) as err:
+    sparse.load_sparse(str(path))
   assert str(err.value).startswith(f"{path}: ") and message in str(err.value), err.value
 
 
@@ -138,8 +139,8 @@ def test_damaged_files_are_one_export_error(saved, tmp_path, what, message):
     _write_huge_header(saved, path)
   else:
     path.write_bytes(b"\x80\x04" + raw[4:100])
-  with pytest.raises(export.ExportError) as err:
-    export.load_sparse(str(path))
+  with pytest.raises(sparse.ExportError) as err:
+    sparse.load_sparse(str(path))
   assert str(err.value).startswith(f"{path}: ") and message in str(err.value), err.value
 
 
@@ -159,8 +160,8 @@ def test_export_convert_and_platform_mistakes_are_one_error_line(saved, tmp_path
   assert "platform 'gpu' is not one jax.export lowers for" in err and "cuda" in err
   assert not out.exists() and not (tmp_path / "c").exists()
   model = checkpoint.build_model(saved["spec"])
-  with pytest.raises(export.ExportError, match="frames must be an integer in 1..100000"):
-    export.export_stablehlo(str(out), model, saved["variables"], saved["spec"], frames=0)
+  with pytest.raises(sparse.ExportError, match="frames must be an integer in 1..100000"):
+    stablehlo.export_stablehlo(str(out), model, saved["variables"], saved["spec"], frames=0)
 
 
 # --------------------------------------------------------------------- fuzz
@@ -220,8 +221,8 @@ def test_fuzz_sparse_exports_load_or_raise_export_errors(saved, tmp_path):
         _mutate_npz_fields(rng, arrays)
       np.savez(path, **arrays)
     try:
-      model, variables = export.load_sparse(str(path))
-    except export.ExportError as err:
+      model, variables = sparse.load_sparse(str(path))
+    except sparse.ExportError as err:
       assert str(err).startswith(f"{path}: ") and "\n" not in str(err), err
       outcomes["error"] += 1
       continue

@@ -16,6 +16,7 @@ import pytest
 from conftest import shared_path
 from data_prep import common, kinetics
 from stgcn_jax import data
+from stgcn_jax.data.formats import kinetics as kinetics_format
 
 VID = "__U_scuxNlQ"          # 299 frames, 1-2 persons per frame, label_index 58
 SMALL = "__u6odV5hrI"        # 24 KB: the fuzz base
@@ -165,7 +166,7 @@ def test_bad_frames_name_file_frame_and_field(tmp_path, mutate, message):
   tracemalloc.start()
   try:
     with pytest.raises(data.DataError, match=re.escape(f"{path}: {message}")):
-      kinetics.parse_video(path)
+      kinetics_format.parse_video(path)
     peak = tracemalloc.get_traced_memory()[1]
   finally:
     tracemalloc.stop()
@@ -173,9 +174,10 @@ def test_bad_frames_name_file_frame_and_field(tmp_path, mutate, message):
 
 
 def test_a_frame_index_up_to_the_bound_is_accepted_with_a_gap(tmp_path):
-  path = _mutated(tmp_path, lambda d: d[-1].__setitem__("frame_index", kinetics.MAX_FRAME_INDEX))
-  kp, label_index, _ = kinetics.parse_video(path)
-  assert kp.shape[1:] == (kinetics.MAX_FRAME_INDEX, 18, 3) and label_index == 58
+  last = kinetics_format.MAX_FRAME_INDEX
+  path = _mutated(tmp_path, lambda d: d[-1].__setitem__("frame_index", last))
+  kp, label_index, _ = kinetics_format.parse_video(path)
+  assert kp.shape[1:] == (kinetics_format.MAX_FRAME_INDEX, 18, 3) and label_index == 58
 
 
 def test_a_fifo_or_folder_named_json_is_rejected_not_waited_on(tmp_path):
@@ -185,7 +187,7 @@ def test_a_fifo_or_folder_named_json_is_rejected_not_waited_on(tmp_path):
     for name, kind in (("fifo", "a FIFO (named pipe)"), ("dir", "a directory")):
       with pytest.raises(data.DataError, match=re.escape(
           f"{tmp_path}/{name}.json: is {kind}, not a regular JSON file")):
-        kinetics.parse_video(str(tmp_path / f"{name}.json"))
+        kinetics_format.parse_video(str(tmp_path / f"{name}.json"))
 
 
 def test_a_fifo_among_the_videos_is_counted_not_a_file_and_the_rest_converts(tmp_path, real_index):
@@ -208,7 +210,7 @@ def test_non_numeric_values_are_rejected_naming_the_field(tmp_path, field, j, va
   path = _mutated(tmp_path, lambda d: d[3]["skeleton"][0][field].__setitem__(j, value))
   with pytest.raises(data.DataError, match=re.escape(
       f"{path}: frame_index 4, person 0: {field}[{j}] is {shown}, expected a number")):
-    kinetics.parse_video(path)
+    kinetics_format.parse_video(path)
 
 
 def test_zero_poses_with_scores_are_missing_joints(tmp_path):
@@ -217,9 +219,9 @@ def test_zero_poses_with_scores_are_missing_joints(tmp_path):
       for person in frame["skeleton"]:
         person["pose"] = [0.0] * 36                  # scores stay non-zero
   path = _mutated(tmp_path, zero_all, "zero")
-  assert kinetics.parse_video(path)[0] is None
+  assert kinetics_format.parse_video(path)[0] is None
   report = data.ConversionReport()
-  kp, _, _ = kinetics.parse_video(path, report)
+  kp, _, _ = kinetics_format.parse_video(path, report)
   assert kp is None and (report.rejected, report.repaired) == (1, 0)
   assert report.reasons["rejected/all_zero"] == 1
   assert report.messages == [f"rejected: {path}: all-zero sequence (no joint detected in any "
@@ -228,10 +230,10 @@ def test_zero_poses_with_scores_are_missing_joints(tmp_path):
   def zero_one(frames):
     frames[3]["skeleton"][0]["pose"][4:6] = [0, 0]  # joint 2 of frame_index 4; score stays 0.7xx
   path = _mutated(tmp_path, zero_one, "one")
-  kp, _, _ = kinetics.parse_video(path)
+  kp, _, _ = kinetics_format.parse_video(path)
   assert kp[0, 3, 2].tolist() == [0, 0, 0] and kp[0, 3, 1, 2] > 0
   report = data.ConversionReport()
-  assert kinetics.parse_video(path, report)[0] is not None
+  assert kinetics_format.parse_video(path, report)[0] is not None
   assert report.reasons["repaired/score_without_position"] == 1
   assert f"{path}: 1 joint(s) at x = y = 0 (not detected) with a non-zero score: score set to 0 " \
          "(first: person 0, frame 3, joint 2: " in _messages(report)
@@ -240,7 +242,7 @@ def test_zero_poses_with_scores_are_missing_joints(tmp_path):
 def test_the_real_clips_need_no_repair():
   report = data.ConversionReport()
   for name in (VID, SMALL, "__PYrzYbzKE"):
-    kp, _, _ = kinetics.parse_video(
+    kp, _, _ = kinetics_format.parse_video(
         str(_sample("kinetics_val", f"{name}.json")), report)
     assert kp is not None and kp.shape[0] == 2
   assert (report.repaired, report.rejected) == (0, 0)
@@ -250,10 +252,10 @@ def test_the_real_clips_need_no_repair():
                                         (10**400, "NaN/inf"), (float("inf"), "NaN/inf")])
 def test_out_of_range_coordinates_are_repaired(tmp_path, value, kind):
   path = _mutated(tmp_path, lambda d: d[3]["skeleton"][0]["pose"].__setitem__(5, value))
-  kp, _, _ = kinetics.parse_video(path)
+  kp, _, _ = kinetics_format.parse_video(path)
   assert kp[0, 3, 2].tolist() == [0, 0, 0] and np.all(np.abs(kp) <= 1.5)
   report = data.ConversionReport()
-  kinetics.parse_video(path, report)
+  kinetics_format.parse_video(path, report)
   assert (report.kept, report.repaired, report.rejected) == (0, 1, 0)
   assert f"{path}: 1 joint(s) with {kind} coordinates set to 0 (first: person 0, frame 3, " \
          "joint 2" in _messages(report)
@@ -411,7 +413,7 @@ def test_fuzz_video_json_gives_a_valid_record_or_a_data_error(tmp_path):
       path.write_bytes(mutant)
       report = data.ConversionReport()
       try:
-        kp, label_index, label = kinetics.parse_video(str(path), report)
+        kp, label_index, label = kinetics_format.parse_video(str(path), report)
       except data.DataError as err:
         assert str(err).startswith(str(path)), err
         outcomes["error"] += 1
@@ -423,8 +425,8 @@ def test_fuzz_video_json_gives_a_valid_record_or_a_data_error(tmp_path):
         outcomes["rejected"] += 1
         continue
       assert kp.dtype == np.float64 and kp.shape[0] in (1, 2) and kp.shape[2:] == (18, 3)
-      assert 1 <= kp.shape[1] <= kinetics.MAX_FRAME_INDEX
-      assert np.all(np.abs(kp) <= kinetics.MAX_ABS)
+      assert 1 <= kp.shape[1] <= kinetics_format.MAX_FRAME_INDEX
+      assert np.all(np.abs(kp) <= kinetics_format.MAX_ABS)
       missing = (kp[..., 0] == 0) & (kp[..., 1] == 0)
       assert not kp[..., 2][missing].any()
       record = data.check_record(

@@ -15,6 +15,7 @@ import conftest
 
 from data_prep import common, ntu
 from stgcn_jax import data
+from stgcn_jax.data.formats import files, ntu as ntu_format
 
 SHARED = conftest.SHARED / "data"
 NTU_FILE = SHARED / "ntu_rgbd_raw_samples" / "S001C001P001R001A011.skeleton"
@@ -97,7 +98,7 @@ def test_sources_that_are_not_regular_files_and_bad_coordinates(tmp_path):
                           "S001C001P001R001A016"}
   for name, (t, v) in {"S001C001P001R001A015": (0, 0), "S001C001P001R001A016": (0, 1)}.items():
     kp = records[name]["keypoint"]
-    assert np.isfinite(kp).all() and np.abs(kp).max() <= ntu.MAX_ABS_METRES
+    assert np.isfinite(kp).all() and np.abs(kp).max() <= ntu_format.MAX_ABS_METRES
     assert np.all(kp[0, t, v] == 0) and np.all(kp[0, t, v + 1] != 0)
 
 
@@ -128,8 +129,8 @@ def test_chmod_000_file_is_rejected(tmp_path):
   path.write_bytes(NTU_FILE.read_bytes())
   path.chmod(0)
   try:
-    with pytest.raises(ntu.Unreadable, match=rf"^{path}: cannot read it \(Permission denied\)$"):
-      ntu.to_record(str(path))
+    with pytest.raises(files.Unreadable, match=rf"^{path}: cannot read it \(Permission denied\)$"):
+      ntu_format.to_record(str(path))
   finally:
     path.chmod(0o600)
 
@@ -137,23 +138,23 @@ def test_chmod_000_file_is_rejected(tmp_path):
 def test_fifo_is_rejected_by_the_reader_without_blocking(tmp_path):
   fifo = tmp_path / "S001C001P001R001A011.skeleton"
   os.mkfifo(fifo)
-  with _deadline(10), pytest.raises(ntu.Unreadable, match="is a FIFO"):
-    ntu.read_skeleton(str(fifo))
+  with _deadline(10), pytest.raises(files.Unreadable, match="is a FIFO"):
+    ntu_format.read_skeleton(str(fifo))
 
 
 def test_oversized_file_is_rejected(tmp_path, monkeypatch):
-  monkeypatch.setattr(ntu, "MAX_FILE_BYTES", 1000)
+  monkeypatch.setattr(ntu_format, "MAX_FILE_BYTES", 1000)
   path = tmp_path / "S001C001P001R001A011.skeleton"
   path.write_bytes(NTU_FILE.read_bytes())
-  with pytest.raises(ntu.Unreadable,
+  with pytest.raises(files.Unreadable,
                      match=r"larger than the limit of 1000 bytes for a \.skeleton file"):
-    ntu.to_record(str(path))
+    ntu_format.to_record(str(path))
 
 
 def test_lower_case_file_name_is_one_sample_name(tmp_path):
   path = tmp_path / "s001c001p001r001a011.Skeleton"
   path.write_bytes(NTU_FILE.read_bytes())
-  record = ntu.to_record(str(path))
+  record = ntu_format.to_record(str(path))
   assert record["frame_dir"] == "S001C001P001R001A011" and record["label"] == 10
 
 
@@ -175,7 +176,7 @@ def test_counts_are_bounded_by_the_file(tmp_path, line, value, message):
   lines[line] = value
   path = _write(tmp_path / "S001C001P001R001A011.skeleton", lines)
   with _deadline(10), pytest.raises(data.DataError) as err:
-    ntu.read_skeleton(path)
+    ntu_format.read_skeleton(path)
   assert str(err.value).startswith(path + message)
 
 
@@ -185,7 +186,7 @@ def test_same_body_id_twice_in_a_frame_is_rejected(tmp_path):
   lines = lines[:1] + [b"2"] + body + body + lines[29:]
   path = _write(tmp_path / "S001C001P001R001A011.skeleton", lines)
   with pytest.raises(data.DataError) as err:
-    ntu.to_record(path)
+    ntu_format.to_record(path)
   assert str(err.value) == (f"{path}:30: frame 0, body 1: bodyID {BODY_ID} appears twice in the "
                             "frame (first on line 3)")
 
@@ -196,7 +197,7 @@ def test_two_bodies_with_distinct_ids_still_convert(tmp_path):
   other = [b"17" + body[0][len(str(BODY_ID)):]] + [
       _set_xyz(x, ["0.5", "0.5", "3"]) if len(x.split()) == 12 else x for x in body[1:]]
   lines = lines[:1] + [b"2"] + body + other + lines[29:]
-  record = ntu.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton", lines))
+  record = ntu_format.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton", lines))
   assert record["keypoint"].shape == (2, 82, 25, 3)
   assert np.all(record["keypoint"][1, 0] == [0.5, 0.5, 3]) and not record["keypoint"][1, 1:].any()
 
@@ -209,7 +210,8 @@ def test_coordinate_outliers_do_not_decide_which_bodies_are_kept(tmp_path):
       _set_xyz(x, ["1e39" if v == 0 else "0.1", "0.1", "0.5"]) if len(x.split()) == 12 else x
       for v, x in enumerate(body[1:], -1)]
   lines = lines[:1] + [b"2"] + body + still + lines[29:]
-  record = ntu.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton", lines), max_bodies=1)
+  record = ntu_format.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton", lines),
+                                max_bodies=1)
   assert record["keypoint"][0, 0, 0, 0] == pytest.approx(0.2058097)
 
 
@@ -285,7 +287,8 @@ def test_fuzz_mutants_are_records_or_data_errors(tmp_path):
   lines = _lines()
   frames = 6                                                # a short real prefix keeps it fast
   base = b"\r\n".join([str(frames).encode()] + lines[1:1 + frames * 28] + [b""])
-  assert ntu.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton", base.split(b"\r\n")))
+  assert ntu_format.to_record(_write(tmp_path / "S001C001P001R001A011.skeleton",
+                                     base.split(b"\r\n")))
   rng = np.random.default_rng(20240611)
   path = tmp_path / "S001C001P001R001A011.skeleton"
   outcomes = {"record": 0, "repaired": 0, "all_zero": 0, "error": 0}
@@ -297,12 +300,13 @@ def test_fuzz_mutants_are_records_or_data_errors(tmp_path):
       path.write_bytes(mutant)
       report = data.ConversionReport()
       try:
-        record = ntu.to_record(str(path))
+        record = ntu_format.to_record(str(path))
       except data.DataError as err:
         assert str(err).startswith(str(path)), err
         outcomes["error"] += 1
         continue
-      kp = common.clean_keypoint(record["keypoint"], str(path), report, max_abs=ntu.MAX_ABS_METRES)
+      kp = files.clean_keypoint(record["keypoint"], str(path), report,
+                                max_abs=ntu_format.MAX_ABS_METRES)
       if kp is None:
         assert report.reasons["rejected/all_zero"] == 1
         outcomes["all_zero"] += 1
@@ -312,7 +316,8 @@ def test_fuzz_mutants_are_records_or_data_errors(tmp_path):
       assert 1 <= m <= 2 and 1 <= t == record["total_frames"] <= mutant.count(b"\n") + 1
       assert (v, c) == (25, 3) and record["label"] == 10
       kp32 = kp.astype(np.float32)
-      assert np.isfinite(kp32).all() and kp32.any() and np.abs(kp32).max() <= ntu.MAX_ABS_METRES
+      assert np.isfinite(kp32).all() and kp32.any()
+      assert np.abs(kp32).max() <= ntu_format.MAX_ABS_METRES
       data.check_record(dict(record, keypoint=kp32), num_joints=25, channels=3, num_classes=60,
                         where=str(path))
   assert outcomes["error"] > 300 and outcomes["record"] > 50 and outcomes["repaired"] > 5

@@ -16,6 +16,7 @@ import conftest
 
 from stgcn_jax import data, graph
 from stgcn_jax.data import safe_pickle
+from stgcn_jax.data.formats import files, nw_ucla as nw_ucla_format
 
 SHARED = conftest.SHARED / "data"
 NW_UCLA = SHARED / "nw_ucla"
@@ -111,7 +112,7 @@ def test_nw_ucla_upper_case_extension_is_a_sample(tmp_path):
   (tmp_path / "readme.md").write_text("x")
   samples, others = nw_ucla.list_files(str(tmp_path))
   assert samples == [str(tmp_path / "a01_s01_e00_v01.JSON")] and others == ["readme.md"]
-  assert nw_ucla.parse_file(samples[0])["frame_dir"] == "a01_s01_e00_v01"
+  assert nw_ucla_format.parse_file(samples[0])["frame_dir"] == "a01_s01_e00_v01"
 
 
 def test_nw_ucla_fifo_is_refused_not_waited_on(tmp_path):
@@ -124,7 +125,7 @@ def test_nw_ucla_fifo_is_refused_not_waited_on(tmp_path):
 
   def parse():
     try:
-      nw_ucla.parse_file(str(fifo))
+      nw_ucla_format.parse_file(str(fifo))
     except Exception as err:  # pylint: disable=broad-except
       raised.append(err)
   thread = threading.Thread(target=parse, daemon=True)
@@ -146,7 +147,7 @@ def test_nw_ucla_file_name_field_must_match_the_file(tmp_path, field_name):
   from data_prep import nw_ucla
   path = _write(tmp_path, "a01_s01_e00_v01", dict(_good(), file_name=field_name))
   with pytest.raises(data.DataError) as err:
-    nw_ucla.parse_file(str(path))
+    nw_ucla_format.parse_file(str(path))
   text = str(err.value)
   assert text.startswith(f"{path}: field 'file_name' ")
   if isinstance(field_name, str):
@@ -168,7 +169,7 @@ def test_nw_ucla_non_numeric_coordinates_are_rejected(tmp_path, value, message):
   good["skeletons"][2][3][0] = value
   path = _write(tmp_path, "a01_s01_e00_v01", good)
   with pytest.raises(data.DataError, match=r"^" + str(path).replace(".", r"\.")) as err:
-    nw_ucla.parse_file(str(path))
+    nw_ucla_format.parse_file(str(path))
   assert message in str(err.value)
 
 
@@ -181,14 +182,14 @@ def test_nw_ucla_huge_integer_and_nan_literals_are_repaired(tmp_path):
   for i, literal in enumerate(["1" + "0" * 400, "NaN", "-Infinity"]):
     path = tmp_path / f"a01_s01_e0{i}_v01.json"
     path.write_text(text.replace(first, literal, 1).replace("a01_s01_e00_v01", path.stem))
-    record = nw_ucla.parse_file(str(path))
+    record = nw_ucla_format.parse_file(str(path))
     report = data.ConversionReport()
-    kp = common.clean_keypoint(record["keypoint"], str(path), report, max_abs=nw_ucla.MAX_ABS)
+    kp = files.clean_keypoint(record["keypoint"], str(path), report, max_abs=nw_ucla_format.MAX_ABS)
     assert report.repaired == 1 and np.all(kp[0, 0, 0] == 0) and np.isfinite(kp).all()
   path = tmp_path / "a01_s01_e09_v01.json"
   path.write_text(text.replace(first, "1" * 5000, 1).replace("a01_s01_e00_v01", path.stem))
   with pytest.raises(data.DataError, match=f"^{path}: malformed JSON"):
-    nw_ucla.parse_file(str(path))
+    nw_ucla_format.parse_file(str(path))
 
 
 @needs_data
@@ -225,17 +226,17 @@ def _check_nw_ucla_mutant(path, nw_ucla, common, report):
   """parse_file + the coordinate rule either raise DataError or give a record that satisfies the
   store's contract; anything else fails."""
   try:
-    record = nw_ucla.parse_file(str(path))
+    record = nw_ucla_format.parse_file(str(path))
   except data.DataError as err:
     assert str(err).startswith(str(path)), err
     return "rejected"
   before = report.rejected
-  kp = common.clean_keypoint(record["keypoint"], str(path), report, max_abs=nw_ucla.MAX_ABS)
+  kp = files.clean_keypoint(record["keypoint"], str(path), report, max_abs=nw_ucla_format.MAX_ABS)
   if kp is None:
     assert report.rejected == before + 1
     return "all_zero"
   assert kp.shape == (1, record["total_frames"], 20, 3)
-  assert np.isfinite(kp.astype(np.float32)).all() and np.abs(kp).max() <= nw_ucla.MAX_ABS
+  assert np.isfinite(kp.astype(np.float32)).all() and np.abs(kp).max() <= nw_ucla_format.MAX_ABS
   assert 0 <= record["label"] < 10 and isinstance(record["view"], int)
   data.check_record(dict(record, keypoint=kp), num_joints=20, channels=3, num_classes=10,
                     where=str(path))

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import shared_path
 from experiments import predict as predict_cli
-from stgcn_jax import checkpoint, data, frames, graph, predict
+from stgcn_jax import checkpoint, data, graph
+from stgcn_jax.inference import frames, raw_input, sources, stream
 
 from test_bad_input_model import OPTIONS, _random_variables
 
@@ -50,7 +51,7 @@ def test_repaired_joints_are_a_warning_naming_the_file_and_count(models_dir, tmp
   assert predict_cli.main([f"--model={models_dir / 'ntu'}", f"--src={src}", "--top_k=2"]) == 0
   warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
   assert len(warnings) == 1 and warnings[0].startswith(f"warning: {src}: 1025 joint(s) with ")
-  samples, _ = predict.read_samples(str(src), layout=predict.load_predictor(
+  samples, _ = raw_input.read_samples(str(src), layout=sources.load_predictor(
       str(models_dir / "ntu")).layout)
   assert samples[0].warnings == [warnings[0][len("warning: "):]]
   assert np.isfinite(samples[0].record["keypoint"]).all()
@@ -82,7 +83,7 @@ def test_a_pickle_of_shared_references_is_refused_before_it_expands(models_dir, 
 
 def test_a_real_pickle_is_within_the_bound(models_dir):
   hrnet = shared_path("data", "pyskl_format_samples", "custom_hrnet2d_16cls", "ntu60_hrnet.pkl")
-  samples, bad = predict.read_samples(str(hrnet), layout=predict.load_predictor(
+  samples, bad = raw_input.read_samples(str(hrnet), layout=sources.load_predictor(
       str(models_dir / "coco")).layout, pyskl_layout="coco")
   assert len(samples) == 486 and not bad
 
@@ -109,7 +110,7 @@ def test_kinetics_upper_case_json_and_negative_scores_agree_with_the_converter(
   splits, _ = kinetics.collect(str(tmp_path / "src"), report, None)
   assert [r["frame_dir"] for r in splits["val"]] == ["VIDEO"]          # .JSON is read
   assert report.reasons["repaired/negative_score"] == 1
-  samples, bad = predict.read_samples(str(folder), layout=predict.load_predictor(
+  samples, bad = raw_input.read_samples(str(folder), layout=sources.load_predictor(
       str(models_dir / "kinetics")).layout)
   assert not bad and [s.name for s in samples] == ["VIDEO"]
   np.testing.assert_array_equal(samples[0].record["keypoint"],
@@ -128,12 +129,12 @@ def _frame_lines(n, v=25, seed=0):
 
 def _stream(predictor, lines, **kwargs):
   out, err = io.StringIO(), io.StringIO()
-  n = predict.stream(predictor, lines, out, err, window=16, hop=4, k=3, **kwargs)
+  n = stream.stream(predictor, lines, out, err, window=16, hop=4, k=3, **kwargs)
   return n, [json.loads(l) for l in out.getvalue().splitlines()], err.getvalue().splitlines()
 
 
 def test_stream_repairs_frames_with_a_nan_joint_instead_of_dropping_them(models_dir):
-  predictor = predict.load_predictor(str(models_dir / "ntu"))
+  predictor = sources.load_predictor(str(models_dir / "ntu"))
   good = _frame_lines(40)
   with_nan = json.loads(json.dumps(good))
   for f in with_nan:
@@ -152,7 +153,7 @@ def test_stream_repairs_frames_with_a_nan_joint_instead_of_dropping_them(models_
 
 
 def test_stream_value_beyond_the_range_is_missing_like_nan(models_dir):
-  predictor = predict.load_predictor(str(models_dir / "ntu"))
+  predictor = sources.load_predictor(str(models_dir / "ntu"))
   good = _frame_lines(20, seed=1)
   huge, zeroed = json.loads(json.dumps(good)), json.loads(json.dumps(good))
   for a, b in zip(huge, zeroed):
@@ -166,7 +167,7 @@ def test_stream_value_beyond_the_range_is_missing_like_nan(models_dir):
 
 
 def test_stream_line_of_nested_brackets_is_skipped_and_the_stream_goes_on(models_dir):
-  predictor = predict.load_predictor(str(models_dir / "ntu"))
+  predictor = sources.load_predictor(str(models_dir / "ntu"))
   lines = [json.dumps(f) for f in _frame_lines(20, seed=2)]
   lines.insert(3, "[" * 100_000 + "]" * 100_000)
   lines.insert(5, '{"a": ' * 100_000)
@@ -278,7 +279,7 @@ def test_fuzz_stream_lines_give_frames_or_one_warning(models_dir):
     assert np.isfinite(parsed).all() and np.abs(parsed).max(initial=0) <= 100
     outcomes["ok"] += 1
   assert outcomes["ok"] > 300 and outcomes["error"] > 1000, outcomes
-  predictor = predict.load_predictor(str(models_dir / "ntu"))
+  predictor = sources.load_predictor(str(models_dir / "ntu"))
   n, rows, warnings = _stream(predictor, lines[:400], warmup=False)
   assert n == len(rows) and all(w.startswith("warning: ") for w in warnings)
   assert time.perf_counter() - start < 30

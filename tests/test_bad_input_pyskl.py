@@ -11,6 +11,7 @@ import pytest
 import conftest
 
 from stgcn_jax import data, graph
+from stgcn_jax.data.formats import pyskl as pyskl_format
 
 SHARED = conftest.SHARED / "data"
 HRNET = SHARED / "pyskl_format_samples" / "custom_hrnet2d_16cls" / "ntu60_hrnet.pkl"
@@ -442,7 +443,7 @@ def test_fuzz_field_and_byte_mutations_give_records_or_data_errors(tmp_path, raw
     path = tmp_path / "bytes.pkl"
     path.write_bytes(bytes(mutant))
     try:
-      obj = pyskl.read_pickle(str(path))
+      obj = pyskl_format.read_pickle(str(path))
       result = pyskl.parse(obj, str(path), COCO, "auto", 16, data.ConversionReport())
     except data.DataError:
       outcomes["error"] += 1

@@ -5,8 +5,10 @@ leaves ``model/`` without its variables."""
 
 import glob
 import json
+import logging
 import os
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from stgcn_jax import checkpoint, data, fusion
+from stgcn_jax import checkpoint, data, run_files
 from stgcn_jax.training import workdir as workdir_lib
 
 from conftest import SYNTHETIC, run_experiment
@@ -145,10 +147,10 @@ def test_kill_between_the_renames_is_finished_by_the_next_reader(tmp_path, monke
     checkpoint.save_model(path, SPEC, _variables(2.0), overwrite=True)
   monkeypatch.undo()
   assert not os.path.exists(path)
-  run = fusion.load_run(make_run(tmp_path, "run", A, LABELS))
+  run = run_files.load_run(make_run(tmp_path, "run", A, LABELS))
   shutil.move(tmp_path / ".model.incoming", tmp_path / "run" / ".model.incoming")
   shutil.move(tmp_path / ".model.replaced", tmp_path / "run" / ".model.replaced")
-  assert fusion.disk_sizes([run]) is not None          # the reader finished the swap
+  assert run_files.disk_sizes([run]) is not None          # the reader finished the swap
   assert _value(tmp_path / "run" / "model") == 2.0
   assert checkpoint.recover_model_swap(str(tmp_path / "run" / "model")) is None
   assert not glob.glob(f"{tmp_path}/run/.model.*")     # a writer removes the leftovers
@@ -163,3 +165,19 @@ def test_interrupted_swap_without_a_complete_new_model_rolls_back(tmp_path):
   assert note == f"{path}: restored the previous model (a replacement was interrupted)"
   checkpoint.load_model(str(path))
   assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_a_failed_restore_mutes_nothing_for_good(monkeypatch):
+  """The asyncio logger and the unraisable hook are muted only while the failed reads are
+  collected, and restored afterwards (a later asyncio error is still logged)."""
+  class Failing:
+    def restore(self, step, args):
+      raise RuntimeError("damaged")
+  monkeypatch.setattr(workdir_lib.time, "sleep", lambda s: None)
+  asyncio_logger = logging.getLogger("asyncio")
+  asyncio_logger.setLevel(logging.WARNING)
+  hook = sys.unraisablehook
+  restored, err = workdir_lib._quiet_restore(Failing(), 1, None)  # pylint: disable=protected-access
+  assert restored is None and str(err) == "damaged"
+  assert asyncio_logger.level == logging.WARNING
+  assert sys.unraisablehook is hook

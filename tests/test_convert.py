@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from stgcn_jax import checkpoint, convert, models
+from stgcn_jax import checkpoint, models
+from stgcn_jax.models import pyskl
 
 from conftest import BACKBONE_NAMES, REPO
 
@@ -15,8 +16,8 @@ from conftest import BACKBONE_NAMES, REPO
 def test_round_trip_is_exact(pyskl_fixture, name):
   data = pyskl_fixture(name)
   model = models.get_model(name, 60)
-  variables = convert.from_pyskl(data["sd"], model)
-  back = convert.to_pyskl(variables, model)
+  variables = pyskl.from_pyskl(data["sd"], model)
+  back = pyskl.to_pyskl(variables, model)
   expected = {k for k in data["sd"] if not k.endswith("num_batches_tracked")}
   assert set(back) == expected
   for key in expected:
@@ -28,8 +29,8 @@ def test_missing_extra_and_misshaped_keys_are_listed(pyskl_fixture):
   del sd["backbone.net.3.gcn1.convs.1.conv2.weight"]
   sd["backbone.net.3.extra.weight"] = np.zeros(3)
   sd["cls_head.fc_cls.weight"] = np.zeros((120, 256), np.float32)
-  with pytest.raises(convert.ConversionError) as err:
-    convert.from_pyskl(sd, models.get_model("ctrgcn", 60))
+  with pytest.raises(pyskl.ConversionError) as err:
+    pyskl.from_pyskl(sd, models.get_model("ctrgcn", 60))
   msg = str(err.value)
   assert "missing keys (1): ['backbone.net.3.gcn1.convs.1.conv2.weight']" in msg
   assert "unexpected keys (1): ['backbone.net.3.extra.weight']" in msg
@@ -37,15 +38,16 @@ def test_missing_extra_and_misshaped_keys_are_listed(pyskl_fixture):
 
 
 def test_checkpoint_of_another_backbone_is_refused(pyskl_fixture):
-  with pytest.raises(convert.ConversionError, match="missing keys"):
-    convert.from_pyskl(pyskl_fixture("stgcn")["sd"], models.get_model("dgstgcn", 60))
+  with pytest.raises(pyskl.ConversionError, match="missing keys"):
+    pyskl.from_pyskl(pyskl_fixture("stgcn")["sd"], models.get_model("dgstgcn", 60))
 
 
 def test_fixed_graph_mismatch_is_refused(pyskl_fixture):
   sd = dict(pyskl_fixture("stgcn")["sd"])
   sd["backbone.gcn.2.gcn.A"] = sd["backbone.gcn.2.gcn.A"] * 2
-  with pytest.raises(convert.ConversionError, match="backbone.gcn.2.gcn.A: the checkpoint's fixed graph"):
-    convert.from_pyskl(sd, models.get_model("stgcn", 60))
+  with pytest.raises(pyskl.ConversionError,
+                     match="backbone.gcn.2.gcn.A: the checkpoint's fixed graph"):
+    pyskl.from_pyskl(sd, models.get_model("stgcn", 60))
 
 
 def test_command_line_writes_a_loadable_checkpoint(tmp_path, pyskl_fixture):
@@ -63,10 +65,10 @@ def test_command_line_writes_a_loadable_checkpoint(tmp_path, pyskl_fixture):
 
 
 def test_command_line_reports_bad_state_dict_in_one_line(tmp_path, pyskl_fixture):
-  """Through the old spelling, ``python -m stgcn_jax.convert``, an alias of experiments.convert."""
+  """Through the command, ``python -m experiments.convert``."""
   src = tmp_path / "stgcn.npz"
   np.savez(src, **{f"sd/{k}": v for k, v in pyskl_fixture("stgcn")["sd"].items()})
-  result = subprocess.run([sys.executable, "-m", "stgcn_jax.convert", "--src", str(src),
+  result = subprocess.run([sys.executable, "-m", "experiments.convert", "--src", str(src),
                            "--backbone", "ctrgcn", "--num_classes", "60", "--out",
                            str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 2

@@ -12,6 +12,7 @@ import pytest
 import conftest
 
 from stgcn_jax import data
+from stgcn_jax.data.formats import pyskl as pyskl_format
 
 SHARED = conftest.SHARED / "data"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(),
@@ -227,7 +228,7 @@ def test_pyskl_refuses_pickles_with_code(tmp_path):
   evil = tmp_path / "evil.pkl"
   evil.write_bytes(pickle.dumps({"annotations": [os.getcwd]}))
   with pytest.raises(data.DataError, match="global posix.getcwd is not allowed"):
-    pyskl.read_pickle(str(evil))
+    pyskl_format.read_pickle(str(evil))
 
 
 def test_pyskl_wrong_layout_joint_count_rejects_everything(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import conftest
 
 from stgcn_jax import data
+from stgcn_jax.data.formats import ntu as ntu_format
 
 SHARED = conftest.SHARED / "data"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(),
@@ -121,7 +122,7 @@ def test_ntu_lf_copy_parses_like_the_crlf_original(tmp_path):
   assert b"\r\n" in raw
   lf = tmp_path / "S001C001P001R001A011.skeleton"
   lf.write_bytes(raw.replace(b"\r\n", b"\n"))
-  a, b = ntu.read_skeleton(str(NTU / lf.name)), ntu.read_skeleton(str(lf))
+  a, b = ntu_format.read_skeleton(str(NTU / lf.name)), ntu_format.read_skeleton(str(lf))
   assert a[0] == b[0] == 82 and list(a[1]) == list(b[1]) == [72057594037931648]
   np.testing.assert_array_equal(a[1][72057594037931648], b[1][72057594037931648])
 

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from stgcn_jax import checkpoint, export
+from stgcn_jax import checkpoint
+from stgcn_jax.export import deploy, sparse
 from stgcn_jax import sparsity as sp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,9 @@ def test_sparse_roundtrip_is_bit_exact_and_small(tiny, tmp_path, sparsity):
   kernel.reshape(-1)[np.flatnonzero(kernel)[:3]] = -0.0
   variables = {"params": params, "batch_stats": variables["batch_stats"]}
   path = str(tmp_path / "m.npz")
-  summary = export.save_sparse(path, SPEC, variables)
-  assert summary["bytes"] == export.size_on_disk(path)
-  model2, variables2 = export.load_sparse(path)
+  summary = sparse.save_sparse(path, SPEC, variables)
+  assert summary["bytes"] == deploy.size_on_disk(path)
+  model2, variables2 = sparse.load_sparse(path)
   assert model2 == model
   assert summary["kept_weights"] == sum(
       np.count_nonzero(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(params)
@@ -78,7 +79,7 @@ def test_sparse_roundtrip_is_bit_exact_and_small(tiny, tmp_path, sparsity):
   assert summary["sparse_weights"] == prunable_n
   bound = (1 - sparsity) * prunable_bytes + prunable_n / 8 + other_bytes + 64 * 1024
   assert summary["bytes"] <= bound
-  assert summary["bytes"] <= export.sparse_size_bound(variables)
+  assert summary["bytes"] <= deploy.sparse_size_bound(variables)
   with np.load(path, allow_pickle=False) as f:  # no object arrays anywhere
     assert all(f[k].dtype != object for k in f.files)
 
@@ -124,31 +125,31 @@ def test_stablehlo_cli_and_a_jax_only_consumer(tiny, tmp_path):
 def test_bad_inputs_are_one_line_errors(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
-  with pytest.raises(export.ExportError, match="no model.json"):
-    export.resolve_model_dir(str(empty))
+  with pytest.raises(sparse.ExportError, match="no model.json"):
+    deploy.resolve_model_dir(str(empty))
   (empty / "checkpoints").mkdir()
-  with pytest.raises(export.ExportError, match="ensemble"):
-    export.resolve_model_dir(str(empty))
-  with pytest.raises(export.ExportError, match="no such file"):
-    export.resolve_model_dir(str(tmp_path / "missing"))
+  with pytest.raises(sparse.ExportError, match="ensemble"):
+    deploy.resolve_model_dir(str(empty))
+  with pytest.raises(sparse.ExportError, match="no such file"):
+    deploy.resolve_model_dir(str(tmp_path / "missing"))
   junk = tmp_path / "junk.npz"
   junk.write_bytes(b"not a zip file")
-  with pytest.raises(export.ExportError, match="not a sparse model export"):
-    export.load_sparse(str(junk))
+  with pytest.raises(sparse.ExportError, match="not a sparse model export"):
+    sparse.load_sparse(str(junk))
   other = tmp_path / "other.npz"
   np.savez(other, a=np.zeros(3))
-  with pytest.raises(export.ExportError, match="not a sparse model export"):
-    export.load_sparse(str(other))
+  with pytest.raises(sparse.ExportError, match="not a sparse model export"):
+    sparse.load_sparse(str(other))
 
 
 def test_zero_channels_and_size_on_disk(tmp_path):
   params = {"backbone": {"block0": {"tcn": {"conv": {"kernel": np.zeros((3, 1, 4, 5))}}}}}
   params["backbone"]["block0"]["tcn"]["conv"]["kernel"][..., :2] = 1.0
-  assert export.zero_channel_fraction(params) == (3, 5)
+  assert deploy.zero_channel_fraction(params) == (3, 5)
   (tmp_path / "d").mkdir()
   (tmp_path / "d" / "a").write_bytes(b"12345")
   (tmp_path / "d" / "b").write_bytes(b"123")
-  assert export.size_on_disk(str(tmp_path / "d")) == 8
+  assert deploy.size_on_disk(str(tmp_path / "d")) == 8
 
 
 def test_bench_deploy_table(tmp_path):

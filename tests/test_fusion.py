@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from experiments import fuse
-from stgcn_jax import fusion
+from stgcn_jax import fusion, run_files
+from stgcn_jax import scores as scores_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,12 +49,12 @@ def budget_results(keep: float, dense_prunable=10_000, unmasked=2_000) -> dict:
 def test_weighted_fusion_matches_hand_computation():
   fused = fusion.fuse([np.array(A), np.array(B)], [2, 1])
   np.testing.assert_allclose(fused, 2 * np.array(A) + np.array(B))
-  assert fusion.accuracy(fused, np.array(LABELS)) == pytest.approx(2 / 3)
+  assert scores_lib.accuracy(fused, np.array(LABELS)) == pytest.approx(2 / 3)
 
 
 def test_equal_weights_by_default():
   fused = fusion.fuse([np.array(A), np.array(B)])
-  assert fusion.accuracy(fused, np.array(LABELS)) == 1.0
+  assert scores_lib.accuracy(fused, np.array(LABELS)) == 1.0
 
 
 def test_cli_fusion_aligns_by_index(tmp_path):
@@ -102,8 +103,8 @@ def test_stream_weights_are_configurable(tmp_path):
 def test_misaligned_runs_are_refused(tmp_path, change, message):
   a = make_run(tmp_path, "a", A, LABELS)
   b = make_run(tmp_path, "b", **{"scores": B, "labels": LABELS, **change})
-  with pytest.raises(fusion.FusionError, match=message) as err:
-    fusion.align([fusion.load_run(a), fusion.load_run(b)])
+  with pytest.raises(scores_lib.FusionError, match=message) as err:
+    fusion.align([run_files.load_run(a), run_files.load_run(b)])
   assert a in str(err.value) and b in str(err.value)
 
 
@@ -119,12 +120,12 @@ def test_cli_refuses_misaligned_runs_in_one_line(tmp_path):
 
 
 def test_parameter_budget_of_four_levels_is_0_66():
-  budget = fusion.parameter_budget([budget_results(k) for k in (.4, .2, .05, .01)])
+  budget = scores_lib.parameter_budget([budget_results(k) for k in (.4, .2, .05, .01)])
   assert budget["prunable_budget"] == pytest.approx(0.66, abs=1e-12)
 
 
 def test_honest_budget_counts_unmasked_parameters_of_every_member():
-  budget = fusion.parameter_budget([budget_results(k) for k in (.4, .2, .05, .01)])
+  budget = scores_lib.parameter_budget([budget_results(k) for k in (.4, .2, .05, .01)])
   assert budget["total_budget"] == pytest.approx((6_600 + 4 * 2_000) / 12_000)
 
 
@@ -136,14 +137,14 @@ def test_cli_reports_budget_from_results_json(tmp_path):
 
 
 def test_budget_refuses_different_backbones():
-  with pytest.raises(fusion.FusionError, match="differ in their dense size"):
-    fusion.parameter_budget([budget_results(.4), budget_results(.2, dense_prunable=20_000)])
+  with pytest.raises(scores_lib.FusionError, match="differ in their dense size"):
+    scores_lib.parameter_budget([budget_results(.4), budget_results(.2, dense_prunable=20_000)])
 
 
 def test_joint_ensemble_budget_from_member_counts():
   # experiments.run's mode=ensemble: per-member counts, each with one dense model's sizes.
   members = [dict(budget_results(k), sparsity=1 - k) for k in (.4, .2, .05, .01)]
-  budget = fusion.parameter_budget([{"top1": .5, "members": members}])
+  budget = scores_lib.parameter_budget([{"top1": .5, "members": members}])
   assert budget["prunable_budget"] == pytest.approx(0.66, abs=1e-12)
 
 
@@ -175,22 +176,22 @@ def test_joint_ensemble_workdir_budget_uses_each_members_counts(tmp_path):
 
 def test_mean_class_accuracy_weights_classes_equally():
   scores = np.eye(2)[[0, 0, 0, 0]]
-  assert fusion.mean_class_accuracy(scores, np.array([0, 0, 0, 1])) == 0.5
+  assert scores_lib.mean_class_accuracy(scores, np.array([0, 0, 0, 1])) == 0.5
 
 
 def test_top5_counts_label_among_five_best():
   scores = np.array([[.3, .25, .2, .1, .09, .06]])
-  assert (fusion.accuracy(scores, np.array([4]), 5), fusion.accuracy(scores, np.array([5]), 5)) == (
-      1.0, 0.0)
+  assert (scores_lib.accuracy(scores, np.array([4]), 5),
+          scores_lib.accuracy(scores, np.array([5]), 5)) == (1.0, 0.0)
 
 
 def test_wrong_number_of_weights_is_refused(tmp_path):
   a, b = make_run(tmp_path, "a", A, LABELS), make_run(tmp_path, "b", B, LABELS)
-  with pytest.raises(fusion.FusionError, match="--weights has 3 values for 2 members"):
+  with pytest.raises(scores_lib.FusionError, match="--weights has 3 values for 2 members"):
     fuse.run_fusion(workdirs=[a, b], weights=["1", "1", "1"])
 
 
 def test_missing_scores_named(tmp_path):
   (tmp_path / "empty").mkdir()
-  with pytest.raises(fusion.FusionError, match=os.path.join(str(tmp_path / "empty"), "scores.npz")):
-    fusion.load_run(str(tmp_path / "empty"))
+  with pytest.raises(scores_lib.FusionError, match=os.path.join(str(tmp_path / "empty"), "scores.npz")):
+    run_files.load_run(str(tmp_path / "empty"))

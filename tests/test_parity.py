@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from stgcn_jax import convert, models
+from stgcn_jax import models
+from stgcn_jax.models import pyskl
 
 from conftest import BACKBONE_NAMES
 
@@ -19,7 +20,7 @@ def loaded(pyskl_fixture):
     if name not in cache:
       data = pyskl_fixture(name)
       model = models.get_model(name, data["meta"]["num_classes"], layout=data["meta"]["layout"])
-      cache[name] = (data, model, convert.from_pyskl(data["sd"], model))
+      cache[name] = (data, model, pyskl.from_pyskl(data["sd"], model))
     return cache[name]
   return get
 
@@ -55,7 +56,7 @@ def _ctrgcn_gradients(model, variables, data, dtype):
   params, stats = cast(variables["params"]), cast(variables["batch_stats"])
   x = jnp.asarray(data["input"], dtype)
   grads = jax.jit(jax.grad(lambda p: _train_loss(model, p, stats, x, data["label"])[0]))(params)
-  ours = convert.to_pyskl({"params": grads}, model)
+  ours = pyskl.to_pyskl({"params": grads}, model)
   ref = data["grad"]
   assert set(ref) == set(data["meta"]["trainable_keys"]) and set(ref) <= set(ours)
   total = np.sqrt(sum(np.sum(np.square(r, dtype=np.float64)) for r in ref.values()))

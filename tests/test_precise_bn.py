@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import training
-from stgcn_jax import models, precise_bn, sparsity
+from stgcn_jax import models, sparsity
+from stgcn_jax.training import precise_bn
 
 
 def _tiny_model():

@@ -1,4 +1,4 @@
-"""``stgcn_jax.predict`` and ``experiments.predict``: raw files, ensembles, streams."""
+"""``stgcn_jax.inference`` and ``experiments.predict``: raw files, ensembles, streams."""
 
 import io
 import json
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stgcn_jax import checkpoint, models, predict
+from stgcn_jax import checkpoint, models
+from stgcn_jax.inference import predictor as predictor_lib, raw_input, sources, stream
 
 from conftest import REPO, shared_path
 
@@ -60,8 +61,8 @@ def ckpts(tmp_path_factory):
 
 
 def _predict(model, src, **kwargs):
-  predictor = predict.load_predictor(model)
-  samples, bad = predict.read_samples(str(src), layout=predictor.layout,
+  predictor = sources.load_predictor(model)
+  samples, bad = raw_input.read_samples(str(src), layout=predictor.layout,
                                       check=predictor.check_channels, **kwargs)
   results = [predictor.predict([s.record], s.channels) for s in samples]
   return predictor, samples, bad, results
@@ -75,7 +76,7 @@ def test_ntu_file_gives_named_top_k(ckpts):
   assert samples[0].record["keypoint"].shape[2:] == (25, 3)
   assert result.probs.shape == (1, 60) and result.num_members == 1
   assert result.probs.sum() == pytest.approx(1.0, abs=1e-5)
-  best = predict.top_k(result.probs[0], predictor.class_names, 5)
+  best = predictor_lib.top_k(result.probs[0], predictor.class_names, 5)
   assert [b[0] for b in best] == [predictor.class_names[b[1]] for b in best]
   assert best[0][0] != "class 0" and "class" not in best[0][0]   # names from model.json
   assert [b[2] for b in best] == sorted((b[2] for b in best), reverse=True)
@@ -97,8 +98,8 @@ def test_kinetics_nw_ucla_and_pyskl_files(ckpts):
   assert predictor.clip_len == 100 and len(predictor.notes) == 1
   assert predictor.class_names[3] == "class 3"
 
-  predictor = predict.load_predictor(ckpts["coco"])
-  samples, bad = predict.read_samples(
+  predictor = sources.load_predictor(ckpts["coco"])
+  samples, bad = raw_input.read_samples(
       str(shared_path("data", "pyskl_format_samples", "custom_hrnet2d_16cls", "ntu60_hrnet.pkl")),
       layout=predictor.layout, pyskl_layout="coco", check=predictor.check_channels)
   assert not bad and len(samples) == 486
@@ -110,11 +111,11 @@ def test_kinetics_nw_ucla_and_pyskl_files(ckpts):
 
 def test_post_hoc_ensemble_is_the_sum_of_its_members(ckpts):
   src = shared_path("data", "ntu_rgbd_raw_samples")
-  a = predict.load_predictor(ckpts["ntu"])
-  b = predict.load_predictor(ckpts["ntu2"])
-  both = predict.load_predictor(f"{ckpts['ntu']},{ckpts['ntu2']}")
+  a = sources.load_predictor(ckpts["ntu"])
+  b = sources.load_predictor(ckpts["ntu2"])
+  both = sources.load_predictor(f"{ckpts['ntu']},{ckpts['ntu2']}")
   assert both.num_members == 2 and len(both.groups) == 1 and both.groups[0].count == 2  # vmapped
-  samples, bad = predict.read_samples(str(src), layout=both.layout)
+  samples, bad = raw_input.read_samples(str(src), layout=both.layout)
   assert not bad and len(samples) == 5
   records = [s.record for s in samples]
   fused = both.predict(records, batch_size=4)
@@ -125,9 +126,9 @@ def test_post_hoc_ensemble_is_the_sum_of_its_members(ckpts):
 
 
 def test_layout_mismatch_is_one_clear_error(ckpts):
-  predictor = predict.load_predictor(ckpts["nw_ucla"])
-  with pytest.raises(predict.PredictError) as err:
-    predict.read_samples(str(shared_path("data", "ntu_rgbd_raw_samples", NTU_FILE)),
+  predictor = sources.load_predictor(ckpts["nw_ucla"])
+  with pytest.raises(raw_input.PredictError) as err:
+    raw_input.read_samples(str(shared_path("data", "ntu_rgbd_raw_samples", NTU_FILE)),
                          layout=predictor.layout)
   message = str(err.value)
   assert "'nturgb+d'" in message and "'nw-ucla'" in message and "\n" not in message
@@ -139,22 +140,22 @@ def test_corrupted_file_is_one_line_and_the_rest_is_predicted(ckpts, tmp_path):
   shutil.copy(good, tmp_path / "my_recording.skeleton")     # not an NTU name: still a sample
   text = good.read_text()
   (tmp_path / "S001C001P001R002A011.skeleton").write_text(text[:len(text) // 3])
-  predictor = predict.load_predictor(ckpts["ntu"])
-  samples, bad = predict.read_samples(str(tmp_path), layout=predictor.layout)
+  predictor = sources.load_predictor(ckpts["ntu"])
+  samples, bad = raw_input.read_samples(str(tmp_path), layout=predictor.layout)
   assert [s.name for s in samples] == ["S001C001P001R001A011", "my_recording"]
   np.testing.assert_array_equal(samples[0].record["keypoint"], samples[1].record["keypoint"])
   assert len(bad) == 1 and "S001C001P001R002A011.skeleton" in bad[0] and "\n" not in bad[0]
 
 
 def test_stream_emits_every_hop(ckpts):
-  predictor = predict.load_predictor(ckpts["nw_ucla"])
+  predictor = sources.load_predictor(ckpts["nw_ucla"])
   frames = json.loads(shared_path("data", "nw_ucla", "all_sqe", "a01_s01_e00_v01.json").read_text())
   lines = [json.dumps(f) for f in frames["skeletons"][:30]]
   lines.insert(5, "not json")
   lines.insert(9, json.dumps([[1.0, 2.0]]))                    # wrong shape
   lines.insert(12, json.dumps([frames["skeletons"][0]] * 2))   # two persons: fine
   out, err = io.StringIO(), io.StringIO()
-  n = predict.stream(predictor, lines, out, err, window=16, hop=5, k=3)
+  n = stream.stream(predictor, lines, out, err, window=16, hop=5, k=3)
   good = 31
   assert n == (good - 16) // 5 + 1
   rows = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -214,7 +215,7 @@ def test_joint_ensemble_workdir_runs_its_members_in_one_vmapped_call(tmp_path):
             "num_clips_test": 2, "normalize": "auto", "align_spine": False,
             "precise_bn_batches": 0}
   (workdir / "config.json").write_text(json.dumps(config))
-  predictor = predict.load_predictor(str(workdir))
+  predictor = sources.load_predictor(str(workdir))
   assert predictor.num_members == 2 and len(predictor.groups) == 1   # one vmapped call
   assert predictor.class_names == ["motion_00", "motion_01", "motion_02"]
   records = [data.load("synthetic", data_dir, "test")[i] for i in range(4)]

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stgcn_jax import scores as scores_lib
 from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
@@ -56,17 +57,17 @@ def test_ensemble_step_equals_member_steps(batching):
 
 def test_fusion_of_clip_averaged_softmax():
   logits = jax.random.normal(jax.random.key(0), (3, 4, 10, 6))    # members, N, clips, classes
-  probs = training.clip_average_softmax(logits)
+  probs = scores_lib.clip_average_softmax(logits)
   assert probs.shape == (3, 4, 6)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-  fused = training.fuse_scores(probs)
+  fused = scores_lib.fuse_scores(probs)
   np.testing.assert_allclose(fused, sum(jax.nn.softmax(logits[i], -1).mean(1) for i in range(3)),
                              rtol=1e-5)
   separate = [probs[i] for i in range(3)]                           # post-hoc: separate models
-  np.testing.assert_allclose(training.fuse_scores(separate, weights=[2, 1, 1]),
+  np.testing.assert_allclose(scores_lib.fuse_scores(separate, weights=[2, 1, 1]),
                              2 * probs[0] + probs[1] + probs[2], rtol=1e-5)
   with pytest.raises(ValueError, match="one weight per member"):
-    training.fuse_scores(separate, weights=[1, 1])
+    scores_lib.fuse_scores(separate, weights=[1, 1])
 
 
 def test_parameter_budget_is_066_and_honest_total():

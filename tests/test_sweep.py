@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stgcn_jax import data, fusion
+from stgcn_jax import data, run_files
 
 from conftest import REPO
 
@@ -116,7 +116,7 @@ def test_grid_fuses_the_multi_level_ensemble_and_resumes(tmp_path):
   assert "| 0.66 (" in ensemble_row
 
   # The ensemble row is the sum of the members' clip-averaged softmax scores.
-  members = [fusion.load_run(str(root / f"stgcn_s{s}")) for s in ("0.6", "0.8", "0.95", "0.99")]
+  members = [run_files.load_run(str(root / f"stgcn_s{s}")) for s in ("0.6", "0.8", "0.95", "0.99")]
   fused = sum(m.scores for m in members)
   top1 = float(np.mean(fused.argmax(-1) == members[0].labels))
   report = json.loads((root / "stgcn_ensemble" / "fusion.json").read_text())

@@ -149,9 +149,9 @@ def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
   # Each member is saved as a model checkpoint with the statistics it was tested with: predicting
   # the test split from a saved member gives the run's own scores for it (the vmapped call over
   # all members is tested in test_predict.py).
-  from stgcn_jax import predict
+  from stgcn_jax.inference import sources  # pylint: disable=import-outside-toplevel
   assert sorted(os.listdir(workdir / "members")) == ["s0.6", "s0.8", "s0.95", "s0.99"]
-  predictor = predict.load_predictor(str(workdir / "members" / "s0.95"))
+  predictor = sources.load_predictor(str(workdir / "members" / "s0.95"))
   test = data.load("synthetic", data_dir, "test")
   out = predictor.predict([test[i] for i in range(len(test))], test.info.channels)
   np.testing.assert_allclose(out.member_scores[0], scores["member_scores"][2], atol=2e-5)

@@ -44,8 +44,8 @@ class Backbone(nn.Module):
   gcn: Any = None
   tcn: Any = layers.TCNOptions()
 
-  # How pyskl names this backbone's blocks in a state_dict (``stgcn_jax.convert``): the block list
-  # (``backbone.gcn.3``) and the renamed units of a block (CTR-GCN: ``net.3.gcn1``).
+  # How pyskl names this backbone's blocks in a state_dict (``stgcn_jax.models.pyskl``): the block
+  # list (``backbone.gcn.3``) and the renamed units of a block (CTR-GCN: ``net.3.gcn1``).
   pyskl_blocks: ClassVar[str] = "gcn"
   pyskl_units: ClassVar[dict[str, str]] = {}
   # pyskl keywords of this backbone that are not ``gcn_*`` / ``tcn_*`` (``models.split_options``).

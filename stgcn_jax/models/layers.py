@@ -2,7 +2,7 @@
 
 Everything is channels-last: a feature map is ``x_BTVC`` (batch*persons, frames, joints, channels).
 Parameter names mirror pyskl's (``conv``, ``bn``, ``down``, ``residual``...) so that
-``stgcn_jax.convert`` maps pyskl checkpoints by a few renaming rules.
+``stgcn_jax.models.pyskl`` maps pyskl checkpoints by a few renaming rules.
 
 Initialisation follows pyskl per backbone (``docs/BACKBONES.md`` section 6); ``Conv``'s ``init``:
   * ``"torch"``: PyTorch's default, kernel and bias ~ U(+-1/sqrt(fan_in)).
@@ -168,8 +168,8 @@ class BatchNorm(nn.Module):
   (momentum 0.1 in PyTorch's convention); evaluation uses the running statistics. Statistics are
   taken over every axis but the last, so under a sharded ``jit`` they cover the global batch.
   When the collection ``bn_moments`` is mutable in a training-mode call, the batch's mean, biased
-  variance and element count per channel are stored there as well (``stgcn_jax.precise_bn`` averages
-  them into exact population statistics).
+  variance and element count per channel are stored there as well
+  (``stgcn_jax.training.precise_bn`` averages them into exact population statistics).
   """
   epsilon: float = 1e-5
   momentum: float = 0.1

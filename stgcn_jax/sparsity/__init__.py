@@ -6,11 +6,11 @@ See ``docs/METHOD.md`` for the method.
 """
 
 from stgcn_jax.sparsity.config import MODES, SparsityConfig, check_sparsity_config, prunable_spec
+from stgcn_jax.sparsity.draw import erk_densities, num_pruned
 from stgcn_jax.sparsity.lottery import init_scores, masks_from_scores, ste_params, topk_masks
 from stgcn_jax.sparsity.masks import (METHODS, PrunableSpec, apply_masks, block_of,
-                                      check_sparsity, erk_densities, load_masks, make_masks,
-                                      num_pruned, ones_like_masks, path_str, prunable_paths,
-                                      save_masks, validate_masks)
+                                      check_sparsity, load_masks, make_masks, ones_like_masks,
+                                      path_str, prunable_paths, save_masks, validate_masks)
 from stgcn_jax.sparsity.penalty import (group_lasso, group_norms, penalty_weight,
                                         proximal_group_lasso)
 from stgcn_jax.sparsity.report import format_report, sparsity_report

@@ -15,7 +15,7 @@ Fields of ``SparsityConfig``:
   mask_method: 'uniform' | 'erk' | 'global' | 'per_block' | 'predefined'.
   mask_path: the .npz file / orbax directory for 'predefined'.
   mask_cover_channels: 'uniform' / 'erk' masks keep at least one weight of every output channel
-    (same counts per tensor; ``masks.cover_output_channels``): no constant channel for BatchNorm.
+    (same counts per tensor; ``draw.cover_output_channels``): no constant channel for BatchNorm.
   mask_head, mask_attention: also prune the classifier head / the AA-GCN attention layers.
   warmup_epochs: dense warm-up epochs (0 = no warm-up: sparse from step 0).
   penalty_lambda: the group-lasso weight (0 = no penalty).

@@ -32,10 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax.sparsity import draw
-# How the random masks are drawn lives in ``draw``; its public names stay importable from here.
-from stgcn_jax.sparsity.draw import (  # noqa: F401  (re-exported)
-    channel_floor_counts, cover_output_channels, erk_densities, kaiming_uniform_scores,
-    keep_largest, num_pruned)
 
 METHODS = ("uniform", "erk", "global", "per_block", "predefined")
 ATTENTION_NAMES = ("conv_sa", "conv_ta", "fc1c", "fc2c")

@@ -12,7 +12,8 @@ members.
 >>> ens = create_ensemble_state(model, key, x, cfg, sparsities=(0.6, 0.8, 0.95, 0.99))
 >>> step = jax.jit(make_ensemble_train_step(model, cfg, "warmup"))
 >>> ens, metrics = step(ens, batch)                     # metrics[k]: (members,)
->>> probs = fuse_scores(clip_average_softmax(jax.jit(make_ensemble_eval_step(model))(ens, x)))
+>>> logits = jax.jit(make_ensemble_eval_step(model))(ens, x)
+>>> probs = scores.fuse_scores(scores.clip_average_softmax(logits))       # stgcn_jax.scores
 >>> parameter_budget(params, ens.masks)["prunable_budget"]   # 0.66 for {0.6, 0.8, 0.95, 0.99}
 """
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax import scores
 from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING
 from stgcn_jax.training.config import resolve
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
@@ -120,28 +122,9 @@ def make_ensemble_eval_step(model, batching: str = "vmap"):
   return over_members(make_eval_step(model), batching)
 
 
-def clip_average_softmax(logits: jax.Array, clip_axis: int | None = -2) -> jax.Array:
-  """Softmax over classes, then the mean over the clip axis (``None``: no clip axis)."""
-  probs = jax.nn.softmax(logits, axis=-1)
-  return probs if clip_axis is None else probs.mean(axis=clip_axis)
-
-
-def fuse_scores(scores, weights: Sequence[float] | None = None) -> jax.Array:
-  """Weighted sum (default: plain sum) of member score arrays ``(members, N, classes)`` (a stacked
-  array or a sequence of clip-averaged probability arrays from separately trained models)."""
-  scores = jnp.stack(list(scores)) if not hasattr(scores, "ndim") else jnp.asarray(scores)
-  if weights is None:
-    return scores.sum(axis=0)
-  w = jnp.asarray(weights, scores.dtype)
-  if w.shape != scores.shape[:1]:
-    raise ValueError(f"fuse_scores: {w.shape[0] if w.ndim else 'scalar'} weights for "
-                     f"{scores.shape[0]} members; expected one weight per member")
-  return jnp.tensordot(w, scores, axes=1)
-
-
 def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> dict:
   """The ensemble's parameter cost relative to one dense model, from its masks: the counts each
-  member's ``results.json`` would hold, through ``fusion.parameter_budget`` (the same keys:
+  member's ``results.json`` would hold, through ``scores.parameter_budget`` (the same keys:
   ``prunable_budget`` = nonzero prunable weights summed over the members / one dense model's, the
   paper's 0.66; ``total_budget`` the same over all parameters, unmasked ones included).
 
@@ -150,7 +133,6 @@ def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> 
     member_masks: a sequence of mask trees, or one stacked mask tree (leading member axis).
     spec: the prunable predicate.
   """
-  from stgcn_jax import fusion  # pylint: disable=import-outside-toplevel  (fusion imports training)
   spec = spec or PrunableSpec()
   leaves = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(params)]
   if isinstance(member_masks, (list, tuple)):
@@ -167,4 +149,4 @@ def parameter_budget(params, member_masks, spec: PrunableSpec | None = None) -> 
               "prunable_nonzero": sum(int(np.count_nonzero(m[p])) for p, _ in leaves if spec(p)),
               "nonzero_params": sum(int(np.count_nonzero(m[p])) for p, _ in leaves)}
              for m in members]
-  return fusion.parameter_budget(results)
+  return scores.parameter_budget(results)

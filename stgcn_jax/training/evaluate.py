@@ -1,7 +1,6 @@
-"""Scores and accuracy: one implementation for training's reports and for fusion.
+"""Scores of a model on a data source: the batched, padded evaluation pass of training.
 
-Scores are clip-averaged softmax probabilities ``(N, classes)``; top-k ties go to the lower class
-index (a stable sort, as ``argmax``).
+The accuracies are computed by ``stgcn_jax.scores``, which fusion uses as well.
 """
 
 from __future__ import annotations
@@ -10,37 +9,10 @@ import jax
 import numpy as np
 
 from stgcn_jax import data
-from stgcn_jax.training.ensemble import clip_average_softmax
+from stgcn_jax.scores import clip_average_softmax
 from stgcn_jax.training.workdir import RunError
 
-__all__ = ["accuracy", "mean_class_accuracy", "accuracy_report", "evaluate_source", "scores_of",
-           "eval_batch_size"]
-
-
-def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-  """Top-k accuracy; ties go to the lower class index (as ``argmax``)."""
-  topk = np.argsort(-np.asarray(scores), axis=-1, kind="stable")[:, :k]
-  return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=1)))
-
-
-def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-  """Mean per-class recall over the classes present in ``labels``."""
-  labels = np.asarray(labels)
-  hit = np.argmax(scores, axis=-1) == labels
-  return float(np.mean([hit[labels == c].mean() for c in np.unique(labels)]))
-
-
-def accuracy_report(scores: np.ndarray, labels: np.ndarray) -> dict:
-  """top1, top5 (top-min(5, C)), mean class accuracy, counts and the confusion matrix."""
-  num_classes = scores.shape[-1]
-  labels = np.asarray(labels)
-  confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, np.argmax(scores, axis=-1)), 1)
-  return {"top1": accuracy(scores, labels, 1),
-          "top5": accuracy(scores, labels, min(5, num_classes)),
-          "mean_class_accuracy": mean_class_accuracy(scores, labels),
-          "num_samples": int(len(labels)), "num_classes": int(num_classes),
-          "confusion_matrix": confusion.tolist()}
+__all__ = ["evaluate_source", "scores_of", "eval_batch_size"]
 
 
 def evaluate_source(trainer, state, source, pipeline, batch_size: int, seed: int,

@@ -42,7 +42,8 @@ from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
 from stgcn_jax.training.config import RunConfig, TrainConfig
-from stgcn_jax.training.evaluate import accuracy_report, scores_of
+from stgcn_jax.scores import accuracy_report
+from stgcn_jax.training.evaluate import scores_of
 from stgcn_jax.training.runner import Runner, make_runner
 from stgcn_jax.training.setup import run_seeds
 from stgcn_jax.training.workdir import (MetricsLogger, RunError, check_dataset, checkpoint_manager,

@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from stgcn_jax import atomic, checkpoint, distributed, models, sparsity
-from stgcn_jax.training.evaluate import accuracy_report, eval_batch_size, evaluate_source, scores_of
+from stgcn_jax.scores import accuracy_report
+from stgcn_jax.training.evaluate import eval_batch_size, evaluate_source, scores_of
 from stgcn_jax.training.setup import pipeline
 from stgcn_jax.training.state import abstract_state
 from stgcn_jax.training.switch import sparsity_record

@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from stgcn_jax import distributed, precise_bn, sparsity
+from stgcn_jax import distributed, sparsity
+from stgcn_jax.training import precise_bn
 from stgcn_jax.training import ensemble as ens
 from stgcn_jax.training.config import TrainConfig
 from stgcn_jax.training.state import create_train_state, start_finetune

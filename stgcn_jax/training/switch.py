@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from stgcn_jax import data, precise_bn, sparsity
+from stgcn_jax import data, sparsity
+from stgcn_jax.training import precise_bn
 
 __all__ = ["sparsity_record", "precise_bn_state", "bn_batches", "switch_record",
            "fixed_batch_metrics", "switch"]

@@ -258,17 +258,28 @@ def _quiet_restore(mngr, step: int, args):
     try:
       restored = mngr.restore(step, args=args)
     except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
-      logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-      hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
-      try:
+      with _muted_teardown():
         for _ in range(3):  # let the failed reads finish and be collected while muted
           gc.collect()
           time.sleep(0.3)
-      finally:
-        sys.unraisablehook = hook
       return None, err
   sys.stderr.write(noise.getvalue())  # a good restore's warnings, if any, are the user's
   return restored, None
+
+
+@contextlib.contextmanager
+def _muted_teardown():
+  """Within: the asyncio logger at CRITICAL and unraisable exceptions dropped (the failed reads'
+  tracebacks); both are restored on the way out, so nothing stays muted after a failed restore."""
+  asyncio_logger = logging.getLogger("asyncio")
+  level, hook = asyncio_logger.level, sys.unraisablehook
+  asyncio_logger.setLevel(logging.CRITICAL)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    sys.unraisablehook = hook
+    asyncio_logger.setLevel(level)
 
 
 def _root_cause(err: BaseException) -> str:

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from data_prep import common
-from stgcn_jax.data import ConversionReport, DataError
+from stgcn_jax.data.formats import files
+from stgcn_jax.data.records import ConversionReport, DataError
 from stgcn_jax.data.records import all_zero_message, repair_non_finite
 
 NUM_JOINTS, PERSONS_IN, PERSONS_OUT = 18, 5, 2
@@ -51,10 +51,10 @@ def _no_duplicates(obj: dict, where: str) -> None:
 
 
 def read_json(path: str):
-  """The JSON value in the regular file ``path`` (:func:`common.read_json`: a FIFO is rejected, not
+  """The JSON value in the regular file ``path`` (:func:`files.read_json`: a FIFO is rejected, not
   waited on, and at most ``MAX_FILE_BYTES`` are read); DataError naming the file for anything
   else. An object remembers the keys given more than once (``duplicates``)."""
-  return common.read_json(path, "JSON file", MAX_FILE_BYTES, object_pairs_hook=_object)
+  return files.read_json(path, "JSON file", MAX_FILE_BYTES, object_pairs_hook=_object)
 
 
 def _numbers(values, count: int, where: str, field: str) -> np.ndarray:

@@ -1,78 +1,30 @@
-"""Predictions of a trained model on raw skeleton files and on a live stream of frames.
+"""Predictions on a live stream of frames: a sliding window over JSON lines, one prediction a hop.
 
->>> predictor = load_predictor("runs/ntu60/model")            # or a workdir, or "wd1,wd2,..."
->>> samples, bad = read_samples("S001C001P001R001A011.skeleton", layout=predictor.layout)
->>> result = predictor.predict([s.record for s in samples])   # scores (N, classes), summed
->>> top_k(result.probs[0], predictor.class_names, k=5)        # [(name, probability), ...]
+>>> predictor = sources.load_predictor("runs/ntu60/model")
+>>> stream(predictor, sys.stdin, sys.stdout, window=52, hop=2)   # one JSON line per prediction
 
-Models (``load_predictor``): a model checkpoint (``model.json`` + ``variables/``), a training
-workdir (its ``model/``, and its ``config.json`` for the test pipeline), a joint-ensemble workdir
-(``mode=ensemble``: its ``members/s<sparsity>/`` model checkpoints; for a workdir written before
-those were saved, the stacked state of the newest checkpoint in ``checkpoints/``, params multiplied
-by the masks) or several of them comma-separated: a post-hoc ensemble whose
-clip-averaged softmax scores are summed over the members, as ``stgcn_jax.fusion`` fuses. Members
-that share the architecture and the pipeline are stacked and run in one jitted call with
-``jax.vmap`` over the member axis; a single model runs without vmap.
-
-The test pipeline is the one the model was trained with: ``model.json``'s ``pipeline`` (written by
-training), else the workdir's ``config.json``, else (a model converted from pyskl) pyskl's test
-defaults: 10 clips of 100 frames, joint modality, PreNormalize with spine alignment.
-
-Raw inputs are read by ``stgcn_jax.raw_input`` (``read_samples``, re-exported here) exactly as the
-converters would store them. The data's layout must be the model's.
-
-Code map: ``stgcn_jax.predict_load`` resolves the model sources (``load_predictor``),
-``stgcn_jax.predictor`` runs them (``Predictor``, ``Prediction``, ``top_k``); this module writes
-the predictions of files (``write_predictions``) and predicts on a stream of frames (``stream``).
+Each line of the input is one frame (``stgcn_jax.inference.frames.parse_frame``: a list of
+persons, each V joints of C values in the layout's joint order); each output line is
+``{"frame", "classes", "probs", "latency_ms"}``.
 """
-
 
 from __future__ import annotations
 
 import collections
 import json
-import os
 import sys
 import time
 from typing import Iterable, Sequence, TextIO
 
 import numpy as np
 
-from stgcn_jax import atomic
-from stgcn_jax.predict_load import PYSKL_TEST_PIPELINE, load_predictor
-from stgcn_jax.predictor import Prediction, Predictor, top_k
-from stgcn_jax.frames import coordinate_bound, parse_frame
-from stgcn_jax.raw_input import FORMATS, PredictError, Sample, detect_format, read_samples
+from stgcn_jax.inference.frames import coordinate_bound, parse_frame
+from stgcn_jax.inference.predictor import Predictor, top_k
+from stgcn_jax.inference.raw_input import PredictError
 
-__all__ = ["FORMATS", "PredictError", "Predictor", "Prediction", "Sample", "detect_format",
-           "load_predictor", "read_samples", "stream", "top_k", "write_predictions"]
+__all__ = ["stream", "MAX_WINDOW"]
 
 
-# ------------------------------------------------------------------------------------ files
-def write_predictions(path: str, rows: list[dict]) -> None:
-  """``rows`` as JSON (a list) or CSV (one line per rank), chosen by the extension; atomic."""
-  ext = os.path.splitext(path)[1].lower()
-  if ext not in (".json", ".csv"):
-    raise PredictError(f"--out {path}: expected a .json or .csv file name")
-  try:
-    with atomic.atomic_open(path, "w", newline="") as f:
-      if ext == ".json":
-        json.dump(rows, f, indent=2)
-        f.write("\n")
-      else:
-        import csv  # pylint: disable=import-outside-toplevel
-        writer = csv.writer(f)
-        writer.writerow(["sample", "source", "format", "rank", "class", "class_index",
-                         "probability"])
-        for row in rows:
-          for rank, top in enumerate(row["top_k"], 1):
-            writer.writerow([row["sample"], row["source"], row["format"], rank, top["class"],
-                             top["index"], f"{top['prob']:.6f}"])
-  except OSError as err:
-    raise PredictError(f"--out {path}: cannot write it ({err.strerror or err})") from None
-
-
-# ------------------------------------------------------------------------------------ stream
 def _window_scorer(predictor: Predictor, channels: Sequence[str], num_clips: int, img_shape):
   """``scores(kp)``: the mean probabilities of a ``(M, T, V, C)`` window over the members."""
   pipes = [g.make_pipeline(channels, num_clips) for g in predictor.groups]
@@ -110,8 +62,8 @@ def stream(predictor: Predictor, lines: Iterable[str], out: TextIO, err: TextIO 
   in, writes one JSON line ``{"frame", "classes", "probs", "latency_ms"}`` to ``out`` (latency: the
   pipeline and the model, from the frame's arrival to the scores). Returns the number of
   predictions. A bad line is one warning on ``err`` and is skipped; a frame's joints are repaired
-  by the converters' coordinate rule (``stgcn_jax.frames``), each repair one warning (the first
-  ten lines; then a count at the end)."""
+  by the converters' coordinate rule (``stgcn_jax.inference.frames``), each repair one warning
+  (the first ten lines; then a count at the end)."""
   window = int(window or predictor.clip_len)
   hop = int(hop or max(1, window // 4))
   if not (1 <= window <= MAX_WINDOW and 1 <= hop <= MAX_WINDOW):

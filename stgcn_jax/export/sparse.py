@@ -1,6 +1,6 @@
 """The sparse ``.npz`` export of a model: ``save_sparse`` writes it, ``load_sparse`` reads it back.
 
-The format (``stgcn_jax.export`` describes it and re-exports these names): ``format``, ``spec`` (the
+The format (``stgcn_jax.export`` describes it): ``format``, ``spec`` (the
 model spec as UTF-8 JSON bytes), ``index`` (JSON: every leaf of ``params`` and ``batch_stats`` with
 its key path, shape, dtype and storage), ``dtypes`` (JSON: the dtype of ``values_<i>`` /
 ``dense_<i>``), ``mask`` (packed keep bits of the sparse leaves), ``values_<i>`` (their kept

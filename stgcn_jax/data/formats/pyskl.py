@@ -7,13 +7,15 @@ img_shape, applies the coordinate rule and notes the repairs; the rules are list
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 import numpy as np
 
-from data_prep import common
+from stgcn_jax.data.formats import files
 from stgcn_jax import graph
-from stgcn_jax.data import ConversionReport, DataError
+from stgcn_jax.data import safe_pickle
+from stgcn_jax.data.records import ConversionReport, DataError
 
 MAX_PERSONS_WITHOUT_FRAMES = 10  # more persons than frames and more than this: (T, M, V, C)
 MAX_IMG_SIDE = 1_000_000
@@ -21,6 +23,8 @@ MAX_ABS_UNKNOWN_UNITS = 1e6      # coordinate bound for 3D and 2D data of unknow
 PIXEL_BOUND_FACTOR = 10          # 2D pixel data: |coordinate| <= 10 x the image's longer side
 SLACK_VALUES = 1 << 20           # numbers a pickle may hold beyond one per byte of the file
 _MAX_NESTING = 8                 # keypoint nested lists deeper than this are not counted further
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*$")
+UNSPLIT = "train"                # the one split of a pickle without split information
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 
@@ -194,7 +198,7 @@ def _clean(kp: np.ndarray, score, kind: str, img_shape: tuple[int, int],
   max_abs = (PIXEL_BOUND_FACTOR * max(img_shape) if kind != "3d" and max(img_shape) > 0
              else MAX_ABS_UNKNOWN_UNITS)
   scratch = ConversionReport()        # the sample's repair is noted only once it is kept
-  values = common.clean_keypoint(values, where, scratch, max_abs=max_abs)
+  values = files.clean_keypoint(values, where, scratch, max_abs=max_abs)
   # scratch's messages read "<rejected|repaired>: <where>: <what>"; keep <what>
   notes = [(key.split("/", 1)[1], message.split(": ", 1)[1][len(where) + 2:])
            for key, message in zip(scratch.reasons, scratch.messages)]
@@ -232,3 +236,43 @@ def note_repairs(record: dict, report: ConversionReport) -> None:
   if notes:
     report.repair("+".join(r for r, _ in notes),
                   f"{record['where']}: " + "; ".join(m for _, m in notes))
+
+
+def read_pickle(path: str):
+  """The annotation pickle at ``path``, through the project's restricted unpickler."""
+  return safe_pickle.load(path, "pyskl annotation file")
+
+
+def annotations_and_splits(obj, path: str) -> tuple[list, dict, bool]:
+  """(annotations, split name -> entries, whether the pickle had no split information)."""
+  if isinstance(obj, list):
+    return obj, _unsplit(obj), True
+  if not isinstance(obj, dict) or "annotations" not in obj:
+    keys = sorted(map(short, obj))[:10] if isinstance(obj, dict) else None
+    raise DataError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
+                    f"annotations), got {type(obj).__name__}"
+                    + (f" with keys {', '.join(keys)}" if keys is not None else ""))
+  annotations, splits = obj["annotations"], obj.get("split")
+  if not isinstance(annotations, list):
+    raise DataError(f"{path}: 'annotations' must be a list, got {type(annotations).__name__}")
+  if splits is None:
+    return annotations, _unsplit(annotations), True
+  if not isinstance(splits, dict):
+    raise DataError(f"{path}: 'split' must be a dict of split name -> [frame_dir, ...], got "
+                    f"{type(splits).__name__}")
+  if not splits:
+    raise DataError(f"{path}: 'split' is empty; expected {{split name: [frame_dir, ...]}} (leave "
+                    f"'split' out to use every annotation as one split {UNSPLIT!r})")
+  for name, entries in splits.items():
+    if not isinstance(name, str) or not _SPLIT_RE.match(name) or name.lower() == "all":
+      raise DataError(f"{path}: split name {short(name)} must be ASCII letters, digits and _ "
+                      "with at least one letter or digit, and not 'all' (reserved by tfds)")
+    if not isinstance(entries, (list, tuple)):
+      raise DataError(f"{path}: split {name!r} must be a list of frame_dir strings, got "
+                      f"{type(entries).__name__} {short(entries)}")
+  return annotations, splits, False
+
+
+def _unsplit(annotations: list) -> dict:
+  return {UNSPLIT: [a.get("frame_dir") for a in annotations
+                    if isinstance(a, dict) and isinstance(a.get("frame_dir"), str)]}

@@ -1,4 +1,4 @@
-"""pyskl checkpoints -> Flax variables (the command is ``python -m experiments.convert``).
+"""pyskl checkpoints <-> Flax variables of these models (the command: ``python -m experiments.convert``).
 
 Flax parameter paths mirror pyskl's module names; the mapping is a handful of renaming rules
 (``block{i}`` <-> ``gcn.{i}`` / ``net.{i}``, ``down/conv`` <-> ``down.0``, ...) plus the leaf rules:
@@ -192,7 +192,3 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in sd.items() if hasattr(v, "detach")}
   raise ConversionError(f"{path}: expected a .pth or .npz state_dict")
 
-
-if __name__ == "__main__":  # the old spelling of the command: an alias of experiments.convert
-  from experiments.convert import main  # pylint: disable=g-import-not-at-top
-  raise SystemExit(main())

@@ -1,14 +1,14 @@
 """Raw skeleton files and live frames -> records, as the converters would store them.
 
-A raw input goes through the converters' own parse functions and coordinate rule, so a file gives
-exactly the record ``data_prep`` would store: NTU ``.skeleton`` (``data_prep.ntu.to_record``), a
-Kinetics-skeleton video JSON (``data_prep.kinetics.parse_video``), an NW-UCLA JSON
-(``data_prep.nw_ucla.parse_file``) and a pyskl annotation pickle (every annotation is a sample; read
-by the restricted unpickler). A sample's repairs (the coordinate rule: NaN, inf, out-of-range
+A raw input goes through the converters' own parse functions and coordinate rule
+(``stgcn_jax.data.formats``), so a file gives exactly the record ``data_prep`` would store: NTU
+``.skeleton`` (``formats.ntu``), a Kinetics-skeleton video JSON (``formats.kinetics``), an NW-UCLA
+JSON (``formats.nw_ucla``) and a pyskl annotation pickle (``formats.pyskl``: every annotation is a
+sample; read by the restricted unpickler). A sample's repairs (the coordinate rule: NaN, inf, out-of-range
 joints set to 0) are listed in its ``warnings``, naming the file and how many joints. A pyskl
 pickle whose keypoints would hold more numbers than its bytes can store (shared references that
 expand, a pickle bomb) is refused before anything is materialised. ``parse_frame``
-(``stgcn_jax.frames``) reads one frame of a JSON-lines stream.
+(``stgcn_jax.inference.frames``) reads one frame of a JSON-lines stream.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 
 from stgcn_jax import data as data_lib
 from stgcn_jax import graph
+from stgcn_jax.data.formats import files, kinetics, ntu, nw_ucla, pyskl
 from stgcn_jax.data.records import DataError
-from stgcn_jax.frames import parse_frame
+from stgcn_jax.inference.frames import parse_frame
 
 __all__ = ["FORMATS", "FORMAT_LAYOUTS", "FORMAT_CHANNELS", "PredictError", "Sample",
            "detect_format", "read_samples", "parse_frame"]
@@ -63,7 +64,6 @@ def detect_format(path: str) -> str:
                     "(NTU), .json (Kinetics-skeleton or NW-UCLA) or .pkl (pyskl), or pass --format")
   if _SUFFIXES[suffix] is not None:
     return _SUFFIXES[suffix]
-  from data_prep import kinetics  # pylint: disable=import-outside-toplevel
   obj = kinetics.read_json(path)
   if isinstance(obj, dict) and "data" in obj:
     return "kinetics"
@@ -108,8 +108,7 @@ def _repairs(report) -> list[str]:
 
 def _cleaned(record: dict, path: str, fmt: str, report, max_abs: float) -> Sample:
   """A converter's record of a 3D file after the coordinate and all-zero rules, as a Sample."""
-  from data_prep import common  # pylint: disable=import-outside-toplevel
-  kp = common.clean_keypoint(record["keypoint"], path, report, max_abs=max_abs)
+  kp = files.clean_keypoint(record["keypoint"], path, report, max_abs=max_abs)
   if kp is None:
     raise DataError(report.messages[-1].split(": ", 1)[1])
   label = record.get("label")
@@ -122,16 +121,14 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
   """Samples of one file and the messages of its rejected samples (pyskl: per annotation)."""
   report = data_lib.ConversionReport()
   if fmt == "ntu":
-    from data_prep import ntu  # pylint: disable=import-outside-toplevel
     try:
-      ntu.parse_name(ntu._stem(os.path.basename(path)))  # pylint: disable=protected-access
+      ntu.parse_name(ntu.stem(os.path.basename(path)))
     except DataError:
       record = _ntu_unnamed(path)     # a recording of one's own: no NTU name, no label
     else:
       record = ntu.to_record(path)
     return [_cleaned(record, path, fmt, report, ntu.MAX_ABS_METRES)], []
   if fmt == "kinetics":
-    from data_prep import kinetics  # pylint: disable=import-outside-toplevel
     kp, label_index, _ = kinetics.parse_video(path, report)
     if kp is None:
       raise DataError(report.messages[-1].split(": ", 1)[1])
@@ -139,24 +136,20 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
     return [Sample(name, path, fmt, {"keypoint": kp.astype(np.float32), "img_shape": (1, 1)},
                    FORMAT_CHANNELS[fmt], label_index, _repairs(report))], []
   if fmt == "nw_ucla":
-    from data_prep import nw_ucla  # pylint: disable=import-outside-toplevel
     return [_cleaned(nw_ucla.parse_file(path), path, fmt, report, nw_ucla.MAX_ABS)], []
-  from data_prep import pyskl, pyskl_annotation  # pylint: disable=import-outside-toplevel
   obj = pyskl.read_pickle(path)
-  annotations, _, _ = pyskl._annotations_and_splits(obj, path)  # pylint: disable=protected-access
-  pyskl_annotation.check_total_size(annotations, path, os.path.getsize(path))
+  annotations, _, _ = pyskl.annotations_and_splits(obj, path)
+  pyskl.check_total_size(annotations, path, os.path.getsize(path))
   if annotations and not any(isinstance(a, dict) and "keypoint" in a for a in annotations):
     raise DataError(f"{path}: no annotation has a 'keypoint' field (a K400-style metadata pickle "
                     "whose keypoints live in separate kpfiles?); nothing to predict")
   samples, bad = [], []
   for i, ann in enumerate(annotations):
-    # pylint: disable-next=protected-access
-    if isinstance(ann, dict) and not pyskl._is_label(ann.get("label")):
+    if isinstance(ann, dict) and not pyskl.is_label(ann.get("label")):
       ann = dict(ann, label=0)      # a label is not needed to predict
     try:
       # pyskl's own per-annotation parsing (labels unused: shift 0, no class count)
-      # pylint: disable-next=protected-access
-      record = pyskl._record(ann, i, path, layout, 0, None, report)
+      record = pyskl.to_record(ann, i, path, layout, 0, None, report)
     except DataError as err:
       bad.append(str(err))
       continue
@@ -174,22 +167,20 @@ def _read_file(path: str, fmt: str, layout: graph.Layout) -> tuple[list[Sample],
 
 
 def _ntu_unnamed(path: str) -> dict:
-  """``data_prep.ntu.to_record`` for a file whose name is not an NTU sample name: the same two
-  most energetic bodies, named by the file."""
-  from data_prep import ntu  # pylint: disable=import-outside-toplevel
+  """``formats.ntu.to_record`` for a file whose name is not an NTU sample name: the same two most
+  energetic bodies, named by the file."""
   num_frames, bodies = ntu.read_bodies(path)
   if num_frames == 0 or not bodies:
     raise DataError(f"{path}: zero-length sequence ({num_frames} frames, no body in any frame)")
   ids = list(bodies)
-  usable = ntu._usable  # pylint: disable=protected-access
-  energy = [ntu.motion_energy(usable(bodies[i][1])) for i in ids]
+  energy = [ntu.motion_energy(ntu.usable(bodies[i][1])) for i in ids]
   order = sorted(range(len(ids)), key=lambda k: -energy[k])[:2]
   kp = np.zeros((len(order), num_frames, ntu.NUM_JOINTS, 3))
   for m, k in enumerate(order):
     frames, xyz = bodies[ids[k]]
     kp[m, frames] = xyz
   return {"keypoint": kp, "label": None,
-          "frame_dir": ntu._stem(os.path.basename(path))}  # pylint: disable=protected-access
+          "frame_dir": ntu.stem(os.path.basename(path))}
 
 
 def read_samples(src: str, *, layout: graph.Layout, fmt: str | None = None,

@@ -7,8 +7,6 @@ pipeline's preprocessing, classes). Running it needs only ``jax`` and ``numpy``:
 
     exp = jax.export.deserialize(open(FILE, "rb").read())
     logits = exp.call(x)      # x: float32 (B, M, T, V, C) -> (B, num_classes)
-
-``stgcn_jax.export`` re-exports these names next to the sparse ``.npz`` format.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax import atomic, graph
-from stgcn_jax.sparse_format import ExportError
+from stgcn_jax.export.sparse import ExportError
 
 __all__ = ["JOINT_NAMES", "PLATFORMS", "MAX_FRAMES", "input_contract", "export_stablehlo"]
 

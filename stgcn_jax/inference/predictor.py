@@ -1,26 +1,30 @@
-"""Running a loaded model or an ensemble: ``Predictor`` (built by ``predict.load_predictor``).
+"""Running a loaded model or an ensemble: ``Predictor`` (built by ``sources.load_predictor``).
 
 A ``Predictor`` holds groups of members that share the architecture and the test pipeline; each
 group runs in one jitted call (``jax.vmap`` over its members when it has several). ``predict``
 turns records into the model input with the group's test pipeline and returns the clip-averaged
-softmax scores of every member and their sum (as ``stgcn_jax.fusion`` fuses).
+softmax scores of every member and their sum (as ``stgcn_jax.fusion`` fuses). ``top_k`` ranks
+them, ``write_predictions`` writes the ranked rows as JSON or CSV.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgcn_jax import graph, models
+from stgcn_jax import atomic, graph, models
 from stgcn_jax import data as data_lib
 from stgcn_jax.data.records import DataError
-from stgcn_jax.raw_input import PredictError
+from stgcn_jax.inference.raw_input import PredictError
 
-__all__ = ["Prediction", "Group", "Predictor", "pipeline_config", "guess_channels", "top_k"]
+__all__ = ["Prediction", "Group", "Predictor", "pipeline_config", "guess_channels", "top_k",
+           "write_predictions"]
 
 _PIPELINE_KEYS = ("clip_len", "num_clips", "modality", "normalize", "align_spine", "zaxis", "xaxis",
                   "num_person", "seed")
@@ -175,3 +179,26 @@ def top_k(probs: np.ndarray, class_names: Sequence[str], k: int = 5
   """The ``k`` most likely classes as ``(name, index, probability)``, most likely first."""
   order = np.argsort(-np.asarray(probs), kind="stable")[:max(1, int(k))]
   return [(class_names[i], int(i), float(probs[i])) for i in order]
+
+
+def write_predictions(path: str, rows: list[dict]) -> None:
+  """``rows`` as JSON (a list) or CSV (one line per rank), chosen by the extension; atomic."""
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in (".json", ".csv"):
+    raise PredictError(f"--out {path}: expected a .json or .csv file name")
+  try:
+    with atomic.atomic_open(path, "w", newline="") as f:
+      if ext == ".json":
+        json.dump(rows, f, indent=2)
+        f.write("\n")
+      else:
+        import csv  # pylint: disable=import-outside-toplevel
+        writer = csv.writer(f)
+        writer.writerow(["sample", "source", "format", "rank", "class", "class_index",
+                         "probability"])
+        for row in rows:
+          for rank, top in enumerate(row["top_k"], 1):
+            writer.writerow([row["sample"], row["source"], row["format"], rank, top["class"],
+                             top["index"], f"{top['prob']:.6f}"])
+  except OSError as err:
+    raise PredictError(f"--out {path}: cannot write it ({err.strerror or err})") from None

@@ -1,4 +1,4 @@
-"""The model sources of ``stgcn_jax.predict``: ``load_predictor`` and what it accepts.
+"""The model sources of a prediction: ``load_predictor`` and what it accepts.
 
 A source is a model checkpoint (``model.json`` + ``variables/``), a training workdir (its
 ``model/``, and its ``config.json`` for the test pipeline) or a joint-ensemble workdir
@@ -23,8 +23,8 @@ import numpy as np
 from stgcn_jax import checkpoint, graph, models
 from stgcn_jax import data as data_lib
 from stgcn_jax.data.records import DataError
-from stgcn_jax.predictor import Group, Predictor, pipeline_config
-from stgcn_jax.raw_input import PredictError
+from stgcn_jax.inference.predictor import Group, Predictor, pipeline_config
+from stgcn_jax.inference.raw_input import PredictError
 
 __all__ = ["PYSKL_TEST_PIPELINE", "load_predictor"]
 

@@ -1,31 +1,8 @@
-"""Deploy a trained model: a compressed sparse file, and a portable StableHLO artifact.
+"""Deploying a model beside its two formats: find and load a model in any of its forms, and size it.
 
-Sparse export (``save_sparse`` / ``load_sparse``): one ``.npz`` file (no pickle) holding
-
-* ``spec``: the model spec (``model.json``'s content) as UTF-8 JSON bytes;
-* ``index``: JSON bytes listing every leaf of ``params`` and ``batch_stats`` in order: its key path,
-  shape, dtype and whether it is stored ``sparse`` or ``dense``;
-* ``values_<dtype>``: the kept (bit-pattern nonzero) entries of every sparse leaf, concatenated in
-  index order (C order within a leaf);
-* ``mask``: ``np.packbits`` of the concatenated keep masks of the sparse leaves (one bit a weight);
-* ``dense_<dtype>``: every other leaf (biases, BatchNorm, graphs, dense kernels), concatenated.
-
-A leaf is stored sparse when the prunable predicate (``sparsity.PrunableSpec()``: the backbone's
-block conv kernels) says so, or when it is any other ``kernel`` with more than 1/32 of its entries
-zero (then the bit mask costs less than the zeros). "Kept" means a nonzero bit pattern, so ``-0.0``
-and NaNs survive: ``load_sparse`` returns bit-identical weights and hence bit-identical logits.
-The few concatenated arrays keep the zip overhead to a few hundred bytes whatever the model size.
-The format lives in ``stgcn_jax.sparse_format``; ``load_sparse`` checks everything in the file
-before it allocates anything (a damaged or tampered file is one ``ExportError``).
-
-Portable artifact (``export_stablehlo``, ``input_contract``, ``JOINT_NAMES``: defined in
-``stgcn_jax.stablehlo``, re-exported here): ``jax.export`` of the eval-mode forward pass with the
-weights baked in as constants, input ``float32 (B, M, T, V, C)`` with a symbolic batch ``B``;
-``FILE`` holds ``Exported.serialize()`` and ``FILE.json`` the input contract. Running it needs only
-``jax`` and ``numpy``::
-
-    exp = jax.export.deserialize(open(FILE, "rb").read())
-    logits = exp.call(x)      # x: float32 (B, M, T, V, C) -> (B, num_classes)
+``resolve_model_dir`` finds a model checkpoint (or a workdir's ``model/``), ``load_any`` loads a
+checkpoint, a workdir or a sparse ``.npz``; ``size_on_disk``, ``sparse_size_bound`` and
+``zero_channel_fraction`` measure what an export costs and what structure a mask leaves.
 """
 
 from __future__ import annotations
@@ -36,20 +13,15 @@ import jax
 import numpy as np
 
 from stgcn_jax import checkpoint
-from stgcn_jax.sparse_format import (FORMAT, ExportError, load_sparse, load_sparse_with_spec,
-                                     nonzero_bits, save_sparse)
+from stgcn_jax.export.sparse import ExportError, load_sparse_with_spec, nonzero_bits
 from stgcn_jax.sparsity import masks as masks_lib
-from stgcn_jax.stablehlo import (JOINT_NAMES, MAX_FRAMES, PLATFORMS, export_stablehlo,
-                                 input_contract)
 
-__all__ = ["FORMAT", "ExportError", "resolve_model_dir", "load_any", "save_sparse", "load_sparse",
-           "load_sparse_with_spec", "export_stablehlo", "input_contract", "size_on_disk",
-           "sparse_size_bound", "zero_channel_fraction", "JOINT_NAMES", "MAX_FRAMES", "PLATFORMS"]
+__all__ = ["resolve_model_dir", "load_any", "size_on_disk", "sparse_size_bound",
+           "zero_channel_fraction"]
 
 _COLLECTIONS = ("params", "batch_stats")
 
 
-# ----------------------------------------------------------------------------- files
 
 
 def size_on_disk(path: str) -> int:

@@ -1,0 +1,33 @@
+"""Deploy a trained model: a compressed sparse file, and a portable StableHLO artifact.
+
+Modules: ``sparse`` (the ``.npz`` format), ``stablehlo`` (the ``jax.export`` artifact) and
+``deploy`` (finding, loading and sizing a model). Import from them; this package re-exports
+nothing.
+
+Sparse export (``save_sparse`` / ``load_sparse``): one ``.npz`` file (no pickle) holding
+
+* ``spec``: the model spec (``model.json``'s content) as UTF-8 JSON bytes;
+* ``index``: JSON bytes listing every leaf of ``params`` and ``batch_stats`` in order: its key path,
+  shape, dtype and whether it is stored ``sparse`` or ``dense``;
+* ``values_<dtype>``: the kept (bit-pattern nonzero) entries of every sparse leaf, concatenated in
+  index order (C order within a leaf);
+* ``mask``: ``np.packbits`` of the concatenated keep masks of the sparse leaves (one bit a weight);
+* ``dense_<dtype>``: every other leaf (biases, BatchNorm, graphs, dense kernels), concatenated.
+
+A leaf is stored sparse when the prunable predicate (``sparsity.PrunableSpec()``: the backbone's
+block conv kernels) says so, or when it is any other ``kernel`` with more than 1/32 of its entries
+zero (then the bit mask costs less than the zeros). "Kept" means a nonzero bit pattern, so ``-0.0``
+and NaNs survive: ``load_sparse`` returns bit-identical weights and hence bit-identical logits.
+The few concatenated arrays keep the zip overhead to a few hundred bytes whatever the model size.
+The format lives in ``stgcn_jax.export.sparse``; ``load_sparse`` checks everything in the file
+before it allocates anything (a damaged or tampered file is one ``ExportError``).
+
+Portable artifact (``export_stablehlo``, ``input_contract``, ``JOINT_NAMES`` in
+``stgcn_jax.export.stablehlo``): ``jax.export`` of the eval-mode forward pass with the
+weights baked in as constants, input ``float32 (B, M, T, V, C)`` with a symbolic batch ``B``;
+``FILE`` holds ``Exported.serialize()`` and ``FILE.json`` the input contract. Running it needs only
+``jax`` and ``numpy``::
+
+    exp = jax.export.deserialize(open(FILE, "rb").read())
+    logits = exp.call(x)      # x: float32 (B, M, T, V, C) -> (B, num_classes)
+"""

@@ -39,13 +39,13 @@ def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from experiments import bench  # pylint: disable=import-outside-toplevel
+  from experiments import bench, bench_flags  # pylint: disable=import-outside-toplevel
   from stgcn_jax import training  # pylint: disable=import-outside-toplevel
   from stgcn_jax.models import get_model, mixed_precision  # pylint: disable=import-outside-toplevel
   print(f"jax {jax.__version__}, allocator "
         f"{'tcmalloc' if runtime.tcmalloc_loaded() else 'glibc'}", flush=True)
   for name in FLAGS.backbones.split(","):
-    options = {**(bench.TINY_OPTIONS if FLAGS.tiny else {}), "num_person": FLAGS.persons}
+    options = {**(bench_flags.TINY_OPTIONS if FLAGS.tiny else {}), "num_person": FLAGS.persons}
     model = get_model(name, FLAGS.classes, layout=FLAGS.layout, **options)
     shape = (FLAGS.batch, FLAGS.persons, FLAGS.frames, model.backbone.layout.num_joints, 3)
     batch = bench.make_batch(shape, FLAGS.classes, jax.random.key(1))

@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -182,7 +181,8 @@ def test_cli_predicts_a_directory_and_writes_json(ckpts, tmp_path):
   assert "a01_s01_e00_v01" in result.stdout and "Traceback" not in result.stderr
   rows = json.loads(out.read_text())
   assert len(rows) == 1 and len(rows[0]["top_k"]) == 3 and rows[0]["label"] == 0
-  assert not os.path.exists(f"{out}.tmp")
+  # The atomic writer's temporary (``.pred.json.<random>.tmp.json``) is gone: only the output is new.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json", "src"]
 
 
 def test_joint_ensemble_workdir_runs_its_members_in_one_vmapped_call(tmp_path):

@@ -25,7 +25,7 @@ block conv kernels) says so, or when it is any other ``kernel`` with more than 1
 zero (then the bit mask costs less than the zeros). "Kept" means not equal to zero
 (``sparse.nonzero_bits``): NaNs are kept, ``-0.0`` is not. A weight masked as ``w * 0`` is ``-0.0``
 for a negative ``w``; it comes back as ``+0.0``, an equal value. So ``load_sparse`` returns the
-saved weights bit for bit except that every zero is ``+0.0``, and the same logits.
+saved weights bit for bit except that a zero of a sparse leaf is ``+0.0``, and equal logits.
 The few concatenated arrays keep the zip overhead to a few hundred bytes whatever the model size.
 ``load_sparse`` checks everything in the file before it allocates anything (a damaged or tampered
 file is one ``ExportError``).

@@ -81,3 +81,42 @@ def finished_run(tmp_path_factory):
   result = run_experiment(workdir, data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, data_dir
+
+
+# ------------------------------------------------------------------ tree and mask assertions
+def _plain(leaf) -> np.ndarray:
+  leaf = jax.device_get(leaf)
+  if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  return np.asarray(leaf)
+
+
+def assert_trees_equal(a, b, *, bits: bool = False) -> None:
+  """``a`` and ``b`` have the same tree structure and, leaf by leaf, the same dtype, shape and
+  values (PRNG keys by their key data). ``bits=True`` compares bit patterns: ``-0.0 != +0.0``."""
+  assert jax.tree.structure(a) == jax.tree.structure(b), \
+      f"tree structures differ:\n{jax.tree.structure(a)}\n{jax.tree.structure(b)}"
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    x, y, where = _plain(x), _plain(y), jax.tree_util.keystr(path)
+    assert (x.dtype, x.shape) == (y.dtype, y.shape), \
+        f"{where}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
+    if bits:
+      x, y = (v.view(f"u{v.dtype.itemsize}") if v.dtype.kind in "fc" else v for v in (x, y))
+    np.testing.assert_array_equal(x, y, err_msg=where)
+
+
+def assert_pruned_to_zero(params, masks, sparsity: float) -> None:
+  """``masks`` (the structure of ``params``) prune ``sparsity`` of the prunable weights (to 1 %, so
+  that an all-ones mask fails) and every weight they prune is exactly 0 in ``params``."""
+  from stgcn_jax import sparsity as sp  # pylint: disable=import-outside-toplevel
+  assert jax.tree.structure(params) == jax.tree.structure(masks)
+  p = {sp.path_str(k): _plain(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  m = {sp.path_str(k): _plain(v).astype(bool)
+       for k, v in jax.tree_util.tree_leaves_with_path(masks)}
+  prunable = sp.prunable_paths(params)
+  assert prunable, "no prunable leaves"
+  pruned = sum(int((~m[k]).sum()) for k in prunable)
+  total = sum(m[k].size for k in prunable)
+  assert abs(pruned / total - sparsity) <= 0.01, f"masks prune {pruned}/{total}, not {sparsity}"
+  for k in p:
+    assert np.all(p[k][~m[k]] == 0.0), f"{k}: a pruned weight is not exactly 0"

@@ -36,7 +36,8 @@ def test_without_pyskl_the_bench_says_why_in_one_line_and_runs(monkeypatch, caps
   assert len(skipped) == 1 and "skipped" in skipped[0] and "--pyskl_src" in skipped[0], skipped
   (row,) = result["backbones"]
   assert row["pyskl"] is None and row["train_ratio_measured"] is None
-  assert row["train_samples_per_s"] > 0 and row["train_loss_finite"]
+  assert row["train_samples_per_s"] == pytest.approx(2 / row["train_step_s"])   # --batch=2
+  assert row["train_loss_finite"]
 
 
 @pytest.mark.parametrize("flag,message", [("--pyskl_src=/nonexistent", "no pyskl/models/gcns"),

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from stgcn_jax import training
-from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model, mixed_precision
+
+from conftest import assert_pruned_to_zero
 
 CFG = dict(mode="generator", sparsity=0.8, warmup_epochs=0, num_epochs=10, steps_per_epoch=3,
            weight_decay=5e-4, momentum=0.9, nesterov=True)
@@ -37,12 +38,7 @@ def test_bfloat16_step_keeps_masks_and_tracks_the_float32_loss():
   for leaf in jax.tree.leaves((bf16.params, bf16.batch_stats, bf16.opt_state)):
     if jnp.issubdtype(leaf.dtype, jnp.floating):
       assert leaf.dtype == jnp.float32
-  masks = {sp.path_str(p): np.asarray(m) for p, m in jax.tree_util.tree_leaves_with_path(bf16.masks)}
-  params = {sp.path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(bf16.params)}
-  prunable = sp.prunable_paths(bf16.params)
-  assert prunable
-  for path in prunable:
-    assert np.all(params[path][~masks[path]] == 0.0), f"{path}: a pruned weight is not exactly 0"
+  assert_pruned_to_zero(bf16.params, bf16.masks, CFG["sparsity"])
   np.testing.assert_allclose(bf16_losses, f32_losses, rtol=2e-2)
   assert bf16_losses != f32_losses   # bfloat16 was really used
 

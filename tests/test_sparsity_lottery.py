@@ -10,6 +10,8 @@ from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
+from conftest import assert_trees_equal
+
 
 def test_topk_masks_keep_exact_count():
   scores = {"a": {"kernel": jax.random.normal(jax.random.key(0), (3, 1, 4, 5))},
@@ -61,12 +63,10 @@ def test_lth_changes_only_scores(tmp_path):
   for _ in range(3):
     new, metrics = step(new, batch)
   assert np.isfinite(float(metrics["loss"])) and float(metrics["penalty"]) == 0.0
-  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(pretrained["params"])):
-    np.testing.assert_array_equal(a, b)
-  assert all(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(new.scores),
-                                                   jax.tree.leaves(state.scores)))
-  assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(new.batch_stats),
-                                                   jax.tree.leaves(state.batch_stats)))
+  assert_trees_equal(new.params, pretrained["params"])
+  changed = lambda a, b: jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.any(x != y)), a, b))
+  assert all(changed(new.scores, state.scores))
+  assert any(changed(new.batch_stats, state.batch_stats))
   rep = sp.sparsity_report(new.params, new.masks)
   for path, e in rep["per_leaf"].items():
     if e["prunable"]:
@@ -79,5 +79,4 @@ def test_lth_changes_only_scores(tmp_path):
   gen = training.create_train_state(model, jax.random.key(0), x, training.resolve(
             dict(mask_method="predefined", mask_path=path, warmup_epochs=0, num_epochs=2)),
             variables=pretrained)
-  for a, b in zip(jax.tree.leaves(gen.masks), jax.tree.leaves(new.masks)):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(gen.masks, new.masks)

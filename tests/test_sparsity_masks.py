@@ -12,6 +12,8 @@ import pytest
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
+from conftest import assert_trees_equal
+
 SPARSITIES = (0.6, 0.8, 0.95, 0.99)
 BACKBONES = ("stgcn", "aagcn", "ctrgcn", "dgstgcn")
 DOWN, RES = (0, 4, 7), (4, 7)
@@ -157,7 +159,7 @@ def test_predefined_npz_round_trip(tmp_path):
   sp.save_masks(path, masks)
   loaded = sp.make_masks(params, None, method="predefined", path=path)
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(loaded)))
+  assert_trees_equal(loaded, masks)
 
 
 def test_predefined_wrong_structure_names_paths(tmp_path):

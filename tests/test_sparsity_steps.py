@@ -11,6 +11,8 @@ from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 from stgcn_jax.training import abstract_state
 
+from conftest import assert_pruned_to_zero, assert_trees_equal
+
 CFG = dict(sparsity=0.8, warmup_epochs=1, num_epochs=10, steps_per_epoch=3, weight_decay=5e-4,
            momentum=0.9, nesterov=True, lambda_schedule="ramp")
 
@@ -39,10 +41,9 @@ def _leaves(tree):
 
 
 def _check_sparse_and_moved(before, after, masks):
+  assert_pruned_to_zero(after, masks, CFG["sparsity"])
   b, a, m = _leaves(before), _leaves(after), _leaves(masks)
-  prunable = sp.prunable_paths(before)
-  for p in prunable:
-    assert np.all(a[p][~m[p]] == 0.0), f"{p}: a pruned weight is not exactly 0"
+  for p in sp.prunable_paths(before):
     assert np.all(a[p][m[p]] != b[p][m[p]]), f"{p}: a kept weight did not move"
 
 
@@ -76,20 +77,14 @@ def test_finetune_keeps_pruned_exactly_zero_across_checkpoint(setup, tmp_path):
   ckpt.save(path, state)
   ckpt.wait_until_finished()
   restored = ckpt.restore(path, abstract_state(state))
-  assert jax.tree.structure(restored) == jax.tree.structure(state)
-  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
-    assert a.dtype == b.dtype
-    np.testing.assert_array_equal(jax.random.key_data(a) if jnp.issubdtype(
-        a.dtype, jax.dtypes.prng_key) else a, jax.random.key_data(b) if jnp.issubdtype(
-            b.dtype, jax.dtypes.prng_key) else b)
+  assert_trees_equal(restored, state, bits=True)
   restored = restored.replace(apply_fn=state.apply_fn, tx=state.tx)
   mid = restored
   restored, _ = _run(steps["finetune"], restored, batch, 20)
   _check_sparse_and_moved(mid.params, restored.params, restored.masks)
   # A fine-tune checkpoint's masks feed the next run as 'predefined'.
   loaded = sp.load_masks(path, state.params)
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded),
-                                                  jax.tree.leaves(state.masks)))
+  assert_trees_equal(loaded, state.masks)
 
 
 def test_no_warmup_starts_sparse(setup):
@@ -97,8 +92,7 @@ def test_no_warmup_starts_sparse(setup):
   cfg = training.resolve(CFG, warmup_epochs=0)
   state = _create(model, batch, cfg, variables)
   assert training.phase_at(0, cfg) == "finetune"
-  p, m = _leaves(state.params), _leaves(state.masks)
-  assert all(np.all(p[k][~m[k]] == 0.0) for k in p)
+  assert_pruned_to_zero(state.params, state.masks, CFG["sparsity"])
 
 
 def test_metrics_and_lambda_ramp(setup):
@@ -149,8 +143,7 @@ def test_learn_scores_trains_scores_and_weights(setup):
     rep = sp.sparsity_report(new.params, new.masks)
     assert abs(rep["prunable_sparsity"] - 0.8) < 0.01
     want = sp.masks_from_scores(new.params, new.scores, 0.8)      # re-thresholded every step
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.masks),
-                                                    jax.tree.leaves(want)))
+    assert_trees_equal(new.masks, want)
     state = new
 
 

@@ -286,7 +286,8 @@ def load_sparse_with_spec(path: str):
 
 
 def load_sparse(path: str):
-  """``(model, variables)`` from a file written by :func:`save_sparse`; the weights are identical
-  (every zero comes back as +0.0). Raises :class:`ExportError` naming the file and field."""
+  """``(model, variables)`` from a file written by :func:`save_sparse`; the weights are the saved
+  bits, except that a zero of a sparse leaf comes back as +0.0. Raises :class:`ExportError` naming
+  the file and field."""
   model, variables, _ = load_sparse_with_spec(path)
   return model, variables

@@ -48,7 +48,8 @@ class Backbone(nn.Module):
   # list (``backbone.gcn.3``) and the renamed units of a block (CTR-GCN: ``net.3.gcn1``).
   pyskl_blocks: ClassVar[str] = "gcn"
   pyskl_units: ClassVar[dict[str, str]] = {}
-  # pyskl keywords of this backbone that are not ``gcn_*`` / ``tcn_*`` (``models.split_options``).
+  # pyskl keywords of this backbone that are not spelt ``gcn_*`` / ``tcn_*``, and the option each
+  # one sets (CTR-GCN: ``kernel_size`` -> ``tcn_kernel_size``; read by ``models.resolve_options``).
   pyskl_names: ClassVar[dict[str, str]] = {}
 
   def pyskl_fixed_buffers(self) -> dict[str, np.ndarray]:

@@ -1,8 +1,12 @@
-"""Sparse ST-GCN mathematics: masks, the group-lasso penalty, the lottery ticket, sparsity reports,
-and the sparsity part of the run config (``config.py``). The training that uses them lives in
-``stgcn_jax.training``.
+"""Sparse ST-GCN mathematics: pure functions of parameter trees. The training that uses them lives
+in ``stgcn_jax.training``; ``docs/METHOD.md`` describes the method.
 
-See ``docs/METHOD.md`` for the method.
+* ``masks.py``: which parameters are prunable (``PrunableSpec``), the fixed masks that prune them.
+* ``draw.py``: how the random masks are drawn (per-layer densities, the number pruned).
+* ``penalty.py``: the group-lasso "information compression" penalty.
+* ``lottery.py``: score-based masks (the lottery-ticket baseline, ``learn_scores``).
+* ``report.py``: the realised sparsity of a mask tree.
+* ``config.py``: ``SparsityConfig``, the sparsity part of the run config.
 """
 
 from stgcn_jax.sparsity.config import MODES, SparsityConfig, check_sparsity_config, prunable_spec

@@ -1,12 +1,24 @@
 """Training: the config, the state, the optimizer recipe, the steps, joint ensembles and the loop.
 
+The steps (the names this package re-exports):
+
 * ``config.py``: ``RunConfig`` (data, model, optim, sparsity, loop parts) and ``TrainConfig``.
-* ``state.py``: ``TrainState`` (params, BN statistics, optimizer state, fixed masks) and its creation.
+* ``state.py``: ``TrainState`` (params, BN statistics, optimizer state, fixed masks), its creation.
 * ``optim.py``: the SGD/cosine recipe, the masked-updates transform, the warm-up/fine-tune phases.
 * ``step.py``: the train and eval steps of each phase.
 * ``ensemble.py``: members stacked on a leading axis and trained by one step.
-* ``precise_bn.py``: exact BatchNorm population statistics with the final weights and masks.
+
+The loop (import from the modules):
+
 * ``loop.py``: ``train_and_evaluate(config, workdir)``, the loop.
+* ``runner.py``: ``Runner`` / ``StackedRunner``, how the loop drives one model or a joint ensemble.
+* ``setup.py``: what a run is built from: dataset, pipelines, model, pretrained weights, seeds, the
+  validation split.
+* ``switch.py``: the warm-up -> fine-tune switch and the sparsity records the loop logs.
+* ``precise_bn.py``: exact BatchNorm population statistics with the final weights and masks.
+* ``evaluate.py``: the batched, padded evaluation pass (``evaluate_source``, ``scores_of``).
+* ``results.py``: the end of a run: the final test, ``scores.npz``, saved models, ``results.json``.
+* ``workdir.py``: the workdir's checks, metrics log, checkpoints and safe resumption.
 """
 
 from stgcn_jax.training.config import (DataConfig, LoopConfig, ModelConfig, OptimConfig, RunConfig,

@@ -54,7 +54,7 @@ def member_state(state: TrainState, i: int) -> TrainState:
 def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[float] | None = None,
                           *, variables=None, mask_keys=None) -> TrainState:
   """A stacked ``TrainState`` of generator members, one per sparsity (default
-  ``config.ensemble_sparsities``), each with its own init, mask and dropout keys.
+  ``config.sparsity.ensemble_sparsities``), each with its own init, mask and dropout keys.
 
   ``key`` is one key (split into one per member) or a sequence of per-member keys; ``mask_keys``
   optionally gives each member's mask key (the same key for all gives nested 'uniform' masks)."""
@@ -108,8 +108,8 @@ def over_members(fn, batching: str = "auto"):
 
 def make_ensemble_train_step(model, config, phase: str):
   """``step(stacked_state, batch) -> (stacked_state, metrics)``: ``make_train_step`` over the
-  members (the batch is shared), batched as ``config.ensemble_batching`` says; every metric has
-  shape ``(members,)``."""
+  members (the batch is shared), batched as ``config.sparsity.ensemble_batching`` says; every metric
+  has shape ``(members,)``."""
   cfg = resolve(config)
   return over_members(make_train_step(model, cfg, phase), cfg.sparsity.ensemble_batching)
 

@@ -81,3 +81,17 @@ def finished_run(tmp_path_factory):
   result = run_experiment(workdir, data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, data_dir
+
+
+def assert_member_equals(joint, i: int, joint_metrics, state, metrics) -> None:
+  """Member ``i`` of a stacked state (and its loss) equals a model trained on its own: parameters,
+  BN statistics and optimizer state within float32 reduction order, masks exactly."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  got = jax.tree.map(lambda x: x[i], joint)
+  np.testing.assert_allclose(joint_metrics["loss"][i], metrics["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((got.params, got.batch_stats, got.opt_state)),
+                  jax.tree.leaves((state.params, state.batch_stats, state.opt_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(got.masks), jax.tree.leaves(state.masks)):
+    np.testing.assert_array_equal(a, b)

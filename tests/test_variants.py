@@ -11,6 +11,8 @@ from stgcn_jax.models import get_model
 from stgcn_jax.training import setup
 from stgcn_jax.training.variants import Variant, VariantSpecError, parse_variants
 
+from conftest import assert_member_equals
+
 BASE = Variant(0.95, "uniform", 1.0, 0, 0, 0)
 # Penalty on/off, plus a member with another sparsity, mask method and seed.
 SPEC = "s=0.6;lambda=0,1|mask=erk;s=0.9;seed=3"
@@ -77,13 +79,7 @@ def test_joint_variants_equal_separate_runs(batching):
       if phase == "finetune" and int(state.step) == own_cfg.warmup_steps:
         state = training.start_finetune(state)
       state, metrics = jax.jit(training.make_train_step(model, own_cfg, phase))(state, batch)
-    got = training.member_state(joint, i)
-    np.testing.assert_allclose(joint_metrics["loss"][i], metrics["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves((got.params, got.batch_stats, got.opt_state)),
-                    jax.tree.leaves((state.params, state.batch_stats, state.opt_state))):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float32 reduction order
-    for a, b in zip(jax.tree.leaves(got.masks), jax.tree.leaves(state.masks)):
-      np.testing.assert_array_equal(a, b)
+    assert_member_equals(joint, i, joint_metrics, state, metrics)
 
 
 @pytest.mark.parametrize("batching", ["vmap", "map", "unroll"])

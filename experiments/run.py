@@ -24,8 +24,14 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py
 # Shortcuts for the fields users change most (None = keep the config's value).
 _SHORTCUTS = {
     "backbone": (flags.DEFINE_string, "stgcn, aagcn, ctrgcn or dgstgcn"),
-    "sparsity": (flags.DEFINE_float, "fraction of prunable weights removed, in [0, 1); 0 = dense"),
-    "mode": (flags.DEFINE_string, "generator (default), dense, lth (with --pretrained) or ensemble"),
+    "sparsity": (flags.DEFINE_string, "fraction of prunable weights removed, in [0, 1); 0 = dense; "
+                 "auto[:TOLERANCE]: train the levels of config.ensemble_sparsities jointly and keep "
+                 "the sparsest within TOLERANCE (default 1) points of the best validation top-1"),
+    "mode": (flags.DEFINE_string,
+             "generator (default), dense, lth (with --pretrained), ensemble or variants"),
+    "variants": (flags.DEFINE_string, "mode variants: the members, e.g. 's=0.8,0.95;lambda=0,1' "
+                 "(the product; axes s, lambda, mask, seed, init_seed, mask_seed; '|' joins "
+                 "products)"),
     "mask_method": (flags.DEFINE_string, "uniform, erk, global, per_block or predefined"),
     "mask_path": (flags.DEFINE_string, "mask file for mask_method=predefined"),
     "warmup_epochs": (flags.DEFINE_integer, "dense warm-up epochs (0 = no warm-up)"),
@@ -128,16 +134,79 @@ def _config(fv: flags.FlagValues):
     if value is not None:
       flat[_FIELD.get(name, name)] = value
       explicit.add(_FIELD.get(name, name))
+  if "sparsity" in explicit:
+    explicit |= _sparsity(flat, fv)
+  if flat.get("variants") and flat.get("mode") != "variants":
+    raise ValueError(f"--variants lists the members of --mode=variants, not of mode "
+                     f"{flat.get('mode')!r}")
   return RunConfig.from_flat(flat, explicit=explicit)
+
+
+def _sparsity(flat: dict, fv: flags.FlagValues) -> set[str]:
+  """``--sparsity``: a number, or ``auto[:TOLERANCE]`` (joint variants over the candidate levels
+  ``ensemble_sparsities``, keeping the sparsest within TOLERANCE points of the best by validation);
+  returns the fields it set."""
+  text = str(flat["sparsity"]).strip()
+  if text != "auto" and not text.startswith("auto:"):
+    try:
+      flat["sparsity"] = float(text)
+    except ValueError:
+      raise ValueError(f"--sparsity: expected a fraction in [0, 1) or auto[:TOLERANCE], got "
+                       f"{text!r}") from None
+    return set()
+  tolerance = text.partition(":")[2] or "1"
+  try:
+    flat["auto_tolerance"] = float(tolerance)
+  except ValueError:
+    flat["auto_tolerance"] = -1.0
+  if not flat["auto_tolerance"] >= 0:
+    raise ValueError(f"--sparsity={text}: the tolerance must be a number of points >= 0, got "
+                     f"{tolerance!r}")
+  for name in ("mode", "variants"):
+    if fv[name].value is not None:
+      raise ValueError(f"--sparsity=auto trains its own variants (the levels of "
+                       f"config.ensemble_sparsities); drop --{name}")
+  flat["mode"] = "variants"
+  flat["variants"] = "s=" + ",".join(f"{float(s):g}" for s in flat["ensemble_sparsities"])
+  flat["sparsity"] = float(max(flat["ensemble_sparsities"]))
+  return {"mode", "variants", "auto_tolerance"}
 
 
 def _run_name(config) -> str:
   parts = [config.data.dataset, config.model.backbone, config.sparsity.mode]
-  if config.sparsity.mode != "dense":
+  if config.sparsity.auto_tolerance >= 0:
+    parts[-1] = "auto"
+  elif config.sparsity.mode == "variants":
+    parts.append(re.sub(r"[^\w.,=-]+", "_", config.sparsity.variants).replace("=", ""))
+  elif config.sparsity.mode != "dense":
     parts.append(f"s{config.sparsity.sparsity:g}")
   if config.data.modality != "j":
     parts.append(config.data.modality.replace(",", "+"))
   return "_".join(parts)
+
+
+def _whose(results: dict) -> str:
+  if "auto_sparsity" in results:
+    return f", of the chosen member {results['auto_sparsity']['chosen']}"
+  return ", of the members' summed scores" if "members" in results else ""
+
+
+def _print_members(results: dict) -> None:
+  """Joint variants: one line per member, the error bars over seeds, the automatic choice."""
+  pct = lambda v: "   -" if v is None else f"{100 * v:5.1f}"
+  print(f"{'member':<28} {'val top-1':>9} {'test top-1':>10} {'sparsity':>8}")
+  for m in results["members"]:
+    print(f"{m['name']:<28} {pct(m.get('val_top1')):>9} {pct(m['top1']):>10} "
+          f"{m['prunable_sparsity']:8.4f}")
+  for g in results.get("seed_groups", []):
+    val = (f"val {100 * g['val_top1_mean']:.1f} ± {100 * g['val_top1_std']:.1f}, "
+           if "val_top1_mean" in g else "")
+    print(f"s={g['sparsity']:g} mask={g['mask_method']} lambda={g['penalty_lambda']:g} over "
+          f"{len(g['seeds'])} seeds: {val}test {100 * g['top1_mean']:.1f} ± "
+          f"{100 * g['top1_std']:.1f} (mean ± std)")
+  if "auto_sparsity" in results:
+    print(f"auto sparsity: {results['auto_sparsity']['chosen']}: "
+          f"{results['auto_sparsity']['reason']}")
 
 
 def _join(distributed, fv: flags.FlagValues, config) -> None:
@@ -169,9 +238,11 @@ def main(argv=None) -> int:
   except user_errors as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
+  if "name" in (results.get("members") or [{}])[0]:
+    _print_members(results)
   print(f"test top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  mean class "
         f"{results['mean_class_accuracy']:.4f}  on {results['num_samples']} samples "
-        f"({results['num_classes']} classes)")
+        f"({results['num_classes']} classes)" + _whose(results))
   if "prunable_sparsity" in results:
     print(f"realised sparsity: {results['prunable_sparsity']:.4f} of prunable weights, "
           f"{results['total_sparsity']:.4f} of all; {results['nonzero_params']:,} nonzero "

@@ -120,3 +120,16 @@ def assert_pruned_to_zero(params, masks, sparsity: float) -> None:
   assert abs(pruned / total - sparsity) <= 0.01, f"masks prune {pruned}/{total}, not {sparsity}"
   for k in p:
     assert np.all(p[k][~m[k]] == 0.0), f"{k}: a pruned weight is not exactly 0"
+
+
+def assert_member_equals(joint, i: int, joint_metrics, state, metrics) -> None:
+  """Member ``i`` of a stacked state (and its loss) equals a model trained on its own: parameters,
+  BN statistics and optimizer state within float32 reduction order, masks exactly."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  got = jax.tree.map(lambda x: x[i], joint)
+  np.testing.assert_allclose(joint_metrics["loss"][i], metrics["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               (got.params, got.batch_stats, got.opt_state),
+               (state.params, state.batch_stats, state.opt_state))
+  assert_trees_equal(got.masks, state.masks)

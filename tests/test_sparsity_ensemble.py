@@ -11,6 +11,8 @@ from stgcn_jax import training
 from stgcn_jax import sparsity as sp
 from stgcn_jax.models import get_model
 
+from conftest import assert_member_equals
+
 SPARSITIES = (0.6, 0.8, 0.95, 0.99)
 
 
@@ -39,13 +41,7 @@ def test_ensemble_step_equals_member_steps(batching):
     m, _ = one_steps["warmup"](m, batch)
     m = training.start_finetune(m)
     m, metrics = one_steps["finetune"](m, batch)
-    got = training.member_state(ens, i)
-    np.testing.assert_allclose(ens_metrics["loss"][i], metrics["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves((got.params, got.batch_stats, got.opt_state)),
-                    jax.tree.leaves((m.params, m.batch_stats, m.opt_state))):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float32 reduction order
-    for a, b in zip(jax.tree.leaves(got.masks), jax.tree.leaves(m.masks)):
-      np.testing.assert_array_equal(a, b)
+    assert_member_equals(ens, i, ens_metrics, m, metrics)
 
   logits = jax.jit(training.make_ensemble_eval_step(model, batching))(ens, x)
   assert logits.shape == (4, 2, 5)

@@ -3,9 +3,15 @@
 Fields of ``SparsityConfig``:
   mode: 'generator' (fixed random mask, warm-up + fine-tune; the paper's method), 'dense' (no mask),
     'lth' (edge-popup lottery ticket: only scores train) or 'ensemble' (generator members stacked
-    along a leading axis, see ``training/ensemble.py``).
+    along a leading axis, see ``training/ensemble.py``) or 'variants' (stacked generator members
+    that differ as ``variants`` lists, ``training/variants.py``).
   sparsity: fraction in [0, 1) of prunable weights set to zero.
-  ensemble_sparsities: the member sparsities for mode 'ensemble'.
+  ensemble_sparsities: the member sparsities for mode 'ensemble' (and the candidate levels of
+    ``experiments.run --sparsity=auto``).
+  variants: mode 'variants': the members as a spec, e.g. 's=0.8,0.95;lambda=0,1' (the product;
+    ``training.variants.parse_variants``).
+  auto_tolerance: mode 'variants': keep the sparsest member whose validation top-1 is within this
+    many points of the best member's (``--sparsity=auto[:TOLERANCE]``); negative: no choice.
   ensemble_batching: how one jitted ensemble step runs its members: 'auto' (default: 'unroll' on
     a CPU, where it is 2.7x faster than 'vmap' (experiments/BENCHMARKS.md), 'vmap' elsewhere),
     'vmap' (docs/METHOD.md
@@ -40,7 +46,9 @@ import dataclasses
 
 from stgcn_jax.sparsity.masks import PrunableSpec
 
-MODES = ("generator", "dense", "lth", "ensemble")
+MODES = ("generator", "dense", "lth", "ensemble", "variants")
+STACKED_MODES = ("ensemble", "variants")            # members stacked on a leading axis
+GENERATOR_MODES = ("generator",) + STACKED_MODES    # a fixed mask, warm-up + fine-tune
 ENSEMBLE_BATCHING = ("auto", "vmap", "map", "unroll")
 PENALTY_UPDATES = ("gradient", "proximal")
 SCORE_SCOPES = ("per_tensor", "global", "per_block")
@@ -53,6 +61,8 @@ class SparsityConfig:
   sparsity: float = 0.8
   ensemble_sparsities: tuple[float, ...] = (0.6, 0.8, 0.95, 0.99)
   ensemble_batching: str = "auto"
+  variants: str = ""
+  auto_tolerance: float = -1.0
   mask_method: str = "uniform"
   mask_path: str = ""
   mask_cover_channels: bool = True
@@ -68,7 +78,7 @@ class SparsityConfig:
 
   @property
   def uses_scores(self) -> bool:
-    return self.mode == "lth" or (self.mode in ("generator", "ensemble") and self.learn_scores)
+    return self.mode == "lth" or (self.mode in GENERATOR_MODES and self.learn_scores)
 
 
 def _one_of(name: str, value, allowed) -> None:
@@ -89,7 +99,10 @@ def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
   _one_of("lambda_schedule", cfg.lambda_schedule, LAMBDA_SCHEDULES)
   _one_of("penalty_update", cfg.penalty_update, PENALTY_UPDATES)
   _one_of("score_scope", cfg.score_scope, SCORE_SCOPES)
-  if cfg.mode in ("generator", "ensemble") and not 0 <= cfg.warmup_epochs <= num_epochs:
+  if cfg.auto_tolerance >= 0 and cfg.mode != "variants":
+    raise ValueError(f"config.auto_tolerance={cfg.auto_tolerance!r} chooses among the members of "
+                     f"mode 'variants' (--sparsity=auto), not of mode {cfg.mode!r}")
+  if cfg.mode in GENERATOR_MODES and not 0 <= cfg.warmup_epochs <= num_epochs:
     raise ValueError(f"config.warmup_epochs must be in [0, num_epochs={num_epochs}], "
                      f"got {cfg.warmup_epochs!r}")
   if cfg.penalty_lambda < 0:

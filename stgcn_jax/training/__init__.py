@@ -7,6 +7,7 @@ The steps (the names this package re-exports):
 * ``optim.py``: the SGD/cosine recipe, the masked-updates transform, the warm-up/fine-tune phases.
 * ``step.py``: the train and eval steps of each phase.
 * ``ensemble.py``: members stacked on a leading axis and trained by one step.
+* ``variants.py``: joint variants (members differing in sparsity, mask, seeds, lambda) as a spec.
 
 The loop (import from the modules):
 
@@ -24,9 +25,12 @@ The loop (import from the modules):
 from stgcn_jax.training.config import (DataConfig, LoopConfig, ModelConfig, OptimConfig, RunConfig,
                                        TrainConfig, resolve)
 from stgcn_jax.training.ensemble import (create_ensemble_state, make_ensemble_eval_step,
-                                         make_ensemble_train_step, member_seed, member_state,
-                                         parameter_budget, stack_states, start_finetune_ensemble)
+                                         make_ensemble_train_step, member_config, member_seed,
+                                         member_state, parameter_budget, stack_states,
+                                         start_finetune_ensemble)
 from stgcn_jax.training.optim import (build_optimizer, make_optimizer, make_schedule,
                                       mask_optimizer_state, masked_updates, phase_at)
 from stgcn_jax.training.state import TrainState, abstract_state, create_train_state, start_finetune
 from stgcn_jax.training.step import PHASES, make_eval_step, make_train_step
+from stgcn_jax.training.variants import (Variant, VariantSpecError, choose_sparsest, member_names,
+                                         parse_variants, run_variants, seed_groups)

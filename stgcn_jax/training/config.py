@@ -26,6 +26,7 @@ from typing import Any
 
 from stgcn_jax import models
 from stgcn_jax.sparsity.config import SparsityConfig, check_sparsity_config
+from stgcn_jax.training.variants import run_variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +217,7 @@ class RunConfig:
     self.data.check()
     self.optim.check(allow_unknown_steps=True)
     check_sparsity_config(self.sparsity, self.optim.num_epochs)
+    run_variants(self.sparsity, self.seed)     # a spec that does not parse: its bad token
 
   def train_config(self, steps_per_epoch: int) -> TrainConfig:
     """The steps' config, with the run's steps per epoch (``optim.steps_per_epoch`` if set)."""

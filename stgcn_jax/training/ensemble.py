@@ -19,6 +19,7 @@ members.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -26,12 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import scores
-from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING
-from stgcn_jax.training.config import resolve
+from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, GENERATOR_MODES
+from stgcn_jax.training.config import TrainConfig, resolve
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
 from stgcn_jax.training.optim import build_optimizer
 from stgcn_jax.training.state import TrainState, create_train_state, start_finetune
 from stgcn_jax.training.step import make_eval_step, make_train_step
+from stgcn_jax.training.variants import Variant
+
+# The fields a member of a plain multi-level ensemble does not set (its seeds come as keys).
+_BASE = Variant(0.0, "uniform", 1.0, 0, 0, 0)
 
 
 def member_seed(seed: int, sparsity: float) -> int:
@@ -51,10 +56,22 @@ def member_state(state: TrainState, i: int) -> TrainState:
   return jax.tree.map(lambda x: x[i], state)
 
 
+def member_config(cfg: TrainConfig, variant: Variant | None) -> TrainConfig:
+  """The config member ``variant`` trains with: ``cfg`` with its sparsity, mask method and penalty
+  weight (``cfg`` itself for ``None``)."""
+  if variant is None:
+    return cfg
+  return dataclasses.replace(cfg, sparsity=dataclasses.replace(
+      cfg.sparsity, sparsity=variant.sparsity, mask_method=variant.mask_method,
+      penalty_lambda=variant.penalty_lambda))
+
+
 def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[float] | None = None,
-                          *, variables=None, mask_keys=None) -> TrainState:
+                          *, variables=None, mask_keys=None,
+                          variants: Sequence[Variant] | None = None) -> TrainState:
   """A stacked ``TrainState`` of generator members, one per sparsity (default
-  ``config.sparsity.ensemble_sparsities``), each with its own init, mask and dropout keys.
+  ``config.sparsity.ensemble_sparsities``) or one per ``variants`` member (``training.variants``:
+  its sparsity and mask method), each with its own init, mask and dropout keys.
 
   ``key`` is one key (split into one per member) or a sequence of per-member keys; ``mask_keys``
   optionally gives each member's mask key (the same key for all gives nested 'uniform' masks)."""
@@ -64,20 +81,24 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
     raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
                      f"mode='ensemble' or 'generator' (got mode={sp.mode!r}, "
                      f"learn_scores={sp.learn_scores})")
-  if sp.mode not in ("generator", "ensemble"):
-    raise ValueError(f"ensemble members need mode 'ensemble' or 'generator', got {sp.mode!r}")
-  sparsities = tuple(sp.ensemble_sparsities if sparsities is None else sparsities)
-  if not sparsities:
-    raise ValueError("an ensemble needs at least one member sparsity")
+  if sp.mode not in GENERATOR_MODES:
+    raise ValueError(f"ensemble members need mode 'ensemble', 'variants' or 'generator', got "
+                     f"{sp.mode!r}")
+  if variants is None:
+    sparsities = tuple(sp.ensemble_sparsities if sparsities is None else sparsities)
+    variants = [dataclasses.replace(_BASE, sparsity=float(s), mask_method=sp.mask_method,
+                                    penalty_lambda=sp.penalty_lambda) for s in sparsities]
+  if not variants:
+    raise ValueError("an ensemble needs at least one member")
   tx = build_optimizer(cfg)
-  keys = list(key) if isinstance(key, (list, tuple)) else jax.random.split(key, len(sparsities))
-  mask_keys = list(mask_keys) if mask_keys is not None else [None] * len(sparsities)
-  if len(keys) != len(sparsities) or len(mask_keys) != len(sparsities):
-    raise ValueError(f"{len(sparsities)} members need as many keys and mask keys, got "
+  keys = list(key) if isinstance(key, (list, tuple)) else jax.random.split(key, len(variants))
+  mask_keys = list(mask_keys) if mask_keys is not None else [None] * len(variants)
+  if len(keys) != len(variants) or len(mask_keys) != len(variants):
+    raise ValueError(f"{len(variants)} members need as many keys and mask keys, got "
                      f"{len(keys)} and {len(mask_keys)}")
-  return stack_states([create_train_state(model, k, sample_x, cfg, tx=tx, sparsity=s,
-                                          variables=variables, mask_key=mk)
-                       for k, mk, s in zip(keys, mask_keys, sparsities)])
+  return stack_states([create_train_state(model, k, sample_x, member_config(cfg, v), tx=tx,
+                                          sparsity=v.sparsity, variables=variables, mask_key=mk)
+                       for k, mk, v in zip(keys, mask_keys, variants)])
 
 
 def resolve_batching(batching: str) -> str:
@@ -106,12 +127,47 @@ def over_members(fn, batching: str = "auto"):
   raise ValueError(f"ensemble batching must be one of {ENSEMBLE_BATCHING}, got {batching!r}")
 
 
-def make_ensemble_train_step(model, config, phase: str):
+def over_member_groups(fns: Sequence, batching: str = "auto"):
+  """Like ``over_members``, with member ``i`` run by ``fns[i]``: members whose functions are the
+  same object form a group, batched as ``batching`` says (unrolled: each member its own); the
+  outputs come back in member order."""
+  batching = resolve_batching(batching)
+  groups: dict[int, list[int]] = {}
+  for i, fn in enumerate(fns):
+    groups.setdefault(id(fn), []).append(i)
+  if len(groups) == 1:
+    return over_members(fns[0], batching)
+  if batching == "unroll":
+    return lambda stacked, shared: stack_states(
+        [fn(member_state(stacked, i), shared) for i, fn in enumerate(fns)])
+  order = np.argsort([i for idx in groups.values() for i in idx])  # grouped -> member order
+
+  def grouped(stacked, shared):
+    outs = [over_members(fns[idx[0]], batching)(
+        jax.tree.map(lambda x, idx=idx: x[np.asarray(idx)], stacked), shared)
+            for idx in groups.values()]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[order], *outs)
+  return grouped
+
+
+def make_ensemble_train_step(model, config, phase: str,
+                             variants: Sequence[Variant] | None = None):
   """``step(stacked_state, batch) -> (stacked_state, metrics)``: ``make_train_step`` over the
   members (the batch is shared), batched as ``config.sparsity.ensemble_batching`` says; every metric
-  has shape ``(members,)``."""
+  has shape ``(members,)``. ``variants``: each member's own penalty weight (members that share one
+  share a step: ``over_member_groups``)."""
   cfg = resolve(config)
-  return over_members(make_train_step(model, cfg, phase), cfg.sparsity.ensemble_batching)
+  batching = cfg.sparsity.ensemble_batching
+  if variants is None:
+    return over_members(make_train_step(model, cfg, phase), batching)
+  steps: dict[float, object] = {}
+  for v in variants:   # only the penalty weight changes what the step computes
+    if v.penalty_lambda not in steps:
+      steps[v.penalty_lambda] = make_train_step(
+          model, member_config(cfg, dataclasses.replace(v, sparsity=cfg.sparsity.sparsity,
+                                                        mask_method=cfg.sparsity.mask_method)),
+          phase)
+  return over_member_groups([steps[v.penalty_lambda] for v in variants], batching)
 
 
 start_finetune_ensemble = jax.vmap(start_finetune)

@@ -12,7 +12,7 @@ from stgcn_jax import data
 from stgcn_jax.scores import clip_average_softmax
 from stgcn_jax.training.workdir import RunError
 
-__all__ = ["evaluate_source", "scores_of", "eval_batch_size"]
+__all__ = ["evaluate_source", "scores_of", "member_top1", "eval_batch_size"]
 
 
 def evaluate_source(trainer, state, source, pipeline, batch_size: int, seed: int,
@@ -46,9 +46,23 @@ def eval_batch_size(config) -> int:
   return (config.data.eval_batch_size or config.optim.batch_size) // jax.process_count()
 
 
-def scores_of(trainer, state, source, pipe, config, phase: str = "finetune"
-            ) -> tuple[np.ndarray, np.ndarray]:
-  """(clip-averaged softmax scores, summed over ensemble members; labels) of ``source``."""
+def scores_of(trainer, state, source, pipe, config, phase: str = "finetune", member=None
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(clip-averaged softmax scores, summed over ensemble members or of member ``member``;
+  labels) of ``source``."""
   out = evaluate_source(trainer, state, source, pipe, eval_batch_size(config), config.seed, phase)
-  scores = out["scores"] if out["scores"].ndim == 2 else out["scores"].sum(0)
+  scores = out["scores"]
+  if scores.ndim == 3:
+    scores = scores.sum(0) if member is None else scores[member]
   return scores, out["labels"]
+
+
+def member_top1(trainer, state, source, pipe, config, phase: str = "finetune"
+                ) -> tuple[float, list[float] | None]:
+  """(top-1 of the summed scores, each stacked member's own top-1 or ``None`` for one model)."""
+  out = evaluate_source(trainer, state, source, pipe, eval_batch_size(config), config.seed, phase)
+  scores, labels = out["scores"], out["labels"]
+  top1 = lambda s: float(np.mean(np.argmax(s, -1) == labels))
+  if scores.ndim == 2:
+    return top1(scores), None
+  return top1(scores.sum(0)), [top1(m) for m in scores]

@@ -43,7 +43,7 @@ from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
 from stgcn_jax.training.config import RunConfig, TrainConfig
 from stgcn_jax.scores import accuracy_report
-from stgcn_jax.training.evaluate import scores_of
+from stgcn_jax.training.evaluate import member_top1, scores_of
 from stgcn_jax.training.runner import Runner, make_runner
 from stgcn_jax.training.setup import run_seeds
 from stgcn_jax.training.workdir import (MetricsLogger, RunError, check_dataset, checkpoint_manager,
@@ -109,6 +109,10 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
     print(note)
   model = setup.build_model(config, info)
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
+  if config.sparsity.auto_tolerance >= 0 and val_src is None:
+    raise RunError("--sparsity=auto chooses by validation top-1, and this run has no validation "
+                   "split (config.val_fraction=0 and no val split); hold some training data out "
+                   "with --config.val_fraction=0.1 or name one with --config.val_split=SPLIT")
   seeds = run_seeds(config)
   batch_size = config.optim.batch_size
   per_process = batch_size // jax.process_count()
@@ -121,7 +125,7 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   train_it = data.BatchIterator(train_src, pipes["train"], per_process, train=True,
                                 seed=seeds["data"], repeat=config.data.train_repeat)
   cfg = config.train_config(train_it.steps_per_epoch)
-  trainer = make_runner(model, cfg)
+  trainer = make_runner(model, cfg, config.seed)
   sample_x = jnp.zeros((1, config.data.num_person, config.data.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
   state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
@@ -132,7 +136,9 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
                {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
                 "validation": val_note, "data_store": store})
   validate = bool(config.loop.eval_every_epochs) and val_src is not None
-  best_mngr = checkpoint_manager(os.path.join(workdir, "best"), 1, best=True) if validate else None
+  # best/ keeps one model: joint variants are compared member by member at the end instead.
+  best_mngr = (checkpoint_manager(os.path.join(workdir, "best"), 1, best=True)
+               if validate and config.sparsity.mode != "variants" else None)
   _recover_models(trainer, workdir)
   # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
   trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
@@ -226,15 +232,22 @@ def _end_of_epoch(run: _Run, state, step: int, phase: str) -> None:
   config, total = run.config, run.cfg.total_steps
   epoch = math.ceil(step / run.steps_per_epoch)
   metrics_val = val_state = None
-  if run.best_mngr is not None and (epoch % config.loop.eval_every_epochs == 0 or step == total):
+  if run.sources["val"] is not None and config.loop.eval_every_epochs and (
+      epoch % config.loop.eval_every_epochs == 0 or step == total):
     val_state = run.precise_bn(state, phase)
-    acc = accuracy_report(*scores_of(run.trainer, val_state, run.sources["val"], run.pipes["val"],
-                                     config, phase))
-    run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": acc["top1"],
-                            "top5": acc["top5"]})
-    # The best model is one of the kind the run delivers: sparse for the generator.
-    if phase == "finetune" or run.cfg.warmup_steps == 0:
-      metrics_val = {"top1": acc["top1"]}
+    if run.trainer.variants is not None and config.sparsity.mode == "variants":
+      top1, members = member_top1(run.trainer, val_state, run.sources["val"], run.pipes["val"],
+                                  config, phase)
+      run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": top1,
+                              "members_top1": members})
+    else:
+      acc = accuracy_report(*scores_of(run.trainer, val_state, run.sources["val"],
+                                       run.pipes["val"], config, phase))
+      run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase,
+                              "top1": acc["top1"], "top5": acc["top5"]})
+      # The best model is one of the kind the run delivers: sparse for the generator.
+      if phase == "finetune" or run.cfg.warmup_steps == 0:
+        metrics_val = {"top1": acc["top1"]}
   if epoch % config.loop.checkpoint_every_epochs == 0 or step == total:
     meta = {"iterator": run.train_it.get_state(), "step": step, "epoch": epoch,
             "phase": run.cfg.phase_at(step)}
@@ -246,10 +259,16 @@ def _end_of_epoch(run: _Run, state, step: int, phase: str) -> None:
 def _finish(run: _Run, state, step: int, train_time: float) -> dict:
   """The final model's test (with running and with exact BN statistics), results.json."""
   config, trainer, test_src = run.config, run.trainer, run.sources["test"]
-  ema = (accuracy_report(*scores_of(trainer, state, test_src, run.pipes["test"], config))
-         if config.loop.precise_bn_batches else None)
+  running = state   # with the running BN averages
   state = run.precise_bn(state, "finetune")
-  results = results_lib.final_evaluation(config, trainer, state, test_src, run.info, run.workdir)
+  member_val = None
+  if config.sparsity.mode == "variants" and run.sources["val"] is not None:
+    member_val = member_top1(trainer, state, run.sources["val"], run.pipes["val"], config)[1]
+  results = results_lib.final_evaluation(config, trainer, state, test_src, run.info, run.workdir,
+                                         member_val)
+  ema = (accuracy_report(*scores_of(trainer, running, test_src, run.pipes["test"], config,
+                                    member=results.get("auto_sparsity", {}).get("index")))
+         if config.loop.precise_bn_batches else None)
   results["precise_bn_batches"] = int(config.loop.precise_bn_batches)
   results["without_precise_bn"] = {k: (ema or results)[k] for k in results_lib.SUMMARY}
   results["validation"] = run.val_note

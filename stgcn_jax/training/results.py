@@ -16,6 +16,7 @@ from stgcn_jax.scores import accuracy_report
 from stgcn_jax.training.evaluate import eval_batch_size, evaluate_source, scores_of
 from stgcn_jax.training.setup import pipeline
 from stgcn_jax.training.state import abstract_state
+from stgcn_jax.training import variants
 from stgcn_jax.training.switch import sparsity_record
 
 __all__ = ["Results", "Member", "final_evaluation", "best_by_validation", "hardware", "add_counts",
@@ -23,8 +24,15 @@ __all__ = ["Results", "Member", "final_evaluation", "best_by_validation", "hardw
 
 
 class Member(TypedDict, total=False):
-  """One member of a joint ensemble in ``results.json`` ``members``: its own accuracy and counts."""
+  """One member of a joint ensemble in ``results.json`` ``members``: its own accuracy and counts;
+  a member of joint variants also its name, what it varies and its validation top-1."""
   sparsity: float
+  name: str
+  mask_method: str
+  penalty_lambda: float
+  init_seed: int
+  mask_seed: int
+  val_top1: float               # the final model (precise BN) on the validation split
   top1: float
   top5: float
   mean_class_accuracy: float
@@ -50,6 +58,8 @@ class Results(TypedDict, total=False):
   num_classes: int
   confusion_matrix: list
   members: list[Member]
+  seed_groups: list[dict]       # joint variants: mean and std over seeds of one setting
+  auto_sparsity: dict           # --sparsity=auto: the chosen member and why (top level: its test)
   precise_bn_batches: int
   without_precise_bn: dict      # top1 / top5 / mean_class_accuracy with the running averages
   validation: str
@@ -67,28 +77,58 @@ class Results(TypedDict, total=False):
 SUMMARY = ("top1", "top5", "mean_class_accuracy")
 
 
-def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results:
-  """The 10-clip test: scores.npz, the final masked model, and the accuracy report."""
+def final_evaluation(config, trainer, state, test_src, info, workdir,
+                     member_val: list[float] | None = None) -> Results:
+  """The 10-clip test: scores.npz, the final masked model(s), and the accuracy report: of the
+  model, of the members' summed scores, or (``config.sparsity.auto_tolerance`` >= 0) of the member
+  that ``variants.choose_sparsest`` picks by ``member_val``, each member's validation top-1."""
   pipe = pipeline(config, info, False)
   out = evaluate_source(trainer, state, test_src, pipe, eval_batch_size(config), config.seed)
   scores, labels = out["scores"], out["labels"]
   names = np.array([test_src[i]["frame_dir"] for i in range(len(test_src))])
-  extra = {}
+  extra, rows, choice = {}, None, None
   if trainer.sparsities is not None:  # stacked members: their scores, and their sum
-    member_scores, scores = scores, scores.sum(0)
-    extra = {"member_scores": member_scores,
+    member_scores = scores
+    rows = _member_rows(config, trainer, member_scores, labels, member_val)
+    if member_val is not None and config.sparsity.auto_tolerance >= 0:
+      choice = variants.choose_sparsest(rows, config.sparsity.auto_tolerance)
+    scores = member_scores.sum(0) if choice is None else member_scores[choice["index"]]
+    extra = {"member_scores": member_scores, "member_names": np.array(trainer.names),
              "member_sparsities": np.array(trainer.sparsities, np.float32)}
   results = accuracy_report(scores, labels)
-  if trainer.sparsities is not None:
-    results["members"] = [dict(sparsity=s, **{k: v for k, v in accuracy_report(m, labels).items()
-                                              if k != "confusion_matrix"})
-                          for s, m in zip(trainer.sparsities, member_scores)]
+  if rows is not None:
+    results["members"] = rows
+    groups = variants.seed_groups(rows) if config.sparsity.mode == "variants" else []
+    if groups:
+      results["seed_groups"] = groups
+    if choice is not None:
+      results["auto_sparsity"] = choice
   if distributed.is_main():
     with atomic.atomic_path(os.path.join(workdir, "scores.npz")) as tmp:
       np.savez(tmp, scores=scores.astype(np.float32), labels=labels,
                index=np.arange(len(labels)), names=names, **extra)
-  # The final model(s) with the statistics they were tested with: model/, or one model
-  # checkpoint per member of a joint ensemble (members/s<sparsity>/); saved by every process.
+  _save_models(config, trainer, state, info, pipe, workdir)
+  return results
+
+
+def _member_rows(config, trainer, member_scores, labels, member_val) -> list[Member]:
+  """Each member's test accuracy; in mode 'variants' also what it is and its validation top-1."""
+  rows = []
+  for i, (s, m) in enumerate(zip(trainer.sparsities, member_scores)):
+    row = dict(sparsity=s, **{k: v for k, v in accuracy_report(m, labels).items()
+                              if k != "confusion_matrix"})
+    if config.sparsity.mode == "variants":
+      v = trainer.variants[i]
+      row.update(name=trainer.names[i], mask_method=v.mask_method,
+                 penalty_lambda=v.penalty_lambda, init_seed=v.init_seed, mask_seed=v.mask_seed,
+                 val_top1=None if member_val is None else member_val[i])
+    rows.append(row)
+  return rows
+
+
+def _save_models(config, trainer, state, info, pipe, workdir) -> None:
+  """The final model(s) with the statistics they were tested with: model/, or one model
+  checkpoint per stacked member (members/<name>/); saved by every process."""
   spec = checkpoint.model_spec_json(
       config.model.backbone, info.num_classes, info.layout, trainer.model.backbone.in_channels,
       models.options_json(config.model.options), class_names=info.class_names,
@@ -98,7 +138,6 @@ def final_evaluation(config, trainer, state, test_src, info, workdir) -> Results
     variables = {"params": sparsity.apply_masks(host.params, host.masks),
                  "batch_stats": host.batch_stats}
     checkpoint.save_model(target, spec, variables, overwrite=True)
-  return results
 
 
 def best_by_validation(best_mngr, trainer, state, step: int, results: dict, test_src, test_pipe,
@@ -135,6 +174,9 @@ def add_counts(results: dict, trainer, state) -> None:
     return
   for member, counts in zip(results["members"], record["members"]):
     member.update(counts)
+  if "auto_sparsity" in results:   # the chosen member is the run's model
+    results.update(record["members"][results["auto_sparsity"]["index"]])
+    return
   dense = record["members"][0]
   results.update(prunable_params=dense["prunable_params"], total_params=dense["total_params"],
                  prunable_nonzero=sum(m["prunable_nonzero"] for m in record["members"]),

@@ -22,6 +22,7 @@ from stgcn_jax.training import ensemble as ens
 from stgcn_jax.training.config import TrainConfig
 from stgcn_jax.training.state import create_train_state, start_finetune
 from stgcn_jax.training.step import PHASES, make_eval_step, make_train_step
+from stgcn_jax.training.variants import member_names, run_variants
 from stgcn_jax.training.workdir import RunError
 
 __all__ = ["Runner", "StackedRunner", "make_runner"]
@@ -55,8 +56,10 @@ class Runner:
     self.batch_metrics = {phase: jit_eval(_batch_metrics_fn(model, masked[phase]))
                           for phase in PHASES}
 
-  # What a joint ensemble changes.
+  # What stacked members change.
   sparsities: tuple[float, ...] | None = None
+  variants: tuple | None = None
+  names: tuple[str, ...] | None = None
 
   def _train_step(self, phase: str):
     return make_train_step(self.model, self.cfg, phase)
@@ -89,14 +92,17 @@ class Runner:
 
 
 class StackedRunner(Runner):
-  """A joint multi-level ensemble: every array of the state has a leading member axis."""
+  """Stacked members (a joint ensemble, joint variants): every array of the state has a leading
+  member axis; ``variants`` says what each member is (``training.variants``)."""
 
-  def __init__(self, model, cfg: TrainConfig):
-    self.sparsities = tuple(cfg.sparsity.ensemble_sparsities)
+  def __init__(self, model, cfg: TrainConfig, variants):
+    self.variants = tuple(variants)
+    self.sparsities = tuple(v.sparsity for v in self.variants)
+    self.names = tuple(member_names(self.variants))
     super().__init__(model, cfg)
 
   def _train_step(self, phase: str):
-    return ens.make_ensemble_train_step(self.model, self.cfg, phase)
+    return ens.make_ensemble_train_step(self.model, self.cfg, phase, self.variants)
 
   def _switch_fn(self):
     return ens.start_finetune_ensemble
@@ -108,18 +114,22 @@ class StackedRunner(Runner):
     members = seeds["members"]
     state = ens.create_ensemble_state(
         self.model, [jax.random.key(m["init"]) for m in members], sample_x, self.cfg,
-        variables=variables, mask_keys=[jax.random.key(m["mask"]) for m in members])
+        variables=variables, mask_keys=[jax.random.key(m["mask"]) for m in members],
+        variants=self.variants)
     return distributed.replicate(state, self.replicated)
 
   def members(self, state) -> list:
-    return [ens.member_state(state, i) for i in range(len(self.sparsities))]
+    return [ens.member_state(state, i) for i in range(len(self.variants))]
 
   def model_dirs(self, workdir: str) -> list[str]:
-    return [os.path.join(workdir, "members", f"s{s:g}") for s in self.sparsities]
+    return [os.path.join(workdir, "members", name) for name in self.names]
 
 
-def make_runner(model, cfg: TrainConfig) -> Runner:
-  return (StackedRunner if cfg.sparsity.mode == "ensemble" else Runner)(model, cfg)
+def make_runner(model, cfg: TrainConfig, seed: int = 0) -> Runner:
+  """A ``StackedRunner`` for the members of a stacked mode (``run_variants`` under the run
+  ``seed``), else a ``Runner``."""
+  variants = run_variants(cfg.sparsity, seed)
+  return Runner(model, cfg) if variants is None else StackedRunner(model, cfg, variants)
 
 
 def _batch_metrics_fn(model, masked: bool):

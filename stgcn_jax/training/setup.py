@@ -7,6 +7,7 @@ import os
 
 from stgcn_jax import checkpoint, data, distributed, models
 from stgcn_jax.training import ensemble as ens
+from stgcn_jax.training import variants
 from stgcn_jax.training.config import RunConfig
 from stgcn_jax.training.workdir import RunError
 
@@ -66,18 +67,22 @@ def run_seeds(config: RunConfig) -> dict:
   """The run's seeds, derived from ``config.seed`` and the sparsity (``ens.member_seed``), so that
   runs of different sparsity (sweep cells, ensemble members) are independent: ``init`` (weights,
   dropout), ``data`` (order, augmentation) and ``mask`` (the mask draw; the run seed itself when
-  ``nested_masks``). A joint ensemble has one ``init``/``mask`` pair per member and the run
-  seed as its shared data seed."""
+  ``nested_masks``). A stacked run (a joint ensemble, joint variants) has one ``init``/``mask``
+  pair per member, each that of a separate run with the member's sparsity and seeds
+  (``training.variants``), and the run seed as its shared data seed."""
   seed, sp = int(config.seed), config.sparsity
 
-  def one(s: float) -> dict:
-    member = ens.member_seed(seed, s)
+  def one(s: float, init_seed: int = seed, mask_seed: int = seed) -> dict:
+    member = ens.member_seed(init_seed, s)
     return {"sparsity": float(s), "init": member, "data": member,
-            "mask": seed if sp.nested_masks else member}
+            "mask": mask_seed if sp.nested_masks else ens.member_seed(mask_seed, s)}
 
-  if sp.mode == "ensemble":
+  members = variants.run_variants(sp, seed)
+  if members is not None:
+    names = variants.member_names(members)
     return {"run": seed, "data": seed, "nested_masks": bool(sp.nested_masks),
-            "members": [one(s) for s in sp.ensemble_sparsities]}
+            "members": [dict(one(v.sparsity, v.init_seed, v.mask_seed), name=name)
+                        for v, name in zip(members, names)]}
   return {"run": seed, "nested_masks": bool(sp.nested_masks),
           **one(0.0 if sp.mode == "dense" else sp.sparsity)}
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from stgcn_jax.sparsity import lottery
-from stgcn_jax.sparsity.config import prunable_spec
+from stgcn_jax.sparsity.config import GENERATOR_MODES, prunable_spec
 from stgcn_jax.sparsity.masks import apply_masks
 from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight, proximal_group_lasso
 from stgcn_jax.training.config import TrainConfig, resolve
@@ -88,7 +88,7 @@ class _PhaseFlags(NamedTuple):
 
   @classmethod
   def of(cls, sp, phase: str) -> _PhaseFlags:
-    generator = sp.mode in ("generator", "ensemble")
+    generator = sp.mode in GENERATOR_MODES
     warm = phase == "warmup" and sp.mode != "lth"
     use_penalty = warm and generator
     proximal = use_penalty and sp.penalty_update == "proximal" and not sp.learn_scores

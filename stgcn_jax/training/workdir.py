@@ -74,7 +74,7 @@ def progress_bar(total: int, initial: int, enabled: bool):
 # The config fields that say which run a workdir holds: a run that differs in one of them cannot
 # resume from the workdir's checkpoints (the rest, e.g. the epoch count, may change on a resume).
 _RUN_IDENTITY = ("dataset", "backbone", "model", "modality", "mode", "sparsity",
-                 "ensemble_sparsities", "mask_method", "seed", "pretrained")
+                 "ensemble_sparsities", "variants", "mask_method", "seed", "pretrained")
 # What a run writes to metrics.jsonl at its checkpoint step after saving the checkpoint there.
 _AFTER_CHECKPOINT = ("switch", "test")
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from stgcn_jax import data
-from stgcn_jax.scores import clip_average_softmax
+from stgcn_jax.scores import accuracy, clip_average_softmax
 from stgcn_jax.training.workdir import RunError
 
 __all__ = ["evaluate_source", "scores_of", "member_top1", "eval_batch_size"]
@@ -62,7 +62,6 @@ def member_top1(trainer, state, source, pipe, config, phase: str = "finetune"
   """(top-1 of the summed scores, each stacked member's own top-1 or ``None`` for one model)."""
   out = evaluate_source(trainer, state, source, pipe, eval_batch_size(config), config.seed, phase)
   scores, labels = out["scores"], out["labels"]
-  top1 = lambda s: float(np.mean(np.argmax(s, -1) == labels))
   if scores.ndim == 2:
-    return top1(scores), None
-  return top1(scores.sum(0)), [top1(m) for m in scores]
+    return accuracy(scores, labels), None
+  return accuracy(scores.sum(0), labels), [accuracy(m, labels) for m in scores]

@@ -235,7 +235,7 @@ def _end_of_epoch(run: _Run, state, step: int, phase: str) -> None:
   if run.sources["val"] is not None and config.loop.eval_every_epochs and (
       epoch % config.loop.eval_every_epochs == 0 or step == total):
     val_state = run.precise_bn(state, phase)
-    if run.trainer.variants is not None and config.sparsity.mode == "variants":
+    if config.sparsity.mode == "variants":
       top1, members = member_top1(run.trainer, val_state, run.sources["val"], run.pipes["val"],
                                   config, phase)
       run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": top1,

@@ -10,7 +10,7 @@ Every split of the pickle becomes a split of the dataset; ``train`` / ``test`` r
 splits whose names contain "train" and "test" (or "val"). A bare list of annotations, or a dict
 without ``split``, has no split information: as in pyskl (``split=None`` uses every annotation), all
 annotations form one split named ``train``, which serves both roles (a note says so; hold out
-validation data with ``--config.val_fraction`` for honest figures). 2D keypoints with
+validation data with ``--config.data.val_fraction`` for honest figures). 2D keypoints with
 ``keypoint_score`` are stored as (x, y, score), as pyskl's GenSkeFeat builds them; float16 becomes
 float32.
 
@@ -170,7 +170,7 @@ def parse(obj, path: str, layout: graph.Layout, label_base: str, num_classes: in
   if unsplit:
     print(f"note: {path}: no split information; all {len(used)} annotations form the split "
           f"{UNSPLIT!r}, which also serves the 'test' role (hold out validation data, e.g. "
-          "--config.val_fraction, for honest figures)")
+          "--config.data.val_fraction, for honest figures)")
   return splits, kind, classes
 
 

@@ -55,10 +55,13 @@ def find_workdirs(root: str) -> list[str]:
   return sorted(d for d, _, files in os.walk(root) if "results.json" in files)
 
 
+_field = run_files.setting   # a field of a nested config.json: _field(config, "sparsity.level")
+
+
 def _mode(config: dict) -> tuple[str, bool]:
   """The run's mode and whether it is dense (mode=dense, or sparsity 0 outside ensembles)."""
-  sparsity = float(config.get("sparsity") or 0.0)
-  mode = config.get("mode") or ("dense" if sparsity == 0 else "generator")
+  sparsity = float(_field(config, "sparsity.level") or 0.0)
+  mode = _field(config, "sparsity.mode") or ("dense" if sparsity == 0 else "generator")
   return mode, mode == "dense" or (sparsity == 0 and mode != "ensemble")
 
 
@@ -74,19 +77,19 @@ def groups_of(config: dict) -> set[str]:
   if dense:
     return set()
   if mode == "generator":
-    if config.get("warmup_epochs") == 0:
+    if _field(config, "sparsity.warmup_epochs") == 0:
       return {"without warm-up"}
-    if float(config.get("penalty_lambda", 1.0)) > 0:
+    if float(_field(config, "sparsity.penalty_lambda", 1.0)) > 0:
       return {"generator + penalty", "with warm-up"}
     return {"generator, no penalty"}
   if mode == "lth":
-    return {"LTH, pretrained" if config.get("pretrained") else "LTH, random init"}
+    return {"LTH, pretrained" if _field(config, "model.pretrained") else "LTH, random init"}
   return set()
 
 
 def load(workdir: str) -> dict:
   """A run record: workdir, config, results, its groups and plotting key."""
-  config = run_files.read_json(os.path.join(workdir, "config.json"))
+  config = run_files.read_config(os.path.join(workdir, "config.json"))
   results = run_files.read_json(os.path.join(workdir, "results.json"))
   missing = [k for k in ("top1", "top5", "mean_class_accuracy") if k not in results]
   if missing:
@@ -94,9 +97,9 @@ def load(workdir: str) -> dict:
   mode, dense = _mode(config)
   groups = groups_of(config)
   return dict(workdir=workdir, config=config, results=results, mode=mode, dense=dense,
-              sparsity=0.0 if dense else float(config.get("sparsity") or 0.0), groups=groups,
-              key=(str(config.get("backbone", "?")), str(config.get("dataset", "?")),
-                   str(config.get("modality", "?"))))
+              sparsity=0.0 if dense else float(_field(config, "sparsity.level") or 0.0),
+              groups=groups, key=tuple(str(_field(config, path, "?")) for path in (
+                  "model.backbone", "data.dataset", "data.modality")))
 
 
 def _panels(runs: list[dict]) -> list[tuple]:
@@ -215,7 +218,7 @@ def table_rows(runs: list[dict], root: str = "") -> list[dict]:
   for r in runs:
     c, res = r["config"], r["results"]
     if r["mode"] == "ensemble":
-      sparsity = "+".join(f"{float(s):g}" for s in c.get("ensemble_sparsities", []))
+      sparsity = "+".join(f"{float(s):g}" for s in _field(c, "sparsity.ensemble_sparsities", []))
     else:
       sparsity = f"{r['sparsity']:g}"
     generator = r["mode"] in ("generator", "ensemble")
@@ -223,9 +226,11 @@ def table_rows(runs: list[dict], root: str = "") -> list[dict]:
         run=os.path.relpath(r["workdir"], root) if root else r["workdir"],
         backbone=r["key"][0], dataset=r["key"][1], modality=r["key"][2], mode=r["mode"],
         # Only the generator (and its joint ensembles) has a warm-up and a penalty.
-        sparsity=sparsity, warmup_epochs=c.get("warmup_epochs", "") if generator else "",
-        penalty_lambda=c.get("penalty_lambda", "") if generator else "",
-        init=("pretrained" if c.get("pretrained") else "random") if r["mode"] == "lth" else "",
+        sparsity=sparsity,
+        warmup_epochs=_field(c, "sparsity.warmup_epochs", "") if generator else "",
+        penalty_lambda=_field(c, "sparsity.penalty_lambda", "") if generator else "",
+        init=(("pretrained" if _field(c, "model.pretrained") else "random")
+              if r["mode"] == "lth" else ""),
         seed=c.get("seed", ""), top1=res.get("top1"), top5=res.get("top5"),
         mean_class_accuracy=res.get("mean_class_accuracy"),
         prunable_sparsity=res.get("prunable_sparsity"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import sys
 import time
 
 from absl import app, flags

@@ -70,7 +70,7 @@ def _ensemble_runs(workdirs, weights) -> tuple[list[run_files.Run], list[float]]
   if len(weights) != len(runs):
     raise scores.FusionError(f"--weights has {len(weights)} values for {len(runs)} members "
                              f"({', '.join(r.name for r in runs)})")
-  backbones = sorted({str(r.config.get("backbone", "?")) for r in runs})
+  backbones = sorted({str(r.setting("model.backbone", "?")) for r in runs})
   if len(backbones) > 1:
     print(f"warning: the members have different backbones ({', '.join(backbones)})")
   return runs, weights
@@ -100,7 +100,7 @@ def _stream_runs(items, stream_weights) -> tuple[list[run_files.Run], list[float
   runs = []
   for name, workdir in streams:
     run = run_files.load_run(workdir)
-    modality = run.config.get("modality")
+    modality = run.setting("data.modality")
     if modality is not None and modality != name:
       print(f"warning: stream {name}: {workdir} was trained on modality {modality!r}")
     runs.append(run)
@@ -147,7 +147,7 @@ def run_fusion(workdirs=(), weights=(), streams=(), stream_weights=(), out: str 
   for label, run, weight in zip(labels, runs, weights):
     metrics = fusion.evaluate(run.scores, y)
     members.append(dict(name=label, workdir=run.name, sparsity=run.sparsity, weight=weight,
-                        modality=run.config.get("modality"), **metrics))
+                        modality=run.setting("data.modality"), **metrics))
     print(_line(f"{label}: {run.name}" if kind == "streams" else label, run.sparsity, metrics,
                 weight))
   metrics = fusion.evaluate(fused, y)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 
 from absl import flags
@@ -101,21 +102,25 @@ def validation_of(workdir: str) -> dict | None:
 
 def run_record(workdir: str, name: str) -> dict:
   """The committed summary of one finished run."""
-  config = _read(os.path.join(workdir, "config.json"))
+  config = run_files.read_config(os.path.join(workdir, "config.json"))
+  field = lambda path: run_files.setting(config, path)
   res = _read(os.path.join(workdir, "results.json"))
   launch = _read(os.path.join(workdir, "launch.json"), default={})
   sizes = run_files.disk_sizes([run_files.load_run(workdir)])
-  mode = config["mode"]
+  mode = field("sparsity.mode")
+  generator = lambda path, default=None: (
+      (field(path) if field(path) is not None else default) if mode == "generator" else None)
   return {
       "schema": SCHEMA, "kind": "run", "name": name, "protocol": config.get("variant"),
-      "dataset": config["dataset"], "backbone": config["backbone"], "mode": mode,
-      "sparsity": float(config["sparsity"]) if mode != "dense" else 0.0,
+      "dataset": field("data.dataset"), "backbone": field("model.backbone"), "mode": mode,
+      "sparsity": float(field("sparsity.level")) if mode != "dense" else 0.0,
       "seed": int(config["seed"]),
-      "penalty_lambda": float(config["penalty_lambda"]) if mode == "generator" else None,
-      "warmup_epochs": config["warmup_epochs"] if mode == "generator" else None,
-      "lambda_schedule": config.get("lambda_schedule", "constant") if mode == "generator" else None,
-      "penalty_update": config.get("penalty_update", "gradient") if mode == "generator" else None,
-      "num_epochs": config["num_epochs"],
+      "penalty_lambda": generator("sparsity.penalty_lambda") and float(
+          field("sparsity.penalty_lambda")),
+      "warmup_epochs": generator("sparsity.warmup_epochs"),
+      "lambda_schedule": generator("sparsity.lambda_schedule", "constant"),
+      "penalty_update": generator("sparsity.penalty_update", "gradient"),
+      "num_epochs": field("optim.num_epochs"),
       "test": {k: res[k] for k in SUMMARY}, "num_test_samples": res["num_samples"],
       "without_precise_bn": res.get("without_precise_bn"),
       **{k: res[k] for k in ("prunable_sparsity", "nonzero_params", "total_params",
@@ -288,8 +293,16 @@ def table_rows(records: list[dict]) -> list[dict]:
         "minutes": None if r.get("wall_s") is None else r["wall_s"] / 60,
         "commit": ",".join(c[:7] for c in r["commit"]) if isinstance(r.get("commit"), list)
                   else (r.get("commit") or "")[:7],
-        "hardware": _hardware(r), "command": r.get("command") or ""})
+        "hardware": _hardware(r), "command": current_spelling(r.get("command") or "")})
   return rows
+
+
+def current_spelling(command: str) -> str:
+  """``command`` with each ``--config.FIELD`` of the flat config of earlier versions (a cell run
+  at an older commit) in today's nested spelling, which ``experiments.run`` reads the same."""
+  from stgcn_jax.training.config import LEGACY_NAMES  # pylint: disable=import-outside-toplevel
+  return re.sub(r"--config\.(\w+)(?=[= ']|$)",
+                lambda m: f"--config.{LEGACY_NAMES.get(m.group(1), m.group(1))}", command)
 
 
 def _fmt(value, spec: str) -> str:

@@ -4,13 +4,15 @@ With no other flag this trains a reduced CTR-GCN on the built-in synthetic datas
 first use, no download) with the sparse generator at 95% sparsity, evaluates it with the 10-clip test
 and writes ``results.json`` and ``scores.npz`` to the workdir. The shortcut flags below set fields of
 ``experiments/configs/default.py``; ``--config=experiments/configs/default.py:ntu60_xsub`` picks a
-variant and ``--config.FIELD=VALUE`` overrides any field. Running again with the same ``--workdir``
-resumes.
+variant and ``--config.PART.FIELD=VALUE`` overrides any field (``--config.optim.num_epochs=20``;
+the flat ``--config.FIELD`` of earlier versions is read as its nested name, with a note). Running
+again with the same ``--workdir`` resumes.
 
 On several processes (hosts) every process runs the same command with ``--coordinator_address``
 (process 0's HOST:PORT), ``--num_processes`` and its own ``--process_id`` (README, "Several hosts").
 """
 
+import difflib
 import os
 import re
 import sys
@@ -25,7 +27,7 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py
 _SHORTCUTS = {
     "backbone": (flags.DEFINE_string, "stgcn, aagcn, ctrgcn or dgstgcn"),
     "sparsity": (flags.DEFINE_string, "fraction of prunable weights removed, in [0, 1); 0 = dense; "
-                 "auto[:TOLERANCE]: train the levels of config.ensemble_sparsities jointly and keep "
+                 "auto[:TOLERANCE]: train the levels of config.sparsity.ensemble_sparsities jointly and keep "
                  "the sparsest within TOLERANCE (default 1) points of the best validation top-1"),
     "mode": (flags.DEFINE_string,
              "generator (default), dense, lth (with --pretrained), ensemble or variants"),
@@ -40,7 +42,7 @@ _SHORTCUTS = {
     "modality": (flags.DEFINE_string, "j, b, jm or bm"),
     "dataset": (flags.DEFINE_string, "synthetic, nw_ucla, ntu60_xsub, ... (a converted dataset)"),
     "data_dir": (flags.DEFINE_string, "where converted datasets live"),
-    "epochs": (flags.DEFINE_integer, "number of epochs (config.num_epochs)"),
+    "epochs": (flags.DEFINE_integer, "number of epochs (config.optim.num_epochs)"),
     "batch_size": (flags.DEFINE_integer, "global batch size"),
     "learning_rate": (flags.DEFINE_float, "learning rate for batch 128 (scaled linearly)"),
     "seed": (flags.DEFINE_integer, "random seed (init, masks, data order)"),
@@ -57,7 +59,8 @@ _LAUNCH = {
     "peer_timeout": (flags.DEFINE_integer,
                      "seconds after which a silent process counts as dead (default 60)"),
 }
-_FIELD = {"epochs": "num_epochs"}
+# The config field each shortcut sets (its flat name: ``training.config.LEGACY_NAMES``).
+_FIELD = {"epochs": "optim.num_epochs", "seed": "seed"}
 # What ml_collections raises for a --config.FIELD it cannot set (an unknown or misspelt field, an
 # index out of range, a config file that does not load), besides absl's flags.Error.
 _CONFIG_FLAG_ERRORS = (flags.Error, AttributeError, KeyError, IndexError, TypeError, ValueError,
@@ -65,7 +68,7 @@ _CONFIG_FLAG_ERRORS = (flags.Error, AttributeError, KeyError, IndexError, TypeEr
 
 
 def define_flags(fv: flags.FlagValues, argv=()) -> None:
-  """The shortcut flags, ``--workdir`` and ``--config`` (whose ``--config.FIELD`` overrides
+  """The shortcut flags, ``--workdir`` and ``--config`` (whose ``--config.PART.FIELD`` overrides
   ml_collections reads from ``argv``, the arguments without the program name)."""
   for name, (define, help_) in {**_SHORTCUTS, **_LAUNCH}.items():
     define(name, None, help_, flag_values=fv)
@@ -73,7 +76,8 @@ def define_flags(fv: flags.FlagValues, argv=()) -> None:
                       flag_values=fv)
   config_flags.DEFINE_config_file(
       "config", _DEFAULT_CONFIG,
-      "Config file (optionally FILE:VARIANT); fields can be overridden with --config.FIELD=VALUE.",
+      "Config file (optionally FILE:VARIANT); fields can be overridden with "
+      "--config.PART.FIELD=VALUE (e.g. --config.optim.learning_rate=0.4).",
       flag_values=fv, lock_config=True,
       sys_argv=["experiments.run", *cli.normalize_argv(fv, list(argv))])
 
@@ -100,15 +104,38 @@ def _config_error(err: BaseException, argv) -> str:
             "lists the fields)")
   if isinstance(err, (AttributeError, KeyError)) and lines:
     flag = _override(argv, lines[0])
-    return (f"{flag}: the config has no field {flag[len('--config.'):]!r} "
+    name = flag[len('--config.'):]
+    from stgcn_jax.training.config import LEGACY_NAMES  # pylint: disable=import-outside-toplevel
+    close = difflib.get_close_matches(name, LEGACY_NAMES, n=1)
+    hint = f"; did you mean --config.{LEGACY_NAMES[close[0]]}?" if "." not in name and close else ""
+    return (f"{flag}: the config has no field {name!r}{hint} "
             "(experiments/configs/default.py lists the fields)")
   where = next((a for a in argv if re.match(r"-{1,2}config(=|$)", a)), "--config")
   last = [l.strip() for l in text.splitlines() if l.strip()]
   return f"{where}: {last[-1] if last else type(err).__name__} (--help lists the flags)"
 
 
+def _nested_spelling(argv: list[str]) -> list[str]:
+  """``argv`` with each ``--config.FIELD`` of the flat config of earlier versions in its nested
+  spelling (``--config.val_fraction=0`` -> ``--config.data.val_fraction=0``), one note each."""
+  from stgcn_jax.training.config import LEGACY_NAMES  # pylint: disable=import-outside-toplevel
+  out = []
+  for arg in argv:
+    match = re.fullmatch(r"(--?config\.)(\w+)((?:=.*)?)", arg, re.DOTALL)
+    if arg == "--":
+      out += argv[len(out):]
+      break
+    if match and match.group(2) in LEGACY_NAMES:
+      new = f"{match.group(1)}{LEGACY_NAMES[match.group(2)]}{match.group(3)}"
+      print(f"note: {match.group(1)}{match.group(2)} is now {new.split('=', 1)[0]}",
+            file=sys.stderr)
+      arg = new
+    out.append(arg)
+  return out
+
+
 def _parse(argv) -> flags.FlagValues:
-  argv = list(sys.argv[1:] if argv is None else argv)
+  argv = _nested_spelling(list(sys.argv[1:] if argv is None else argv))
   try:
     fv = cli.parse(lambda fv: define_flags(fv, argv), argv, doc=__doc__)
     fv.config.to_dict()       # a config file that failed to load raises only when it is read
@@ -126,50 +153,60 @@ def _config(fv: flags.FlagValues):
   """The typed run config: the config file's fields, the shortcut flags over them, and the run
   policy (``stgcn_jax.training.config``: sparsity 0 is a dense run, a warm-up longer than a short
   run is rescaled) applied once."""
-  from stgcn_jax.training.config import RunConfig  # pylint: disable=import-outside-toplevel
-  flat = fv.config.to_dict()
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import LEGACY_NAMES, RunConfig
+  nested = fv.config.to_dict()
   explicit = set()
   for name in _SHORTCUTS:
     value = fv[name].value
     if value is not None:
-      flat[_FIELD.get(name, name)] = value
-      explicit.add(_FIELD.get(name, name))
-  if "sparsity" in explicit:
-    explicit |= _sparsity(flat, fv)
-  if flat.get("variants") and flat.get("mode") != "variants":
+      path = _FIELD.get(name) or LEGACY_NAMES[name]
+      _set(nested, path, value)
+      explicit.add(path)
+  sp = nested["sparsity"]
+  if "sparsity.level" in explicit:
+    explicit |= _sparsity(sp, fv)
+  if sp.get("variants") and sp.get("mode") != "variants":
     raise ValueError(f"--variants lists the members of --mode=variants, not of mode "
-                     f"{flat.get('mode')!r}")
-  return RunConfig.from_flat(flat, explicit=explicit)
+                     f"{sp.get('mode')!r}")
+  return RunConfig.from_config(nested, explicit=explicit)
 
 
-def _sparsity(flat: dict, fv: flags.FlagValues) -> set[str]:
+def _set(nested: dict, path: str, value) -> None:
+  *parts, field = path.split(".")
+  for part in parts:
+    nested = nested[part]
+  nested[field] = value
+
+
+def _sparsity(sp: dict, fv: flags.FlagValues) -> set[str]:
   """``--sparsity``: a number, or ``auto[:TOLERANCE]`` (joint variants over the candidate levels
   ``ensemble_sparsities``, keeping the sparsest within TOLERANCE points of the best by validation);
-  returns the fields it set."""
-  text = str(flat["sparsity"]).strip()
+  sets the config's sparsity part ``sp``; returns the fields it set."""
+  text = str(sp["level"]).strip()
   if text != "auto" and not text.startswith("auto:"):
     try:
-      flat["sparsity"] = float(text)
+      sp["level"] = float(text)
     except ValueError:
       raise ValueError(f"--sparsity: expected a fraction in [0, 1) or auto[:TOLERANCE], got "
                        f"{text!r}") from None
     return set()
   tolerance = text.partition(":")[2] or "1"
   try:
-    flat["auto_tolerance"] = float(tolerance)
+    sp["auto_tolerance"] = float(tolerance)
   except ValueError:
-    flat["auto_tolerance"] = -1.0
-  if not flat["auto_tolerance"] >= 0:
+    sp["auto_tolerance"] = -1.0
+  if not sp["auto_tolerance"] >= 0:
     raise ValueError(f"--sparsity={text}: the tolerance must be a number of points >= 0, got "
                      f"{tolerance!r}")
   for name in ("mode", "variants"):
     if fv[name].value is not None:
       raise ValueError(f"--sparsity=auto trains its own variants (the levels of "
-                       f"config.ensemble_sparsities); drop --{name}")
-  flat["mode"] = "variants"
-  flat["variants"] = "s=" + ",".join(f"{float(s):g}" for s in flat["ensemble_sparsities"])
-  flat["sparsity"] = float(max(flat["ensemble_sparsities"]))
-  return {"mode", "variants", "auto_tolerance"}
+                       f"config.sparsity.ensemble_sparsities); drop --{name}")
+  sp["mode"] = "variants"
+  sp["variants"] = "s=" + ",".join(f"{float(s):g}" for s in sp["ensemble_sparsities"])
+  sp["level"] = float(max(sp["ensemble_sparsities"]))
+  return {"sparsity.mode", "sparsity.variants", "sparsity.auto_tolerance"}
 
 
 def _run_name(config) -> str:
@@ -179,7 +216,7 @@ def _run_name(config) -> str:
   elif config.sparsity.mode == "variants":
     parts.append(re.sub(r"[^\w.,=-]+", "_", config.sparsity.variants).replace("=", ""))
   elif config.sparsity.mode != "dense":
-    parts.append(f"s{config.sparsity.sparsity:g}")
+    parts.append(f"s{config.sparsity.level:g}")
   if config.data.modality != "j":
     parts.append(config.data.modality.replace(",", "+"))
   return "_".join(parts)

@@ -5,7 +5,7 @@ Every process runs the same command with its own id; process 0 hosts the coordin
   python -m experiments.run --coordinator_address=HOST0:PORT --num_processes=N --process_id=I ...
 
 (or ``$STGCN_JAX_COORDINATOR``, ``$STGCN_JAX_NUM_PROCESSES``, ``$STGCN_JAX_PROCESS_ID``). With
-``--config.distributed=True`` and no address, JAX reads them from the cluster (SLURM, Open MPI,
+``--config.loop.distributed=True`` and no address, JAX reads them from the cluster (SLURM, Open MPI,
 Kubernetes, Cloud TPU). :func:`initialize` must run before any JAX computation.
 
 Everything that holds arrays is entered by every process: the train step, the evaluation's

@@ -36,13 +36,14 @@ def members(run: Run) -> list[Run]:
     return [run]
   k = run.member_scores.shape[0]
   sparsities = (run.member_sparsities if run.member_sparsities is not None
-                else run.config.get("ensemble_sparsities", [None] * k))
+                else run.setting("sparsity.ensemble_sparsities", [None] * k))
   infos = run.results.get("members") or [{}] * k
   out = []
   for i in range(k):
     s = sparsities[i] if i < len(sparsities) else None
     label = f"s={float(s):g}" if s is not None else f"member{i}"
-    config = dict(run.config, mode="ensemble_member", sparsity=float(s or 0.0))
+    config = dict(run.config, sparsity={**run.setting("sparsity", {}), "mode": "ensemble_member",
+                                        "level": float(s or 0.0)})
     out.append(dataclasses.replace(run, name=f"{run.name}[{label}]", config=config,
                                    results=dict(infos[i]) if i < len(infos) else {},
                                    scores=run.member_scores[i], member_scores=None,

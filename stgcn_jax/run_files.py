@@ -52,8 +52,36 @@ class Run:
   @property
   def sparsity(self) -> float:
     """The configured sparsity (0 for dense), else the realised one from results.json."""
-    value = self.config.get("sparsity", self.results.get("prunable_sparsity", 0.0))
+    value = setting(self.config, "sparsity.level", self.results.get("prunable_sparsity", 0.0))
     return float(value or 0.0)
+
+  def setting(self, path: str, default=None):
+    """The config field at ``path`` (``"data.modality"``), ``default`` where it is absent."""
+    return setting(self.config, path, default)
+
+
+def setting(config: dict, path: str, default=None):
+  """The field at the dotted ``path`` of a nested config (``read_config``), else ``default``."""
+  value = config
+  for part in path.split("."):
+    if not isinstance(value, dict) or part not in value:
+      return default
+    value = value[part]
+  return value
+
+
+def read_config(path: str) -> dict:
+  """``config.json`` as the nested config (one of an earlier version migrated:
+  ``training.config.migrate_record``), its fields that fusion reads checked; FusionError with the
+  file name where it is missing or malformed."""
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import migrate_record
+  config = migrate_record(read_json(path))
+  part = config.get("sparsity", {})
+  if not isinstance(part, dict):
+    raise FusionError(f"{path}: 'sparsity' is {part!r}; expected the config's sparsity part")
+  _check_fields(path, part, ("level",))
+  return config
 
 
 def read_json(path: str) -> dict:
@@ -181,12 +209,11 @@ def load_run(workdir: str) -> Run:
     raise FusionError(f"{workdir}: no such workdir")
   path = os.path.join(workdir, "scores.npz")
   arrays = _check_arrays(path, _read_npz(path))
-  files = {}
-  for name in ("config.json", "results.json"):
-    file = os.path.join(workdir, name)
-    files[name] = read_json(file) if os.path.lexists(file) else {}
-    _check_fields(file, files[name], ("sparsity", "prunable_sparsity"))
-  config, results = files["config.json"], files["results.json"]
+  file = os.path.join(workdir, "config.json")
+  config = read_config(file) if os.path.lexists(file) else {}
+  file = os.path.join(workdir, "results.json")
+  results = read_json(file) if os.path.lexists(file) else {}
+  _check_fields(file, results, ("sparsity", "prunable_sparsity"))
   return Run(name=workdir, config=config, results=results, **arrays,
              data_store=results.get("data_store") or config.get("data_store"))
 

@@ -64,7 +64,7 @@ def run_experiment(workdir, data_dir, *flags):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   cmd = [sys.executable, "-m", "experiments.run", TEST_CONFIG, f"--workdir={workdir}",
-         f"--data_dir={data_dir}", "--config.progress_bar=False", "--sparsity=0.8", "--epochs=3",
+         f"--data_dir={data_dir}", "--config.loop.progress_bar=False", "--sparsity=0.8", "--epochs=3",
          "--warmup_epochs=1", *flags]
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
 

@@ -94,13 +94,13 @@ def test_markdown_table_reports_percentages(report):
 
 
 def test_groups_from_config():
-  groups = [analyze.groups_of(c) for c in (
-      {"mode": "generator", "sparsity": .9, "warmup_epochs": 5, "penalty_lambda": 1.0},
-      {"mode": "generator", "sparsity": .9, "warmup_epochs": 5, "penalty_lambda": 0.0},
-      {"mode": "generator", "sparsity": .9, "warmup_epochs": 0, "penalty_lambda": 1.0},
-      {"mode": "lth", "sparsity": .9, "pretrained": "/ckpt"},
-      {"mode": "lth", "sparsity": .9, "pretrained": ""},
-      {"mode": "dense", "sparsity": 0.0})]
+  generator = {"mode": "generator", "level": .9, "warmup_epochs": 5, "penalty_lambda": 1.0}
+  groups = [analyze.groups_of({"sparsity": sparsity, "model": {"pretrained": pretrained}})
+            for sparsity, pretrained in (
+                (generator, ""), (dict(generator, penalty_lambda=0.0), ""),
+                (dict(generator, warmup_epochs=0), ""),
+                ({"mode": "lth", "level": .9}, "/ckpt"), ({"mode": "lth", "level": .9}, ""),
+                ({"mode": "dense", "level": 0.0}, ""))]
   assert groups == [{"generator + penalty", "with warm-up"}, {"generator, no penalty"},
                     {"without warm-up"}, {"LTH, pretrained"}, {"LTH, random init"}, set()]
 

@@ -27,15 +27,16 @@ def test_misspelt_config_field_is_one_line_with_the_hint():
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
   assert result.stderr.startswith("error: --config.num_epoch: the config has no field "
-                                  "'num_epoch'; did you mean --config.num_epochs?")
+                                  "'num_epoch'; did you mean --config.optim.num_epochs?")
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--config.num_epochs=abc"], "flag --config.num_epochs=abc: invalid literal for int()"),
+    (["--config.optim.num_epochs=abc"],
+     "flag --config.optim.num_epochs=abc: invalid literal for int()"),
     (["--config.model.base_channel=2"], "did you mean --config.model.base_channels?"),
     (["--config.zzzz=1"], "--config.zzzz: the config has no field 'zzzz'"),
     (["--config=experiments/configs/default.py:test", "--config.num_epoch=3"],
-     "did you mean --config.num_epochs?"),
+     "did you mean --config.optim.num_epochs?"),
     (["--config=no_such_config.py"], "--config=no_such_config.py: "),
     (["--config=experiments/configs/default.py:bogus"], "unknown config variant 'bogus'"),
     (["--epochs=two"], "flag --epochs=two"),

@@ -33,7 +33,7 @@ def test_old_workdir_resumes_and_finishes_as_it_would_have(tmp_path):
   shutil.copytree(LEGACY / "workdir", workdir)
   cmd = [sys.executable, "-m", "experiments.run",
          f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test",
-         f"--workdir={workdir}", f"--data_dir={data_dir}", "--config.progress_bar=False",
+         f"--workdir={workdir}", f"--data_dir={data_dir}", "--config.loop.progress_bar=False",
          "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1"]
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -2,6 +2,7 @@
 (``models.resolve_options``)."""
 
 import dataclasses
+import inspect
 import json
 
 import pytest
@@ -9,63 +10,114 @@ import pytest
 from experiments.configs import default
 from stgcn_jax import models
 from stgcn_jax.models import aagcn, ctrgcn, layers, stgcn
+from stgcn_jax.models.base import Backbone
 from stgcn_jax.training import workdir
-from stgcn_jax.training.config import RunConfig, TrainConfig, model_options, resolve
+from stgcn_jax.sparsity import masks
+from stgcn_jax.training.config import (DataConfig, LoopConfig, OptimConfig, RunConfig, SparsityConfig,
+                                       TrainConfig, as_train_config, migrate_record, model_options,
+                                       resolve)
 
 
-def _flat(variant="test", **fields):
+def _config(variant="test", **fields):
+  """The CLI's nested config of ``variant`` with ``fields`` set by dotted path."""
   c = default.get_config(variant).to_dict()
-  c.update(fields)
+  for path, value in fields.items():
+    *parts, field = path.split("__")
+    node = c
+    for part in parts:
+      node = node.setdefault(part, {})
+    node[field] = value
   return c
 
 
-def test_every_config_field_lands_in_one_part_and_comes_back():
-  for variant in ("synthetic", "nw_ucla", "ntu60_xsub", "test"):
-    flat = _flat(variant)
-    run = RunConfig.from_flat(flat)
-    back = run.to_flat()
-    for key, value in flat.items():
-      if key in ("model", "model_options"):
-        continue
-      expected = tuple(value) if isinstance(value, list) else value
-      assert back[key] == expected, (variant, key)
+def test_every_config_field_lands_in_its_part_and_comes_back():
+  for variant in ("synthetic", "nw_ucla", "nw_ucla_cpu", "ntu60_xsub", "test"):
+    nested = _config(variant)
+    run = RunConfig.from_config(nested)
+    back = run.to_dict()
+    for part in ("data", "optim", "sparsity", "loop"):
+      for key, value in nested[part].items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert back[part][key] == expected, (variant, part, key)
     # The model's options come back whole and typed: the block list plus gcn / tcn.
-    assert run.model.options["base_channels"] == flat["model"]["base_channels"]
+    assert run.model.options["base_channels"] == nested["model"]["base_channels"]
     assert isinstance(run.model.options["tcn"], ctrgcn.TCNOptions)
-    assert RunConfig.from_flat(back) == run
+    assert RunConfig.from_config(back) == run
+    assert RunConfig.from_config(json.loads(json.dumps(back))) == run    # config.json
+
+
+def test_one_default_per_knob():
+  """The CLI config's fields are the dataclasses' defaults, except where a variant sets them."""
+  c = default.get_config("ntu60_xsub").to_dict()
+  assert c["data"] == dict(dataclasses.asdict(DataConfig()), dataset="ntu60_xsub")
+  assert c["optim"] == dataclasses.asdict(OptimConfig())
+  assert c["sparsity"] == dataclasses.asdict(SparsityConfig())
+  assert c["loop"] == dataclasses.asdict(LoopConfig())
+  options = RunConfig.from_config(c).model.options
+  for field in ("base_channels", "ch_ratio", "num_stages", "inflate_stages", "down_stages"):
+    assert options[field] == getattr(Backbone, field), field    # the model's own defaults
+  assert OptimConfig().steps_per_epoch == 0 and SparsityConfig().level == 0.95
+  # The mask draw's own default agrees with the config's.
+  assert inspect.signature(masks.make_masks).parameters["cover_channels"].default is (
+      SparsityConfig.mask_cover_channels)
+
+
+def test_the_flat_config_of_earlier_versions_migrates_once():
+  flat = dict(seed=3, dataset="nw_ucla", val_fraction=0.0, num_epochs=4, steps_per_epoch=5,
+              sparsity=0.9, warmup_epochs=2, backbone="aagcn",
+              model={"base_channels": 8, "num_stages": 2, "inflate_stages": [],
+                     "down_stages": []},
+              model_options='{"gcn_attention": false}', eval_every_epochs=0,
+              seeds={"run": 3}, data_store=None)
+  nested = migrate_record(flat)
+  assert nested["data"] == {"dataset": "nw_ucla", "val_fraction": 0.0}
+  assert nested["sparsity"] == {"level": 0.9, "warmup_epochs": 2}
+  assert nested["model"]["backbone"] == "aagcn" and nested["model"]["options"].startswith("{")
+  assert nested["seeds"] == {"run": 3} and nested["loop"] == {"eval_every_epochs": 0}
+  run = RunConfig.from_config(flat)
+  assert run == RunConfig.from_config(nested)
+  assert (run.seed, run.optim.steps_per_epoch, run.sparsity.level) == (3, 5, 0.9)
+  assert run.model.options["gcn"].attention is False
+  assert migrate_record(run.to_dict()) == run.to_dict()    # a nested record is left as it is
 
 
 def test_the_run_policy_is_applied_once_in_the_config():
-  dense = RunConfig.from_flat(_flat(sparsity=0.0))
-  assert (dense.sparsity.mode, dense.sparsity.sparsity) == ("dense", 0.0)
-  assert RunConfig.from_flat(_flat(mode="dense", sparsity=0.9)).sparsity.sparsity == 0.0
+  dense = RunConfig.from_config(_config(sparsity__level=0.0))
+  assert (dense.sparsity.mode, dense.sparsity.level) == ("dense", 0.0)
+  assert RunConfig.from_config(_config(sparsity__mode="dense",
+                                       sparsity__level=0.9)).sparsity.level == 0.0
   # A warm-up longer than a short run becomes 60 % of it, unless the user set it.
-  short = RunConfig.from_flat(_flat(num_epochs=5, warmup_epochs=60))
-  assert short.sparsity.warmup_epochs == 3
-  with pytest.raises(ValueError, match="warmup_epochs must be in"):
-    RunConfig.from_flat(_flat(num_epochs=5, warmup_epochs=60), explicit={"warmup_epochs"})
-  assert RunConfig.from_flat(_flat(num_epochs=4, lr_warmup_epochs=5.0)).optim.lr_warmup_epochs == (
-      pytest.approx(0.4))
+  short = _config(optim__num_epochs=5, sparsity__warmup_epochs=60)
+  assert RunConfig.from_config(short).sparsity.warmup_epochs == 3
+  with pytest.raises(ValueError, match="config.sparsity.warmup_epochs must be in"):
+    RunConfig.from_config(short, explicit={"sparsity.warmup_epochs"})
+  lr = RunConfig.from_config(_config(optim__num_epochs=4, optim__lr_warmup_epochs=5.0))
+  assert lr.optim.lr_warmup_epochs == pytest.approx(0.4)
   # The steps' config: the iterator's steps per epoch unless the config fixes them.
-  run = RunConfig.from_flat(_flat(num_epochs=4, warmup_epochs=1))
+  run = RunConfig.from_config(_config(optim__num_epochs=4, sparsity__warmup_epochs=1))
   cfg = run.train_config(steps_per_epoch=7)
   assert isinstance(cfg, TrainConfig) and cfg.warmup_steps == 7 and cfg.total_steps == 28
   assert cfg.phase_at(6) == "warmup" and cfg.phase_at(7) == "finetune"
-  fixed = RunConfig.from_flat(_flat(num_epochs=4, warmup_epochs=1, steps_per_epoch=3))
+  fixed = RunConfig.from_config(_config(optim__num_epochs=4, sparsity__warmup_epochs=1,
+                                        optim__steps_per_epoch=3))
   assert fixed.train_config(steps_per_epoch=7).steps_per_epoch == 3
 
 
 def test_bad_fields_are_named():
+  with pytest.raises(ValueError, match=r"unknown config field\(s\) \['optim.num_epoch'\]"):
+    RunConfig.from_config(_config(optim__num_epoch=3))
   with pytest.raises(ValueError, match=r"unknown config field\(s\) \['num_epoch'\]"):
-    RunConfig.from_flat(_flat(num_epoch=3))
-  with pytest.raises(ValueError, match="config.train_repeat must be >= 1"):
-    RunConfig.from_flat(_flat(train_repeat=0))
-  with pytest.raises(ValueError, match="config.mask_method must be one of"):
-    RunConfig.from_flat(_flat(mask_method="random"))
-  with pytest.raises(ValueError, match="model_options must be a JSON object"):
-    RunConfig.from_flat(_flat(model_options="{gcn_attention: false}"))
+    RunConfig.from_config(dict(num_epoch=3))     # a flat record: its unknown field
+  with pytest.raises(ValueError, match="config.data.train_repeat must be >= 1"):
+    RunConfig.from_config(_config(data__train_repeat=0))
+  with pytest.raises(ValueError, match="config.sparsity.mask_method must be one of"):
+    RunConfig.from_config(_config(sparsity__mask_method="random"))
+  with pytest.raises(ValueError, match="model.options must be a JSON object"):
+    RunConfig.from_config(_config(model__options="{gcn_attention: false}"))
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['attention'\] for backbone 'aagcn'"):
-    RunConfig.from_flat(_flat(backbone="aagcn", model_options='{"attention": false}'))
+    RunConfig.from_config(_config(model__backbone="aagcn", model__options='{"attention": false}'))
+  with pytest.raises(TypeError, match="expected a training.config.TrainConfig"):
+    as_train_config({"sparsity": 0.8})        # the core takes the typed config only
 
 
 def test_resolve_builds_the_steps_config_from_flat_fields():
@@ -105,23 +157,44 @@ def test_pyskl_names_and_unknown_options():
 
 
 def test_an_older_config_json_is_the_same_run():
-  """Before the typed config, config.json held the block list in ``model`` and the rest of the
-  options as a JSON string; the workdir identity check compares what they resolve to."""
-  new = RunConfig.from_flat(_flat(backbone="aagcn", model_options='{"gcn_attention": false}'))
-  old = dict(_flat(backbone="aagcn"), model_options='{"gcn_attention": false}')
-  old["model"] = dict(default.get_config("test").model)
-  assert workdir._identity(old)["model"] == workdir._identity(new.to_flat())["model"]
+  """Before the nested config, config.json was flat: the block list in ``model`` and the rest of
+  the options as a JSON string; the workdir identity check compares what they resolve to."""
+  new = RunConfig.from_config(_config(model__backbone="aagcn",
+                                      model__options='{"gcn_attention": false}'))
+  old = dict(backbone="aagcn", model_options='{"gcn_attention": false}', sparsity=0.95,
+             model=dict(base_channels=8, ch_ratio=2, num_stages=2, inflate_stages=[],
+                        down_stages=[]), dataset="synthetic", seed=0)
+  assert workdir._identity(old)["model"] == workdir._identity(new.to_dict())["model"]
   other = dict(old, model_options="")
-  assert workdir._identity(other)["model"] != workdir._identity(new.to_flat())["model"]
-  assert model_options(old) == new.model.options
+  assert workdir._identity(other)["model"] != workdir._identity(new.to_dict())["model"]
+  assert model_options(migrate_record(old)["model"]) == new.model.options
   assert dataclasses.asdict(new.model.options["gcn"])["attention"] is False
 
 
 def test_a_workdir_of_other_backbone_options_names_the_option(tmp_path):
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
-  old = RunConfig.from_flat(_flat(backbone="aagcn", model_options='{"gcn_attention": false}'))
-  (tmp_path / "config.json").write_text(json.dumps(old.to_flat()))
+  old = RunConfig.from_config(_config(model__backbone="aagcn",
+                                      model__options='{"gcn_attention": false}'))
+  (tmp_path / "config.json").write_text(json.dumps(old.to_dict()))
   workdir.prepare_workdir(str(tmp_path), old)  # the same run resumes
   with pytest.raises(workdir.RunError, match=r"holds another run \(model option gcn_attention="
                                              r"False there, True here\), whose"):
-    workdir.prepare_workdir(str(tmp_path), RunConfig.from_flat(_flat(backbone="aagcn")))
+    workdir.prepare_workdir(str(tmp_path), RunConfig.from_config(_config(model__backbone="aagcn")))
+  with pytest.raises(workdir.RunError, match=r"holds another run \(sparsity.level=0.95 there, "
+                                             r"0.8 here"):
+    workdir.prepare_workdir(str(tmp_path), RunConfig.from_config(_config(
+        model__backbone="aagcn", model__options='{"gcn_attention": false}', sparsity__level=0.8)))
+
+
+def test_the_flat_flags_of_earlier_versions_still_work(capsys):
+  from experiments import run
+  fv = run._parse(["--config=experiments/configs/default.py:test", "--config.val_fraction=0.2",
+                   "--config.sparsity=0.9", "--config.model_options={\"tcn_dropout\": 0.1}",
+                   "--config.optim.num_epochs=3"])
+  config = run._config(fv)
+  assert (config.data.val_fraction, config.sparsity.level, config.optim.num_epochs) == (0.2, 0.9, 3)
+  assert config.model.options["tcn"].dropout == 0.1
+  notes = capsys.readouterr().err.splitlines()
+  assert notes == ["note: --config.val_fraction is now --config.data.val_fraction",
+                   "note: --config.sparsity is now --config.sparsity.level",
+                   "note: --config.model_options is now --config.model.options"]

@@ -24,8 +24,8 @@ from conftest import REPO
 
 CONFIG = f"--config={REPO / 'experiments' / 'configs' / 'default.py'}:test"
 # A switch (generator, one warm-up epoch) and a validation every epoch; checkpoints at 2 and 4.
-FLAGS = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.steps_per_epoch=2",
-         "--config.eval_every_epochs=1", "--config.progress_bar=False")
+FLAGS = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.optim.steps_per_epoch=2",
+         "--config.loop.eval_every_epochs=1", "--config.loop.progress_bar=False")
 DEADLINE_S = 240      # one leg, on a loaded 2-core machine; a healthy leg takes under a minute
 SUMMARY = ("top1", "top5", "mean_class_accuracy", "num_samples", "confusion_matrix",
            "prunable_sparsity", "nonzero_params", "without_precise_bn")

@@ -164,7 +164,7 @@ def test_workdir_of_another_backbone_is_refused_untouched(finished_run, tmp_path
   result = run_experiment(workdir, finished_run[1], "--backbone=stgcn")
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and "holds another run (backbone='ctrgcn' there, 'stgcn' here)" in lines[0]
+  assert len(lines) == 1 and "holds another run (model.backbone='ctrgcn' there, 'stgcn' here)" in lines[0]
   assert {p: open(p, "rb").read() for p in glob.glob(str(workdir / "*.json*"))} == before
 
 

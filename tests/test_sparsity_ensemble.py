@@ -82,7 +82,7 @@ def test_parameter_budget_is_066_and_honest_total():
 
 
 def test_unknown_ensemble_batching_is_refused():
-  with pytest.raises(ValueError, match="config.ensemble_batching must be one of"):
+  with pytest.raises(ValueError, match="config.sparsity.ensemble_batching must be one of"):
     training.resolve(dict(mode="ensemble", ensemble_batching="loop"))
 
 
@@ -92,7 +92,7 @@ def test_members_are_independent_unless_nested_masks():
                     down_stages=(2,))
   x = jnp.zeros((1, 2, 16, 25, 3))
   for nested in (False, True):
-    config = training.RunConfig.from_flat(dict(seed=0, mode="ensemble", nested_masks=nested,
+    config = training.RunConfig.from_config(dict(seed=0, mode="ensemble", nested_masks=nested,
                                                ensemble_sparsities=SPARSITIES))
     seeds = loop.run_seeds(config)
     cfg = training.resolve(dict(mode="ensemble", ensemble_sparsities=SPARSITIES,

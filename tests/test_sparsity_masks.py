@@ -69,7 +69,7 @@ def test_uniform_masks_exact_per_tensor(name):
   params = full_params(name)
   shapes = _flat(params)
   for s in SPARSITIES:
-    masks = sp.make_masks(params, s, key=jax.random.key(0))
+    masks = sp.make_masks(params, s, key=jax.random.key(0), cover_channels=False)
     assert jax.tree.structure(masks) == jax.tree.structure(params)
     for path, m in _flat(masks).items():
       assert m.shape == shapes[path].shape and m.dtype == jnp.bool_
@@ -141,8 +141,8 @@ def test_score_threshold_warns_at_high_sparsity():
 def test_bad_sparsity_is_a_clear_error(bad):
   with pytest.raises(ValueError, match=r"sparsity must be .*\[0, 1\)"):
     sp.make_masks(full_params("stgcn"), bad, key=jax.random.key(0))
-  with pytest.raises(ValueError, match=r"config.sparsity must be"):
-    sp.check_sparsity_config(sp.SparsityConfig(sparsity=bad), num_epochs=1)
+  with pytest.raises(ValueError, match=r"config.sparsity.level must be"):
+    sp.check_sparsity_config(sp.SparsityConfig(level=bad), num_epochs=1)
 
 
 def test_bad_method_and_missing_key():

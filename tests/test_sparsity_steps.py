@@ -150,7 +150,7 @@ def test_learn_scores_trains_scores_and_weights(setup):
 def test_unknown_phase_and_bad_config():
   with pytest.raises(ValueError, match="phase must be one of"):
     training.make_train_step(None, training.resolve(), "train")
-  with pytest.raises(ValueError, match="config.mode must be one of"):
+  with pytest.raises(ValueError, match="config.sparsity.mode must be one of"):
     training.resolve(dict(mode="sparse"))
   with pytest.raises(ValueError, match="warmup_epochs must be in"):
     training.resolve(dict(warmup_epochs=200))

@@ -98,7 +98,7 @@ def test_grid_fuses_the_multi_level_ensemble_and_resumes(tmp_path):
   data_dir = synthetic_data(tmp_path)
   root = tmp_path / "runs"
   flags = ("--backbones=stgcn", "--sparsities=0.6,0.8,0.95,0.99", f"--root={root}",
-           "--parallel=2", "--", f"--data_dir={data_dir}", "--config.progress_bar=False",
+           "--parallel=2", "--", f"--data_dir={data_dir}", "--config.loop.progress_bar=False",
            "--epochs=2", "--warmup_epochs=1")
   result = sweep(*flags)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -135,7 +135,7 @@ def test_dense_seed_ensemble_control(tmp_path):
   data_dir = synthetic_data(tmp_path)
   root = tmp_path / "runs"
   flags = ("--backbones=stgcn", "--sparsities=0", "--dense_seeds=2", f"--root={root}",
-           "--parallel=2", "--", f"--data_dir={data_dir}", "--config.progress_bar=False",
+           "--parallel=2", "--", f"--data_dir={data_dir}", "--config.loop.progress_bar=False",
            "--epochs=1")
   result = sweep(*flags)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

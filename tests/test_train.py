@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory):
 
 def run(workdir, data_dir, *flags, env=None, check=True, wait=True):
   cmd = [sys.executable, "-m", "experiments.run", CONFIG, f"--workdir={workdir}",
-         f"--data_dir={data_dir}", "--config.progress_bar=False", *flags]
+         f"--data_dir={data_dir}", "--config.loop.progress_bar=False", *flags]
   full_env = {**os.environ, **(env or {})}
   if not wait:
     return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
@@ -47,7 +47,7 @@ def final_params(workdir):
 def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
   workdir = tmp_path / "run"
   run(workdir, data_dir, "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1",
-      "--config.eval_every_epochs=1")
+      "--config.loop.eval_every_epochs=1")
   results = json.loads((workdir / "results.json").read_text())
   # Validation on held-out training clips selects the best fine-tuned model, tested at the end.
   assert "held out" in results["validation"]
@@ -89,7 +89,7 @@ def test_eval_mode_matches_batch_statistics_on_training_clips(tmp_path, data_dir
   run(workdir, data_dir, "--sparsity=0.9", "--epochs=10", "--warmup_epochs=5",
       "--learning_rate=0.8")
   model, variables = checkpoint.load_model(str(workdir / "model"))
-  c = json.loads((workdir / "config.json").read_text())
+  c = json.loads((workdir / "config.json").read_text())["data"]
   info = data.info("synthetic", data_dir)
   pipe = data.Pipeline(data.PipelineConfig(
       clip_len=c["clip_len"], num_clips=1, test_mode=False, modality=c["modality"],
@@ -109,7 +109,7 @@ def test_eval_mode_matches_batch_statistics_on_training_clips(tmp_path, data_dir
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):
-  flags = ("--sparsity=0.6", "--epochs=4", "--warmup_epochs=2", "--config.steps_per_epoch=3")
+  flags = ("--sparsity=0.6", "--epochs=4", "--warmup_epochs=2", "--config.optim.steps_per_epoch=3")
   reference = tmp_path / "reference"
   run(reference, data_dir, *flags)
 
@@ -135,7 +135,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):
 
 def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
   workdir = tmp_path / "ens"
-  run(workdir, data_dir, "--mode=ensemble", "--config.ensemble_batching=unroll", "--epochs=2",
+  run(workdir, data_dir, "--mode=ensemble", "--config.sparsity.ensemble_batching=unroll", "--epochs=2",
       "--warmup_epochs=1")
   results = json.loads((workdir / "results.json").read_text())
   levels = [m["sparsity"] for m in results["members"]]
@@ -160,7 +160,7 @@ def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
 
 
 def test_four_devices_match_one(tmp_path, data_dir):
-  flags = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.steps_per_epoch=2")
+  flags = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.optim.steps_per_epoch=2")
   one, four = tmp_path / "one", tmp_path / "four"
   run(one, data_dir, *flags)
   run(four, data_dir, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
@@ -189,7 +189,7 @@ def test_user_mistakes_end_with_one_clear_line(tmp_path, data_dir, flags, messag
 
 def test_pretrained_checkpoint_of_another_backbone_is_refused(tmp_path, data_dir):
   source = tmp_path / "dense"
-  run(source, data_dir, "--mode=dense", "--epochs=1", "--config.steps_per_epoch=1")
+  run(source, data_dir, "--mode=dense", "--epochs=1", "--config.optim.steps_per_epoch=1")
   result = run(tmp_path / "lth", data_dir, "--mode=lth", "--backbone=stgcn",
                f"--pretrained={source / 'model'}", check=False)
   assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -41,7 +41,7 @@ def test_bad_spec_names_the_bad_token(spec, token):
   with pytest.raises(VariantSpecError, match=token):
     parse_variants(spec, BASE)
   with pytest.raises(ValueError, match=token):   # and so does the run config
-    training.RunConfig.from_flat(dict(mode="variants", variants=spec))
+    training.RunConfig.from_config(dict(mode="variants", variants=spec))
 
 
 @pytest.mark.parametrize("batching", ["unroll", pytest.param("vmap", marks=pytest.mark.slow)])
@@ -52,7 +52,7 @@ def test_joint_variants_equal_separate_runs(batching):
   batch = {"x": x, "label": jnp.array([1, 3], jnp.int32)}
   flat = dict(mode="variants", variants=SPEC, warmup_epochs=1, num_epochs=3, steps_per_epoch=1,
               ensemble_batching=batching, sparsity=0.95, seed=0)
-  run = training.RunConfig.from_flat(flat)
+  run = training.RunConfig.from_config(flat)
   cfg, seeds = run.train_config(1), setup.run_seeds(run)
   members = training.run_variants(cfg.sparsity, run.seed)
   joint = training.create_ensemble_state(
@@ -67,7 +67,7 @@ def test_joint_variants_equal_separate_runs(batching):
 
   for i, v in enumerate(members):
     # A separate run: the member's own sparsity, mask method, lambda and seed.
-    own = training.RunConfig.from_flat(dict(flat, mode="generator", variants="",
+    own = training.RunConfig.from_config(dict(flat, mode="generator", variants="",
                                             sparsity=v.sparsity, mask_method=v.mask_method,
                                             penalty_lambda=v.penalty_lambda, seed=v.init_seed))
     own_seeds, own_cfg = setup.run_seeds(own), own.train_config(1)

@@ -14,8 +14,8 @@ from conftest import SYNTHETIC, run_experiment
 
 SPEC = "s=0.5|s=0.9;seed=0,1"
 NAMES = ["s0.5_seed0", "s0.9_seed0", "s0.9_seed1"]
-FLAGS = ("--mode=variants", f"--variants={SPEC}", "--epochs=2", "--config.val_fraction=0.25",
-         "--config.auto_tolerance=5")
+FLAGS = ("--mode=variants", f"--variants={SPEC}", "--epochs=2", "--config.data.val_fraction=0.25",
+         "--config.sparsity.auto_tolerance=5")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_variants_run_reports_members_seeds_choice_and_resumes(tmp_path, data_di
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--sparsity=auto", "--config.val_fraction=0"),
+    (("--sparsity=auto", "--config.data.val_fraction=0"),
      "--sparsity=auto chooses by validation top-1, and this run has no validation split"),
     (("--sparsity=auto:x",), "--sparsity=auto:x: the tolerance must be a number"),
     (("--sparsity=auto", "--mode=ensemble"), "drop --mode"),

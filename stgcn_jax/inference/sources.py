@@ -57,9 +57,16 @@ def _read_json(path: str, what: str) -> dict:
   return value
 
 
+def _data_part(config: dict) -> dict:
+  """The data part of a ``config.json`` (either spelling), every field present."""
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import DataConfig, migrate_record
+  return {**dataclasses.asdict(DataConfig()), **migrate_record(config).get("data", {})}
+
+
 def _dataset_info(config: dict, data_dir: str | None):
-  name = config.get("dataset")
-  root = data_dir or config.get("data_dir") or data_lib.default_data_dir()
+  name = _data_part(config)["dataset"]
+  root = data_dir or _data_part(config)["data_dir"] or data_lib.default_data_dir()
   root = os.path.abspath(os.path.expanduser(root))
   if not name or not data_lib.exists(name, root):
     return None, f"dataset {name!r} is not under {root}"
@@ -70,11 +77,10 @@ def _dataset_info(config: dict, data_dir: str | None):
 
 
 def _pipeline_from_config(config: dict, info) -> dict:
-  pipe = {"clip_len": int(config.get("clip_len", 100)),
-          "num_clips": int(config.get("num_clips_test", 10)),
-          "modality": config.get("modality", "j"), "normalize": config.get("normalize", "auto"),
-          "align_spine": bool(config.get("align_spine", True)),
-          "num_person": int(config.get("num_person", 2))}
+  data = _data_part(config)
+  pipe = {"clip_len": int(data["clip_len"]), "num_clips": int(data["num_clips_test"]),
+          "modality": data["modality"], "normalize": data["normalize"],
+          "align_spine": bool(data["align_spine"]), "num_person": int(data["num_person"])}
   if info is not None:
     pipe["channels"] = list(info.channels)
   return pipe
@@ -132,7 +138,9 @@ def _newest_state(workdir: str) -> tuple[dict, str]:
 def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes: list[str]
                          ) -> list[_Member]:
   from stgcn_jax import sparsity  # pylint: disable=import-outside-toplevel
-  from stgcn_jax.training.config import model_options  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import migrate_record, model_options
+  nested = migrate_record(config)
   info, why = _dataset_info(config, data_dir)
   if info is None:
     raise PredictError(f"{workdir}: a joint-ensemble workdir keeps no model.json; its layout and "
@@ -141,24 +149,31 @@ def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes
   if not all(k in state for k in ("params", "batch_stats", "masks")):
     raise PredictError(f"{path}: not a training state (keys {sorted(state)})")
   try:
-    options = models.options_json(model_options(config))
+    options = models.options_json(model_options(nested["model"]))
   except ValueError as err:
     raise PredictError(f"{workdir}/config.json: {err}") from None
-  in_channels = info.num_channels * len(str(config.get("modality", "j")).split(","))
-  model = models.get_model(config["backbone"], info.num_classes, layout=info.layout,
+  backbone = nested["model"].get("backbone", "ctrgcn")
+  in_channels = info.num_channels * len(str(_data_part(config)["modality"]).split(","))
+  model = models.get_model(backbone, info.num_classes, layout=info.layout,
                            in_channels=in_channels, **dict(options))
   params = sparsity.apply_masks(state["params"], state["masks"])
   as_float32 = lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else a
   variables = jax.tree.map(as_float32, {"params": params, "batch_stats": state["batch_stats"]})
   count = int(jax.tree.leaves(variables["params"])[0].shape[0])
-  if config.get("precise_bn_batches"):
+  if nested.get("loop", {}).get("precise_bn_batches"):
     notes.append(f"note: {path} holds the members' running-average BatchNorm statistics; the "
                  "precise-BN statistics of the workdir's results.json are not saved for a joint "
                  "ensemble, so scores differ slightly from scores.npz")
-  spec_core = checkpoint.model_spec_json(config["backbone"], info.num_classes, info.layout,
+  spec_core = checkpoint.model_spec_json(backbone, info.num_classes, info.layout,
                                          in_channels, options)
   return [_Member(model, variables, count, _pipeline_from_config(config, info),
                   list(info.class_names), spec_core, workdir)]
+
+
+def _mode(config: dict) -> str | None:
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import migrate_record
+  return migrate_record(config).get("sparsity", {}).get("mode")
 
 
 def _load_source(src: str, data_dir: str | None, notes: list[str]) -> list[_Member]:
@@ -177,7 +192,7 @@ def _load_source(src: str, data_dir: str | None, notes: list[str]) -> list[_Memb
       if os.path.isdir(members) else []
   if member_dirs:  # a joint ensemble's members as training saved them (precise-BN statistics)
     return [m for d in member_dirs for m in _from_model_dir(d, config, data_dir, notes)]
-  if config is not None and config.get("mode") == "ensemble":
+  if config is not None and _mode(config) == "ensemble":
     return _from_joint_ensemble(path, config, data_dir, notes)
   raise PredictError(f"--model {src}: neither a model checkpoint (model.json), a training workdir "
                      "(model/) nor a joint-ensemble workdir (config.json with mode=ensemble and "

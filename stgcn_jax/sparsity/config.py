@@ -5,7 +5,8 @@ Fields of ``SparsityConfig``:
     'lth' (edge-popup lottery ticket: only scores train) or 'ensemble' (generator members stacked
     along a leading axis, see ``training/ensemble.py``) or 'variants' (stacked generator members
     that differ as ``variants`` lists, ``training/variants.py``).
-  sparsity: fraction in [0, 1) of prunable weights set to zero.
+  level: the sparsity, the fraction in [0, 1) of prunable weights set to zero
+    (``--config.sparsity.level``; the shortcut ``--sparsity``).
   ensemble_sparsities: the member sparsities for mode 'ensemble' (and the candidate levels of
     ``experiments.run --sparsity=auto``).
   variants: mode 'variants': the members as a spec, e.g. 's=0.8,0.95;lambda=0,1' (the product;
@@ -58,7 +59,7 @@ SCORE_SCOPES = ("per_tensor", "global", "per_block")
 class SparsityConfig:
   """See the module docstring for the fields."""
   mode: str = "generator"
-  sparsity: float = 0.8
+  level: float = 0.95
   ensemble_sparsities: tuple[float, ...] = (0.6, 0.8, 0.95, 0.99)
   ensemble_batching: str = "auto"
   variants: str = ""
@@ -83,7 +84,7 @@ class SparsityConfig:
 
 def _one_of(name: str, value, allowed) -> None:
   if value not in allowed:
-    raise ValueError(f"config.{name} must be one of {tuple(allowed)}, got {value!r}")
+    raise ValueError(f"config.sparsity.{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
@@ -91,22 +92,22 @@ def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
   from stgcn_jax.sparsity.masks import METHODS, check_sparsity
   from stgcn_jax.sparsity.penalty import LAMBDA_SCHEDULES
   _one_of("mode", cfg.mode, MODES)
-  check_sparsity(cfg.sparsity, "config.sparsity")
+  check_sparsity(cfg.level, "config.sparsity.level")
   for i, s in enumerate(cfg.ensemble_sparsities):
-    check_sparsity(s, f"config.ensemble_sparsities[{i}]")
+    check_sparsity(s, f"config.sparsity.ensemble_sparsities[{i}]")
   _one_of("ensemble_batching", cfg.ensemble_batching, ENSEMBLE_BATCHING)
   _one_of("mask_method", cfg.mask_method, METHODS)
   _one_of("lambda_schedule", cfg.lambda_schedule, LAMBDA_SCHEDULES)
   _one_of("penalty_update", cfg.penalty_update, PENALTY_UPDATES)
   _one_of("score_scope", cfg.score_scope, SCORE_SCOPES)
   if cfg.auto_tolerance >= 0 and cfg.mode != "variants":
-    raise ValueError(f"config.auto_tolerance={cfg.auto_tolerance!r} chooses among the members of "
-                     f"mode 'variants' (--sparsity=auto), not of mode {cfg.mode!r}")
+    raise ValueError(f"config.sparsity.auto_tolerance={cfg.auto_tolerance!r} chooses among the "
+                     f"members of mode 'variants' (--sparsity=auto), not of mode {cfg.mode!r}")
   if cfg.mode in GENERATOR_MODES and not 0 <= cfg.warmup_epochs <= num_epochs:
-    raise ValueError(f"config.warmup_epochs must be in [0, num_epochs={num_epochs}], "
+    raise ValueError(f"config.sparsity.warmup_epochs must be in [0, num_epochs={num_epochs}], "
                      f"got {cfg.warmup_epochs!r}")
   if cfg.penalty_lambda < 0:
-    raise ValueError(f"config.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
+    raise ValueError(f"config.sparsity.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
 
 
 def prunable_spec(config: SparsityConfig) -> PrunableSpec:

@@ -114,7 +114,7 @@ def check_sparsity(sparsity, where: str = "sparsity") -> float:
 
 def make_masks(params, sparsity, *, key=None, method: str = "uniform",
                spec: PrunableSpec | None = None, path: str | None = None,
-               cover_channels: bool = False):
+               cover_channels: bool = True):
   """A bool mask tree with the structure of ``params`` (arrays or ``ShapeDtypeStruct``s).
 
   Args:

@@ -23,7 +23,7 @@ The loop (import from the modules):
 """
 
 from stgcn_jax.training.config import (DataConfig, LoopConfig, ModelConfig, OptimConfig, RunConfig,
-                                       TrainConfig, resolve)
+                                       TrainConfig, as_train_config, migrate_record, resolve)
 from stgcn_jax.training.ensemble import (create_ensemble_state, make_ensemble_eval_step,
                                          make_ensemble_train_step, member_config, member_seed,
                                          member_state, parameter_budget, stack_states,

@@ -28,7 +28,7 @@ import numpy as np
 
 from stgcn_jax import scores
 from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, GENERATOR_MODES
-from stgcn_jax.training.config import TrainConfig, resolve
+from stgcn_jax.training.config import TrainConfig, as_train_config
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
 from stgcn_jax.training.optim import build_optimizer
 from stgcn_jax.training.state import TrainState, create_train_state, start_finetune
@@ -62,7 +62,7 @@ def member_config(cfg: TrainConfig, variant: Variant | None) -> TrainConfig:
   if variant is None:
     return cfg
   return dataclasses.replace(cfg, sparsity=dataclasses.replace(
-      cfg.sparsity, sparsity=variant.sparsity, mask_method=variant.mask_method,
+      cfg.sparsity, level=variant.sparsity, mask_method=variant.mask_method,
       penalty_lambda=variant.penalty_lambda))
 
 
@@ -75,7 +75,7 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
 
   ``key`` is one key (split into one per member) or a sequence of per-member keys; ``mask_keys``
   optionally gives each member's mask key (the same key for all gives nested 'uniform' masks)."""
-  cfg = resolve(config)
+  cfg = as_train_config(config)
   sp = cfg.sparsity
   if sp.uses_scores:
     raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
@@ -156,7 +156,7 @@ def make_ensemble_train_step(model, config, phase: str,
   members (the batch is shared), batched as ``config.sparsity.ensemble_batching`` says; every metric
   has shape ``(members,)``. ``variants``: each member's own penalty weight (members that share one
   share a step: ``over_member_groups``)."""
-  cfg = resolve(config)
+  cfg = as_train_config(config)
   batching = cfg.sparsity.ensemble_batching
   if variants is None:
     return over_members(make_train_step(model, cfg, phase), batching)
@@ -164,7 +164,7 @@ def make_ensemble_train_step(model, config, phase: str,
   for v in variants:   # only the penalty weight changes what the step computes
     if v.penalty_lambda not in steps:
       steps[v.penalty_lambda] = make_train_step(
-          model, member_config(cfg, dataclasses.replace(v, sparsity=cfg.sparsity.sparsity,
+          model, member_config(cfg, dataclasses.replace(v, sparsity=cfg.sparsity.level,
                                                         mask_method=cfg.sparsity.mask_method)),
           phase)
   return over_member_groups([steps[v.penalty_lambda] for v in variants], batching)

@@ -84,10 +84,10 @@ class _Run:
 def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
   """Trains, evaluates on the test split and writes the workdir; returns ``results.json``.
 
-  ``config`` is a ``RunConfig`` or a flat ConfigDict / dict (``RunConfig.from_flat``)."""
+  ``config`` is a ``RunConfig`` or a nested ConfigDict / dict (``RunConfig.from_config``)."""
   t_start = time.time()
   if not isinstance(config, RunConfig):
-    config = RunConfig.from_flat(config)
+    config = RunConfig.from_config(config)
   distributed.initialize(auto=config.loop.distributed)   # once; nothing on one process
   with distributed.guard():
     workdir = prepare_workdir(workdir, config)
@@ -98,6 +98,13 @@ def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
     finally:
       run.train_it.close()
     return _finish(run, state, step, time.time() - t_start)
+
+
+def _record(config: RunConfig, cfg: TrainConfig, **facts) -> dict:
+  """``config.json``: the nested config with the run's steps per epoch, and the run's facts."""
+  record = config.to_dict()
+  record["optim"]["steps_per_epoch"] = cfg.steps_per_epoch
+  return {**record, **facts}
 
 
 def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
@@ -111,8 +118,8 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
   if config.sparsity.auto_tolerance >= 0 and val_src is None:
     raise RunError("--sparsity=auto chooses by validation top-1, and this run has no validation "
-                   "split (config.val_fraction=0 and no val split); hold some training data out "
-                   "with --config.val_fraction=0.1 or name one with --config.val_split=SPLIT")
+                   "split (config.data.val_fraction=0 and no val split); hold some training data out "
+                   "with --config.data.val_fraction=0.1 or name one with --config.data.val_split=SPLIT")
   seeds = run_seeds(config)
   batch_size = config.optim.batch_size
   per_process = batch_size // jax.process_count()
@@ -133,8 +140,7 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   restored = _restore(mngr, state, workdir)
   if distributed.is_main():
     write_json(os.path.join(workdir, "config.json"),
-               {**config.to_flat(), "steps_per_epoch": cfg.steps_per_epoch, "seeds": seeds,
-                "validation": val_note, "data_store": store})
+               _record(config, cfg, seeds=seeds, validation=val_note, data_store=store))
   validate = bool(config.loop.eval_every_epochs) and val_src is not None
   # best/ keeps one model: joint variants are compared member by member at the end instead.
   best_mngr = (checkpoint_manager(os.path.join(workdir, "best"), 1, best=True)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stgcn_jax.training.config import OptimConfig, resolve
+from stgcn_jax.training.config import OptimConfig, as_train_config
 
 
 def masked_updates() -> optax.GradientTransformationExtraArgs:
@@ -113,12 +113,12 @@ def mask_optimizer_state(opt_state, params, masks):
 
 def phase_at(step: int, config) -> str:
   """'warmup' for ``step < warmup_steps`` (generator modes), else 'finetune'
-  (``TrainConfig.phase_at``; ``config`` may also be flat fields)."""
-  return resolve(config).phase_at(step)
+  (``TrainConfig.phase_at``)."""
+  return as_train_config(config).phase_at(step)
 
 
 def build_optimizer(config) -> optax.GradientTransformationExtraArgs:
   """The one optimizer of a run (LTH: every parameter frozen, only the scores train)."""
-  cfg = resolve(config)
+  cfg = as_train_config(config)
   frozen = {"params": True, "scores": False} if cfg.sparsity.mode == "lth" else None
   return make_optimizer(cfg.optim, frozen=frozen)

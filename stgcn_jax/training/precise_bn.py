@@ -25,7 +25,7 @@ from typing import Iterable
 import jax
 import numpy as np
 
-from stgcn_jax.sparsity.masks import apply_masks
+from stgcn_jax.training.step import forward
 
 __all__ = ["make_moments_fn", "precise_batch_stats", "combine_moments"]
 
@@ -40,9 +40,9 @@ def make_moments_fn(model, masked: bool):
   for one training-mode forward of ``x`` (``params * masks`` when ``masked``, else the dense
   params, as in the warm-up). The state is not changed."""
   def moments(state, x):
-    params = apply_masks(state.params, state.masks) if masked else state.params
-    _, out = model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=True,
-                         mutable=["batch_stats", "bn_moments"], rngs={"dropout": jax.random.key(_DROPOUT_SEED)})
+    _, out = forward(model, state, x, masked=masked, train=True,
+                     mutable=["batch_stats", "bn_moments"],
+                     rngs={"dropout": jax.random.key(_DROPOUT_SEED)})
     return out["bn_moments"]
   return moments
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from stgcn_jax import distributed, sparsity
+from stgcn_jax import distributed
 from stgcn_jax.training import precise_bn
 from stgcn_jax.training import ensemble as ens
 from stgcn_jax.training.config import TrainConfig
 from stgcn_jax.training.state import create_train_state, start_finetune
-from stgcn_jax.training.step import PHASES, make_eval_step, make_train_step
+from stgcn_jax.training.step import (PHASES, ce_and_accuracy, forward, make_eval_step,
+                                    make_train_step)
 from stgcn_jax.training.variants import member_names, run_variants
 from stgcn_jax.training.workdir import RunError
 
@@ -49,7 +48,7 @@ class Runner:
                                  in_shardings=(self.replicated, self.batch_sharding),
                                  out_shardings=self.replicated)
     # The model a phase trains: dense in the generator's warm-up, params * masks otherwise.
-    masked = {phase: not (phase == "warmup" and cfg.warmup_steps > 0) for phase in PHASES}
+    masked = {phase: cfg.masked(phase) for phase in PHASES}
     self.evals = {phase: jit_eval(make_eval_step(model, masked=masked[phase])) for phase in PHASES}
     self.moments = {phase: jit_eval(precise_bn.make_moments_fn(model, masked=masked[phase]))
                     for phase in PHASES}
@@ -136,11 +135,8 @@ def _batch_metrics_fn(model, masked: bool):
   """``(state, batch) -> {'loss', 'accuracy'}``: CE and accuracy of one batch in training mode
   (batch statistics, no dropout, nothing updated)."""
   def fn(state, batch):
-    params = sparsity.apply_masks(state.params, state.masks) if masked else state.params
-    logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["x"],
-                            train=True, mutable=["batch_stats"],
-                            rngs={"dropout": jax.random.key(0)})
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    logits, _ = forward(model, state, batch["x"], masked=masked, train=True,
+                        mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+    ce, acc = ce_and_accuracy(logits, batch["label"])
     return {"loss": ce, "accuracy": acc}
   return fn

@@ -84,7 +84,7 @@ def run_seeds(config: RunConfig) -> dict:
             "members": [dict(one(v.sparsity, v.init_seed, v.mask_seed), name=name)
                         for v, name in zip(members, names)]}
   return {"run": seed, "nested_masks": bool(sp.nested_masks),
-          **one(0.0 if sp.mode == "dense" else sp.sparsity)}
+          **one(0.0 if sp.mode == "dense" else sp.level)}
 
 
 def train_val_sources(config: RunConfig, info, data_dir):
@@ -100,7 +100,7 @@ def train_val_sources(config: RunConfig, info, data_dir):
     return train_src, None, "none"
   train_idx, val_idx, how = data.holdout(train_src, cfg.val_fraction, config.seed)
   if len(val_idx) == 0:
-    raise RunError(f"--config.val_fraction={cfg.val_fraction} holds out no sample of the "
+    raise RunError(f"--config.data.val_fraction={cfg.val_fraction} holds out no sample of the "
                    f"{len(train_src)} training samples; raise it or set it to 0")
   note = (f"{len(val_idx)} of {len(train_src)} training samples held out "
           f"({'whole performers' if how == 'performer' else 'stratified by class'})")

@@ -18,7 +18,7 @@ import optax
 
 from stgcn_jax.sparsity import lottery
 from stgcn_jax.sparsity.config import prunable_spec
-from stgcn_jax.training.config import resolve
+from stgcn_jax.training.config import as_train_config
 from stgcn_jax.sparsity.masks import apply_masks, make_masks, ones_like_masks, validate_masks
 from stgcn_jax.training.optim import build_optimizer, mask_optimizer_state
 
@@ -75,16 +75,16 @@ def create_train_state(model, key, sample_x, config, *, variables=None, masks=No
     model: a linen ``Recognizer`` (``models.get_model``).
     key: PRNG key; split into init, mask, score and dropout keys.
     sample_x: an input batch ``(B, M, T, V, C)`` for ``model.init``.
-    config: a ``TrainConfig`` (or flat fields, ``training.config.resolve``).
+    config: a ``TrainConfig`` (``RunConfig.train_config``; in tests ``training.resolve``).
     variables: optional ``{'params', 'batch_stats'}`` to start from (pretrained / converted).
     masks: optional mask tree (overrides ``mask_method``; validated against params).
     tx: optional optimizer (``ensemble.py`` shares one between members).
-    sparsity: overrides ``config.sparsity`` (ensemble members).
+    sparsity: overrides ``config.sparsity.level`` (ensemble members).
     mask_key: the key of the mask draw (default: one split from ``key``).
   """
-  cfg = resolve(config)
+  cfg = as_train_config(config)
   sp = cfg.sparsity
-  s = sp.sparsity if sparsity is None else float(sparsity)
+  s = sp.level if sparsity is None else float(sparsity)
   spec = prunable_spec(cfg.sparsity)
   k_init, k_mask, k_score, k_rng = jax.random.split(key, 4)
   if mask_key is not None:

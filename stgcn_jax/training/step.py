@@ -1,6 +1,6 @@
 """The train and eval steps, pure functions of (state, batch) that the loop jits with shardings.
 
->>> cfg = resolve(config)                     # a training.config.TrainConfig: optim + sparsity
+>>> cfg = run_config.train_config(steps_per_epoch)   # a training.config.TrainConfig: optim + sparsity
 >>> state = create_train_state(model, key, sample_x, cfg)
 >>> warm = jax.jit(make_train_step(model, cfg, "warmup"), donate_argnums=0)
 >>> tune = jax.jit(make_train_step(model, cfg, "finetune"), donate_argnums=0)
@@ -29,7 +29,7 @@ from stgcn_jax.sparsity import lottery
 from stgcn_jax.sparsity.config import GENERATOR_MODES, prunable_spec
 from stgcn_jax.sparsity.masks import apply_masks
 from stgcn_jax.sparsity.penalty import group_lasso, penalty_weight, proximal_group_lasso
-from stgcn_jax.training.config import TrainConfig, resolve
+from stgcn_jax.training.config import TrainConfig, as_train_config
 from stgcn_jax.training.optim import make_schedule, mask_optimizer_state
 from stgcn_jax.training.state import TrainState
 
@@ -39,16 +39,16 @@ PHASES = ("warmup", "finetune")
 def make_train_step(model, config, phase: str):
   """``train_step(state, batch) -> (state, metrics)`` for ``phase`` in ``PHASES``.
 
-  ``config``: a ``TrainConfig`` (or flat fields, ``training.config.resolve``). ``batch = {'x':
+  ``config``: a ``TrainConfig`` (``RunConfig.train_config``). ``batch = {'x':
   (B, M, T, V, C) float32, 'label': (B,) int32}``. Metrics: ``loss``, ``ce``, ``penalty`` (the
   unweighted group lasso; 0 outside warm-up), ``lambda``, ``accuracy``, ``grad_norm`` (of the
   trained tree), ``lr`` (at this step).
   """
   if phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-  cfg = resolve(config)
+  cfg = as_train_config(config)
   sp, spec, schedule = cfg.sparsity, prunable_spec(cfg.sparsity), make_schedule(cfg.optim)
-  flags = _PhaseFlags.of(sp, phase)
+  flags = _PhaseFlags.of(cfg, phase)
   masked, proximal = flags.masked, flags.proximal
   loss_fn = _loss_fn(model, cfg, flags)
 
@@ -71,7 +71,7 @@ def make_train_step(model, config, phase: str):
                                      batch_stats=batch_stats)
     if new_state.scores is not None:
       new_state = new_state.replace(masks=lottery.masks_from_scores(
-          new_state.params, new_state.scores, sp.sparsity, sp.score_scope))
+          new_state.params, new_state.scores, sp.level, sp.score_scope))
     metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step), **aux)
     return new_state, metrics
 
@@ -87,12 +87,12 @@ class _PhaseFlags(NamedTuple):
   masked: bool
 
   @classmethod
-  def of(cls, sp, phase: str) -> _PhaseFlags:
-    generator = sp.mode in GENERATOR_MODES
+  def of(cls, cfg: TrainConfig, phase: str) -> _PhaseFlags:
+    sp = cfg.sparsity
     warm = phase == "warmup" and sp.mode != "lth"
-    use_penalty = warm and generator
+    use_penalty = warm and sp.mode in GENERATOR_MODES
     proximal = use_penalty and sp.penalty_update == "proximal" and not sp.learn_scores
-    return cls(warm, use_penalty, proximal, phase == "finetune" and generator)
+    return cls(warm, use_penalty, proximal, cfg.masked(phase))
 
 
 def _loss_fn(model, cfg: TrainConfig, flags: _PhaseFlags):
@@ -104,18 +104,16 @@ def _loss_fn(model, cfg: TrainConfig, flags: _PhaseFlags):
 
   def loss_fn(trained, state: TrainState, batch, dropout_key):
     if state.scores is None:
-      params = trained
-      eff = apply_masks(params, state.masks) if masked else params
-      target = state.masks
-    else:
+      params, eff, target = trained, trained, state.masks
+    else:   # the scores' masks, by a straight-through estimator (already applied: not masked)
       params, scores = trained["params"], trained["scores"]
-      s_fwd = 0.0 if warm else sp.sparsity
+      s_fwd = 0.0 if warm else sp.level
       eff, fwd_masks = lottery.ste_params(params, scores, s_fwd, sp.score_scope)
-      target = fwd_masks if s_fwd == sp.sparsity else state.masks
-    logits, new_vars = model.apply({"params": eff, "batch_stats": state.batch_stats}, batch["x"],
-                                   train=True, mutable=["batch_stats"],
-                                   rngs={"dropout": dropout_key})
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      target = fwd_masks if s_fwd == sp.level else state.masks
+    logits, new_vars = forward(model, state, batch["x"], params=eff,
+                               masked=masked and state.scores is None, train=True,
+                               mutable=["batch_stats"], rngs={"dropout": dropout_key})
+    ce, acc = ce_and_accuracy(logits, batch["label"])
     if use_penalty:
       pen = group_lasso(params, target, spec)
       epoch = state.step // cfg.steps_per_epoch
@@ -125,7 +123,6 @@ def _loss_fn(model, cfg: TrainConfig, flags: _PhaseFlags):
     else:
       pen, lam = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
     loss = ce + (0.0 if proximal else lam) * pen
-    acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
     aux = {"ce": ce, "penalty": pen, "accuracy": acc, "lambda": lam}
     return loss, (new_vars["batch_stats"], aux)
 
@@ -134,9 +131,25 @@ def _loss_fn(model, cfg: TrainConfig, flags: _PhaseFlags):
 
 def make_eval_step(model, masked: bool = True):
   """``eval_step(state, x) -> logits``: eval mode, ``params * masks`` (the dense params if not
-  ``masked``: the model a generator's warm-up trains); ``x`` is ``(B, M, T, V, C)`` or
-  ``(B, clips, M, T, V, C)`` (logits ``(B, clips, classes)``)."""
+  ``masked``: the model a generator's warm-up trains; ``TrainConfig.masked``); ``x`` is
+  ``(B, M, T, V, C)`` or ``(B, clips, M, T, V, C)`` (logits ``(B, clips, classes)``)."""
   def eval_step(state: TrainState, x):
-    params = apply_masks(state.params, state.masks) if masked else state.params
-    return model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+    return forward(model, state, x, masked=masked, train=False)
   return eval_step
+
+
+def forward(model, state: TrainState, x, *, masked: bool, train: bool, params=None, **apply_kw):
+  """``model.apply`` of ``params`` (default ``state.params``), times ``state.masks`` if
+  ``masked``, with the state's BatchNorm statistics: the one masked forward of the train step,
+  evaluation, precise BN and the switch records. ``apply_kw``: ``mutable``, ``rngs``."""
+  params = state.params if params is None else params
+  if masked:
+    params = apply_masks(params, state.masks)
+  return model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=train,
+                     **apply_kw)
+
+
+def ce_and_accuracy(logits, labels) -> tuple[jax.Array, jax.Array]:
+  """The batch's mean cross-entropy and top-1 accuracy."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  return ce, jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))

@@ -198,7 +198,7 @@ def run_variants(sp, seed: int) -> tuple[Variant, ...] | None:
   """The members of a stacked run's ``SparsityConfig`` ``sp`` under the run seed: one per level of
   ``ensemble_sparsities`` (mode 'ensemble'), the spec ``sp.variants`` (mode 'variants'), else
   ``None`` (one model). Axes a spec leaves out take ``sp``'s values and the run seed."""
-  base = Variant(float(sp.sparsity), sp.mask_method, float(sp.penalty_lambda), int(seed),
+  base = Variant(float(sp.level), sp.mask_method, float(sp.penalty_lambda), int(seed),
                  int(seed), int(seed))
   if sp.mode == "ensemble":
     return tuple(dataclasses.replace(base, sparsity=float(s)) for s in sp.ensemble_sparsities)

@@ -21,7 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from stgcn_jax import atomic, distributed, models
-from stgcn_jax.training.config import model_options
+from stgcn_jax.training.config import migrate_record, model_options
 from stgcn_jax.training.state import abstract_state
 
 __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
@@ -44,7 +44,7 @@ class MetricsLogger:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       except ImportError as err:
-        raise RunError("config.tensorboard=True needs tensorboardX (pip install tensorboardX)") from err
+        raise RunError("config.loop.tensorboard=True needs tensorboardX (pip install tensorboardX)") from err
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, record: dict) -> None:
@@ -73,8 +73,9 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
 # The config fields that say which run a workdir holds: a run that differs in one of them cannot
 # resume from the workdir's checkpoints (the rest, e.g. the epoch count, may change on a resume).
-_RUN_IDENTITY = ("dataset", "backbone", "model", "modality", "mode", "sparsity",
-                 "ensemble_sparsities", "variants", "mask_method", "seed", "pretrained")
+_RUN_IDENTITY = ("data.dataset", "model.backbone", "model", "data.modality", "sparsity.mode",
+                 "sparsity.level", "sparsity.ensemble_sparsities", "sparsity.variants",
+                 "sparsity.mask_method", "seed", "model.pretrained")
 # What a run writes to metrics.jsonl at its checkpoint step after saving the checkpoint there.
 _AFTER_CHECKPOINT = ("switch", "test")
 
@@ -103,9 +104,9 @@ def prepare_workdir(workdir: str, config) -> str:
       raise RunError(f"{config_path} is unreadable ({err}), so it is unknown which run the "
                      f"checkpoints in {workdir} belong to; repair it, or choose another "
                      "--workdir") from None
-    old, new = _identity(old), _identity(config.to_flat())
+    old, new = _identity(old), _identity(config.to_dict())
     differ = [k for k in _RUN_IDENTITY if k in old and k in new and old[k] != new[k]]
-    if "backbone" in differ and "model" in differ:  # its options differ too: say the cause
+    if "model.backbone" in differ and "model" in differ:  # its options differ too: say the cause
       differ.remove("model")
     diffs = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in differ if k != "model"]
     if "model" in differ:  # name the options that differ, not the whole option trees
@@ -166,16 +167,27 @@ def check_dataset(workdir: str, store: dict) -> str | None:
   return None
 
 
-def _identity(flat: dict) -> dict:
-  """A flat config's identity fields as JSON values, ``model`` as the backbone's full options
-  (so that an older ``config.json``, with the block list in ``model`` and the rest in
-  ``model_options``, compares equal to the same run's)."""
-  out = json.loads(json.dumps(flat, default=str))
+def _identity(record: dict) -> dict:
+  """The identity fields (``_RUN_IDENTITY``, dotted paths) of a ``config.json`` as JSON values, of
+  either spelling (``migrate_record``); ``model`` as the backbone's full options (so that an older
+  ``config.json``, with only the block list and a JSON string of the rest, compares equal to the
+  same run's)."""
+  nested = migrate_record(record)
+  out = {}
+  for path in _RUN_IDENTITY:
+    value = nested
+    for part in path.split("."):
+      value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+    if value is not _MISSING:
+      out[path] = value
   try:
-    out["model"] = json.loads(json.dumps(models.options_json(model_options(flat))))
-  except (TypeError, ValueError):
+    out["model"] = json.loads(json.dumps(models.options_json(model_options(nested["model"]))))
+  except (TypeError, ValueError, KeyError):
     pass  # options this version cannot read: compared as written
   return out
+
+
+_MISSING = object()
 
 
 def _option_diffs(old, new) -> list[str]:

@@ -13,6 +13,8 @@ The loop (import from the modules):
 
 * ``loop.py``: ``train_and_evaluate(config, workdir)``, the loop.
 * ``runner.py``: ``Runner`` / ``StackedRunner``, how the loop drives one model or a joint ensemble.
+* ``context.py``: ``RunContext``, what a run holds besides its state (configs, runner, data,
+  workdir, checkpoint managers, logger), passed whole to the switch and the final tests.
 * ``setup.py``: what a run is built from: dataset, pipelines, model, pretrained weights, seeds, the
   validation split.
 * ``switch.py``: the warm-up -> fine-tune switch and the sparsity records the loop logs.

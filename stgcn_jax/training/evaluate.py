@@ -15,7 +15,7 @@ from stgcn_jax.training.workdir import RunError
 __all__ = ["evaluate_source", "scores_of", "member_top1", "eval_batch_size"]
 
 
-def evaluate_source(trainer, state, source, pipeline, batch_size: int, seed: int,
+def evaluate_source(runner, state, source, pipeline, batch_size: int, seed: int,
               phase: str = "finetune") -> dict:
   """Clip-averaged softmax scores of every sample of ``source`` exactly once, with the model that
   ``phase`` trains (dense in the warm-up)."""
@@ -24,7 +24,7 @@ def evaluate_source(trainer, state, source, pipeline, batch_size: int, seed: int
   seen = np.zeros(n, bool)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   for batch in it:
-    logits = trainer.evals[phase](state, trainer.global_batch(batch, ("x",))["x"])
+    logits = runner.evals[phase](state, runner.global_batch(batch, ("x",))["x"])
     probs = clip_average_softmax(logits)                            # (..., B, classes)
     probs = np.asarray(multihost_utils.process_allgather(probs, tiled=True))
     index = np.asarray(multihost_utils.process_allgather(batch["index"], tiled=True))
@@ -46,21 +46,21 @@ def eval_batch_size(config) -> int:
   return (config.data.eval_batch_size or config.optim.batch_size) // jax.process_count()
 
 
-def scores_of(trainer, state, source, pipe, config, phase: str = "finetune", member=None
+def scores_of(runner, state, source, pipe, config, phase: str = "finetune", member=None
               ) -> tuple[np.ndarray, np.ndarray]:
   """(clip-averaged softmax scores, summed over ensemble members or of member ``member``;
   labels) of ``source``."""
-  out = evaluate_source(trainer, state, source, pipe, eval_batch_size(config), config.seed, phase)
+  out = evaluate_source(runner, state, source, pipe, eval_batch_size(config), config.seed, phase)
   scores = out["scores"]
   if scores.ndim == 3:
     scores = scores.sum(0) if member is None else scores[member]
   return scores, out["labels"]
 
 
-def member_top1(trainer, state, source, pipe, config, phase: str = "finetune"
+def member_top1(runner, state, source, pipe, config, phase: str = "finetune"
                 ) -> tuple[float, list[float] | None]:
   """(top-1 of the summed scores, each stacked member's own top-1 or ``None`` for one model)."""
-  out = evaluate_source(trainer, state, source, pipe, eval_batch_size(config), config.seed, phase)
+  out = evaluate_source(runner, state, source, pipe, eval_batch_size(config), config.seed, phase)
   scores, labels = out["scores"], out["labels"]
   if scores.ndim == 2:
     return accuracy(scores, labels), None

@@ -27,7 +27,6 @@ trained or evaluated on another dataset of the same name is refused before anyth
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -42,6 +41,7 @@ from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
 from stgcn_jax.training.config import RunConfig, TrainConfig
+from stgcn_jax.training.context import RunContext, RunData
 from stgcn_jax.scores import accuracy_report
 from stgcn_jax.training.evaluate import member_top1, scores_of
 from stgcn_jax.training.runner import Runner, make_runner
@@ -51,34 +51,6 @@ from stgcn_jax.training.workdir import (MetricsLogger, RunError, check_dataset, 
                                         save_checkpoint, trim_metrics, write_json)
 
 __all__ = ["RunError", "train_and_evaluate", "run_seeds"]
-
-
-@dataclasses.dataclass
-class _Run:
-  """Everything one run holds besides its state."""
-  config: RunConfig
-  workdir: str
-  info: data.DatasetInfo
-  trainer: Runner
-  cfg: TrainConfig         # what the steps close over: optim (with the steps per epoch), sparsity
-  seeds: dict
-  sources: dict            # "train", "val" (or None), "test"
-  pipes: dict              # "train", "val", "test"
-  train_it: data.BatchIterator
-  steps_per_epoch: int
-  val_note: str
-  mngr: Any
-  best_mngr: Any
-  logger: MetricsLogger
-  t_start: float
-
-  @property
-  def bn_seed(self) -> int:
-    return self.seeds["data"] + 1  # the precise-BN batches: their own, fixed stream
-
-  def precise_bn(self, state, phase: str):
-    return switch_lib.precise_bn_state(self.trainer, state, phase, self.sources["train"],
-                                       self.pipes["train"], self.config, self.bn_seed)
 
 
 def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
@@ -96,7 +68,7 @@ def train_and_evaluate(config: RunConfig | Any, workdir: str) -> dict:
     try:
       state, step = _train(run, state)
     finally:
-      run.train_it.close()
+      run.data.train_it.close()
     return _finish(run, state, step, time.time() - t_start)
 
 
@@ -107,7 +79,7 @@ def _record(config: RunConfig, cfg: TrainConfig, **facts) -> dict:
   return {**record, **facts}
 
 
-def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
+def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[RunContext, Any]:
   """The run's data, model, runner and state, resumed from the newest intact checkpoint."""
   data_dir, info = setup.dataset(config)
   store = data.identity(info)
@@ -118,8 +90,9 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   train_src, val_src, val_note = setup.train_val_sources(config, info, data_dir)
   if config.sparsity.auto_tolerance >= 0 and val_src is None:
     raise RunError("--sparsity=auto chooses by validation top-1, and this run has no validation "
-                   "split (config.data.val_fraction=0 and no val split); hold some training data out "
-                   "with --config.data.val_fraction=0.1 or name one with --config.data.val_split=SPLIT")
+                   "split (config.data.val_fraction=0 and no val split); hold some training data "
+                   "out with --config.data.val_fraction=0.1 or name one with "
+                   "--config.data.val_split=SPLIT")
   seeds = run_seeds(config)
   batch_size = config.optim.batch_size
   per_process = batch_size // jax.process_count()
@@ -132,10 +105,10 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   train_it = data.BatchIterator(train_src, pipes["train"], per_process, train=True,
                                 seed=seeds["data"], repeat=config.data.train_repeat)
   cfg = config.train_config(train_it.steps_per_epoch)
-  trainer = make_runner(model, cfg, config.seed)
+  runner = make_runner(model, cfg, config.seed)
   sample_x = jnp.zeros((1, config.data.num_person, config.data.clip_len, info.num_joints,
                         model.backbone.in_channels), jnp.float32)
-  state = trainer.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
+  state = runner.create_state(seeds, sample_x, setup.pretrained_variables(config, model))
   mngr = checkpoint_manager(os.path.join(workdir, "checkpoints"), config.loop.keep_checkpoints)
   restored = _restore(mngr, state, workdir)
   if distributed.is_main():
@@ -145,15 +118,15 @@ def _start(config: RunConfig, workdir: str, t_start: float) -> tuple[_Run, Any]:
   # best/ keeps one model: joint variants are compared member by member at the end instead.
   best_mngr = (checkpoint_manager(os.path.join(workdir, "best"), 1, best=True)
                if validate and config.sparsity.mode != "variants" else None)
-  _recover_models(trainer, workdir)
+  _recover_models(runner, workdir)
   # metrics.jsonl keeps what the restored step had written before its checkpoint, nothing after.
   trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored[1] if restored else None)
   distributed.barrier("workdir prepared")   # process 0's files are in place for every process
-  run = _Run(config, workdir, info, trainer, cfg, seeds,
-             {"train": train_src, "val": val_src,
-              "test": data.load(config.data.dataset, data_dir, config.data.test_split)},
-             pipes, train_it, cfg.steps_per_epoch, val_note, mngr, best_mngr,
-             MetricsLogger(workdir, config.loop.tensorboard), t_start)
+  splits = RunData(info, {"train": train_src, "val": val_src,
+                          "test": data.load(config.data.dataset, data_dir, config.data.test_split)},
+                   pipes, train_it, val_note, bn_seed=seeds["data"] + 1)  # precise BN: own stream
+  run = RunContext(config, cfg, runner, splits, workdir, seeds, mngr, best_mngr,
+                   MetricsLogger(workdir, config.loop.tensorboard), t_start)
   if restored is not None:
     state = restored[0].state
     train_it.set_state(restored[0].meta["iterator"])
@@ -175,35 +148,34 @@ def _restore(mngr, state, workdir: str):
                    "another run (another backbone or model options)") from None
 
 
-def _recover_models(trainer: Runner, workdir: str) -> None:
+def _recover_models(runner: Runner, workdir: str) -> None:
   """Finishes or rolls back a save of the final model(s) that a kill interrupted."""
   if not distributed.is_main():
     return
-  for target in trainer.model_dirs(workdir):
+  for target in runner.model_dirs(workdir):
     note = checkpoint.recover_model_swap(target)
     if note:
       print(f"note: {note}")
 
 
-def _train(run: _Run, state) -> tuple[Any, int]:
+def _train(run: RunContext, state) -> tuple[Any, int]:
   """The loop: one jitted step a batch, the switch, logs, validation and checkpoints."""
-  loop_cfg, cfg, trainer = run.config.loop, run.cfg, run.trainer
-  step, total = trainer.step_of(state), cfg.total_steps
+  loop_cfg, cfg, runner = run.config.loop, run.cfg, run.runner
+  step, total = runner.step_of(state), cfg.total_steps
   if step == 0:
     run.logger.write(0, {"split": "sparsity", "phase": cfg.phase_at(0),
-                         **switch_lib.sparsity_record(trainer, state)})
-    print(f"validation: {run.val_note}")
+                         **switch_lib.sparsity_record(runner, state)})
+    print(f"validation: {run.data.val_note}")
   pbar = progress_bar(total, step, loop_cfg.progress_bar)
   clock = [time.time(), step]  # when and at which step the last train record was written
   try:
     while step < total:
       phase = cfg.phase_at(step)
       if phase == "finetune" and step == cfg.warmup_steps and step > 0:
-        state = switch_lib.switch(trainer, state, step, run.sources["train"], run.pipes["train"],
-                                  run.config, run.bn_seed, run.logger, pbar)
-      state, metrics = trainer.steps[phase](state, trainer.global_batch(next(run.train_it)))
+        state = switch_lib.switch(run, state, step, pbar)
+      state, metrics = runner.steps[phase](state, runner.global_batch(next(run.data.train_it)))
       step += 1
-      epoch_end = step % run.steps_per_epoch == 0
+      epoch_end = step % run.cfg.steps_per_epoch == 0
       if step % loop_cfg.log_every_steps == 0 or epoch_end or step == total:
         _log_train(run, step, phase, metrics, pbar, clock)
       if pbar is not None:
@@ -216,85 +188,83 @@ def _train(run: _Run, state) -> tuple[Any, int]:
   return state, step
 
 
-def _log_train(run: _Run, step: int, phase: str, metrics, pbar, clock: list) -> None:
+def _log_train(run: RunContext, step: int, phase: str, metrics, pbar, clock: list) -> None:
   record = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
   loss = np.asarray(record["loss"])
   if not np.all(np.isfinite(loss)):
     raise RunError(f"the loss became {loss.tolist()} at step {step} (epoch "
-                   f"{step / run.steps_per_epoch:.2f}, phase {phase}); lower --learning_rate "
+                   f"{step / run.cfg.steps_per_epoch:.2f}, phase {phase}); lower --learning_rate "
                    "or check the data for NaN/Inf")
   now = time.time()
   rate = (step - clock[1]) / max(now - clock[0], 1e-9)  # includes compiles and checkpoints
   clock[:] = [now, step]
-  run.logger.write(step, {"split": "train", "epoch": step / run.steps_per_epoch, "phase": phase,
+  run.logger.write(step, {"split": "train", "epoch": step / run.cfg.steps_per_epoch, "phase": phase,
                           "elapsed_s": now - run.t_start, "steps_per_s": rate, **record})
   if pbar is not None:
     pbar.set_postfix(loss=f"{np.mean(loss):.3f}", acc=f"{np.mean(record['accuracy']):.3f}",
                      phase=phase)
 
 
-def _end_of_epoch(run: _Run, state, step: int, phase: str) -> None:
+def _end_of_epoch(run: RunContext, state, step: int, phase: str) -> None:
   """Validation (with exact BN statistics, on a copy) and the checkpoints of an epoch's end."""
   config, total = run.config, run.cfg.total_steps
-  epoch = math.ceil(step / run.steps_per_epoch)
+  epoch = math.ceil(step / run.cfg.steps_per_epoch)
   metrics_val = val_state = None
-  if run.sources["val"] is not None and config.loop.eval_every_epochs and (
+  if run.data.sources["val"] is not None and config.loop.eval_every_epochs and (
       epoch % config.loop.eval_every_epochs == 0 or step == total):
-    val_state = run.precise_bn(state, phase)
+    val_state = switch_lib.precise_bn_state(run, state, phase)
     if config.sparsity.mode == "variants":
-      top1, members = member_top1(run.trainer, val_state, run.sources["val"], run.pipes["val"],
-                                  config, phase)
+      top1, members = member_top1(run.runner, val_state, run.data.sources["val"],
+                                  run.data.pipes["val"], config, phase)
       run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase, "top1": top1,
                               "members_top1": members})
     else:
-      acc = accuracy_report(*scores_of(run.trainer, val_state, run.sources["val"],
-                                       run.pipes["val"], config, phase))
+      acc = accuracy_report(*scores_of(run.runner, val_state, run.data.sources["val"],
+                                       run.data.pipes["val"], config, phase))
       run.logger.write(step, {"split": "val", "epoch": epoch, "phase": phase,
                               "top1": acc["top1"], "top5": acc["top5"]})
       # The best model is one of the kind the run delivers: sparse for the generator.
       if phase == "finetune" or run.cfg.warmup_steps == 0:
         metrics_val = {"top1": acc["top1"]}
   if epoch % config.loop.checkpoint_every_epochs == 0 or step == total:
-    meta = {"iterator": run.train_it.get_state(), "step": step, "epoch": epoch,
+    meta = {"iterator": run.data.train_it.get_state(), "step": step, "epoch": epoch,
             "phase": run.cfg.phase_at(step)}
-    save_checkpoint(run.mngr, state, step, meta)
-    if run.best_mngr is not None and metrics_val is not None:
-      save_checkpoint(run.best_mngr, val_state, step, meta, metrics_val)
+    save_checkpoint(run.checkpoints, state, step, meta)
+    if run.best_checkpoints is not None and metrics_val is not None:
+      save_checkpoint(run.best_checkpoints, val_state, step, meta, metrics_val)
 
 
-def _finish(run: _Run, state, step: int, train_time: float) -> dict:
+def _finish(run: RunContext, state, step: int, train_time: float) -> dict:
   """The final model's test (with running and with exact BN statistics), results.json."""
-  config, trainer, test_src = run.config, run.trainer, run.sources["test"]
+  config, runner, test_src = run.config, run.runner, run.data.sources["test"]
   running = state   # with the running BN averages
-  state = run.precise_bn(state, "finetune")
+  state = switch_lib.precise_bn_state(run, state, "finetune")
   member_val = None
-  if config.sparsity.mode == "variants" and run.sources["val"] is not None:
-    member_val = member_top1(trainer, state, run.sources["val"], run.pipes["val"], config)[1]
-  results = results_lib.final_evaluation(config, trainer, state, test_src, run.info, run.workdir,
-                                         member_val)
-  ema = (accuracy_report(*scores_of(trainer, running, test_src, run.pipes["test"], config,
+  if config.sparsity.mode == "variants" and run.data.sources["val"] is not None:
+    member_val = member_top1(runner, state, run.data.sources["val"], run.data.pipes["val"],
+                             config)[1]
+  results = results_lib.final_evaluation(run, state, member_val)
+  ema = (accuracy_report(*scores_of(runner, running, test_src, run.data.pipes["test"], config,
                                     member=results.get("auto_sparsity", {}).get("index")))
          if config.loop.precise_bn_batches else None)
   results["precise_bn_batches"] = int(config.loop.precise_bn_batches)
   results["without_precise_bn"] = {k: (ema or results)[k] for k in results_lib.SUMMARY}
-  results["validation"] = run.val_note
+  results["validation"] = run.data.val_note
   results["seeds"] = run.seeds
-  results["data_store"] = data.identity(run.info)   # what fusion and a re-evaluation check
-  best = results_lib.best_by_validation(run.best_mngr, trainer, state, step, results, test_src,
-                                        run.pipes["test"], config, run.workdir,
-                                        run.steps_per_epoch)
+  results["data_store"] = data.identity(run.data.info)   # what fusion and a re-evaluation check
+  best = results_lib.best_by_validation(run, state, step, results)
   if best is not None:
     results["best_by_val"] = best
   results["train_time_s"] = train_time
   results["hardware"] = results_lib.hardware()
-  results_lib.add_counts(results, trainer, state)
+  results_lib.add_counts(results, runner, state)
   run.logger.write(step, {"split": "test", **{k: v for k, v in results.items()
                                               if isinstance(v, (int, float))}})
   run.logger.close()
   if jax.process_index() == 0:
     write_json(os.path.join(run.workdir, "results.json"), results)
-  run.mngr.close()
-  if run.best_mngr is not None:
-    run.best_mngr.close()
+  run.checkpoints.close()
+  if run.best_checkpoints is not None:
+    run.best_checkpoints.close()
   distributed.barrier("run finished")   # results.json is written before any process leaves
   return results

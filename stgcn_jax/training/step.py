@@ -1,6 +1,6 @@
 """The train and eval steps, pure functions of (state, batch) that the loop jits with shardings.
 
->>> cfg = run_config.train_config(steps_per_epoch)   # a training.config.TrainConfig: optim + sparsity
+>>> cfg = run_config.train_config(steps_per_epoch)   # a TrainConfig: optim + sparsity
 >>> state = create_train_state(model, key, sample_x, cfg)
 >>> warm = jax.jit(make_train_step(model, cfg, "warmup"), donate_argnums=0)
 >>> tune = jax.jit(make_train_step(model, cfg, "finetune"), donate_argnums=0)
@@ -139,7 +139,7 @@ def make_eval_step(model, masked: bool = True):
 
 
 def forward(model, state: TrainState, x, *, masked: bool, train: bool, params=None, **apply_kw):
-  """``model.apply`` of ``params`` (default ``state.params``), times ``state.masks`` if
+  """``model.apply`` of ``params`` (default the state's ``params``), times its ``masks`` if
   ``masked``, with the state's BatchNorm statistics: the one masked forward of the train step,
   evaluation, precise BN and the switch records. ``apply_kw``: ``mutable``, ``rngs``."""
   params = state.params if params is None else params

@@ -13,10 +13,10 @@ __all__ = ["sparsity_record", "precise_bn_state", "bn_batches", "switch_record",
            "fixed_batch_metrics", "switch"]
 
 
-def sparsity_record(trainer, state) -> dict:
-  spec = sparsity.prunable_spec(trainer.cfg.sparsity)
+def sparsity_record(runner, state) -> dict:
+  spec = sparsity.prunable_spec(runner.cfg.sparsity)
   reports = [sparsity.sparsity_report(jax.device_get(m.params), jax.device_get(m.masks), spec)
-             for m in trainer.members(state)]
+             for m in runner.members(state)]
   keys = ("prunable_sparsity", "total_sparsity", "nonzero_params", "total_params",
           "prunable_params", "prunable_nonzero")
   if len(reports) == 1:
@@ -24,17 +24,19 @@ def sparsity_record(trainer, state) -> dict:
   return {"members": [{k: r[k] for k in keys} for r in reports]}
 
 
-def precise_bn_state(trainer, state, phase: str, source, pipeline, config, seed: int):
-  """``state`` with exact population BN statistics over ``config.loop.precise_bn_batches`` training
-  batches (at most one pass over ``source``; the same batches every time), for the model that
-  ``phase`` trains."""
-  count = config.loop.precise_bn_batches
+def precise_bn_state(ctx, state, phase: str):
+  """``state`` with exact population BN statistics over ``config.loop.precise_bn_batches``
+  training batches of the run ``ctx`` (a ``context.RunContext``; at most one pass over its
+  training source, the same batches every time), for the model that ``phase`` trains."""
+  count, runner = ctx.config.loop.precise_bn_batches, ctx.runner
   if not count:
     return state
-  moments = [trainer.moments[phase](state, trainer.global_batch(batch, ("x",))["x"])
-             for batch in bn_batches(source, pipeline, config, seed, count)]
+  batches = bn_batches(ctx.data.sources["train"], ctx.data.pipes["train"], ctx.config,
+                       ctx.data.bn_seed, count)
+  moments = [runner.moments[phase](state, runner.global_batch(batch, ("x",))["x"])
+             for batch in batches]
   stats = precise_bn.precise_batch_stats(state.batch_stats, moments)
-  return state.replace(batch_stats=jax.device_put(stats, trainer.replicated))
+  return state.replace(batch_stats=jax.device_put(stats, runner.replicated))
 
 
 def bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
@@ -47,11 +49,11 @@ def bn_batches(source, pipeline, config, seed: int, count: int) -> list[dict]:
   return batches
 
 
-def switch_record(trainer, state) -> dict:
+def switch_record(runner, state) -> dict:
   """Per block, the norm of the weights the mask removes (per member for an ensemble)."""
   host = jax.device_get(state)
-  spec = sparsity.prunable_spec(trainer.cfg.sparsity)
-  members = trainer.members(host)
+  spec = sparsity.prunable_spec(runner.cfg.sparsity)
+  members = runner.members(host)
   norms = [{b: float(v) for b, v in sparsity.group_norms(m.params, m.masks, spec).items()}
            for m in members]
   return {"masked_norm": norms[0] if len(norms) == 1 else norms,
@@ -59,22 +61,25 @@ def switch_record(trainer, state) -> dict:
                                else sum(norms[0].values())}
 
 
-def fixed_batch_metrics(trainer, state, batch, phase: str) -> dict:
-  out = jax.device_get(trainer.batch_metrics[phase](state, trainer.global_batch(batch)))
+def fixed_batch_metrics(runner, state, batch, phase: str) -> dict:
+  out = jax.device_get(runner.batch_metrics[phase](state, runner.global_batch(batch)))
   return {k: np.asarray(v).tolist() for k, v in out.items()}
 
 
-def switch(trainer, state, step, train_src, train_pipe, config, bn_seed, logger, pbar):
-  """The warm-up -> fine-tune switch, logged: per block the masked-out norm that the prune
-  removes, and one fixed training batch's loss / accuracy just before and just after it."""
-  batch = bn_batches(train_src, train_pipe, config, bn_seed, 1)[0]
-  before = fixed_batch_metrics(trainer, state, batch, "warmup")
-  norms = switch_record(trainer, state)
-  state = trainer.switch(state)
-  after = fixed_batch_metrics(trainer, state, batch, "finetune")
-  state = precise_bn_state(trainer, state, "finetune", train_src, train_pipe, config, bn_seed)
-  logger.write(step, {"split": "switch", "phase": "finetune", **norms,
-                      "before": before, "after": after, **sparsity_record(trainer, state)})
+def switch(ctx, state, step: int, pbar):
+  """The warm-up -> fine-tune switch of the run ``ctx`` (a ``context.RunContext``), logged: per
+  block the masked-out norm that the prune removes, and one fixed training batch's loss /
+  accuracy just before and just after it."""
+  runner = ctx.runner
+  batch = bn_batches(ctx.data.sources["train"], ctx.data.pipes["train"], ctx.config,
+                     ctx.data.bn_seed, 1)[0]
+  before = fixed_batch_metrics(runner, state, batch, "warmup")
+  norms = switch_record(runner, state)
+  state = runner.switch(state)
+  after = fixed_batch_metrics(runner, state, batch, "finetune")
+  state = precise_bn_state(ctx, state, "finetune")
+  ctx.logger.write(step, {"split": "switch", "phase": "finetune", **norms,
+                          "before": before, "after": after, **sparsity_record(runner, state)})
   message = (f"switch at step {step}: masked-out norm {np.round(norms['masked_norm_total'], 4)}; "
              f"fixed batch loss {np.round(before['loss'], 3)} -> {np.round(after['loss'], 3)}, "
              f"accuracy {np.round(before['accuracy'], 3)} -> {np.round(after['accuracy'], 3)}")

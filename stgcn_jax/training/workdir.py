@@ -44,7 +44,8 @@ class MetricsLogger:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       except ImportError as err:
-        raise RunError("config.loop.tensorboard=True needs tensorboardX (pip install tensorboardX)") from err
+        raise RunError("config.loop.tensorboard=True needs tensorboardX (pip install "
+                       "tensorboardX)") from err
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, record: dict) -> None:

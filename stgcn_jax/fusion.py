@@ -2,9 +2,9 @@
 
 Pure numpy over the workdirs that ``experiments.run`` writes (docs/METHOD.md sections 5 and 6):
 ``scores.npz`` holds the clip-averaged softmax scores of the test split with ``labels``, ``index``
-(the record index, the key that aligns runs) and ``names``; a joint ensemble also holds
-``member_scores`` (K, N, C) and ``member_sparsities`` (K,). ``results.json`` holds the parameter
-counts that the parameter budget is made of. The files are read by ``stgcn_jax.run_files``; the
+(the record index, the key that aligns runs) and ``names``; a joint ensemble (or joint variants)
+also holds ``member_scores`` (K, N, C), ``member_sparsities`` (K,) and ``member_names`` (K,).
+``results.json`` holds the parameter counts that the parameter budget is made of. The files are read by ``stgcn_jax.run_files``; the
 accuracies and the budget are ``stgcn_jax.scores``'s.
 
 >>> runs = align([run_files.load_run(d) for d in workdirs])   # sorted by index, checked to match
@@ -31,7 +31,9 @@ STREAM_WEIGHTS = {"j": 2.0, "b": 2.0, "jm": 1.0, "bm": 1.0}
 
 
 def members(run: Run) -> list[Run]:
-  """The members of a joint ensemble as single runs (``[run]`` for a single model)."""
+  """The members of a joint ensemble or joint variants as single runs (``[run]`` for a single
+  model), named ``workdir[s=0.8]`` by their sparsity, or by their member name where they differ
+  in more than that (``workdir[s0.8_lambda0]``: ``training.variants.member_names``)."""
   if run.member_scores is None:
     return [run]
   k = run.member_scores.shape[0]
@@ -39,15 +41,18 @@ def members(run: Run) -> list[Run]:
                 else run.setting("sparsity.ensemble_sparsities", [None] * k))
   infos = run.results.get("members") or [{}] * k
   out = []
+  names = run.member_names if run.member_names is not None else [None] * k
   for i in range(k):
     s = sparsities[i] if i < len(sparsities) else None
     label = f"s={float(s):g}" if s is not None else f"member{i}"
+    if names[i] is not None and s is not None and str(names[i]) != f"s{float(s):g}":
+      label = str(names[i])     # joint variants: members that differ in more than sparsity
     config = dict(run.config, sparsity={**run.setting("sparsity", {}), "mode": "ensemble_member",
                                         "level": float(s or 0.0)})
     out.append(dataclasses.replace(run, name=f"{run.name}[{label}]", config=config,
                                    results=dict(infos[i]) if i < len(infos) else {},
                                    scores=run.member_scores[i], member_scores=None,
-                                   member_sparsities=None))
+                                   member_sparsities=None, member_names=None))
   return out
 
 

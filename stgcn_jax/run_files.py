@@ -43,6 +43,7 @@ class Run:
   names: np.ndarray | None = None
   member_scores: np.ndarray | None = None       # (K, N, C), joint ensembles only
   member_sparsities: np.ndarray | None = None   # (K,)
+  member_names: np.ndarray | None = None        # (K,) str: joint variants' member names
   data_store: dict | None = None  # the dataset it was evaluated on (results.json "data_store")
 
   @property
@@ -184,7 +185,7 @@ def _check_arrays(path: str, data: dict) -> dict:
   if names is not None and names.shape != (n,):
     raise FusionError(f"{path}: names has shape {names.shape}; expected ({n},)")
   out = dict(scores=scores, labels=labels.astype(np.int64), index=index.astype(np.int64),
-             names=names, member_scores=None, member_sparsities=None)
+             names=names, member_scores=None, member_sparsities=None, member_names=None)
   member_scores = data.get("member_scores")
   if member_scores is not None:
     member_scores = _numeric(path, "member_scores", member_scores).astype(np.float64)
@@ -198,7 +199,12 @@ def _check_arrays(path: str, data: dict) -> dict:
                                not in "fiu" or not np.all(np.isfinite(levels))):
       raise FusionError(f"{path}: member_sparsities {levels.shape} {levels.dtype}; expected "
                         f"{len(member_scores)} finite numbers, one per member")
-    out.update(member_scores=member_scores, member_sparsities=levels)
+    member_names = data.get("member_names")
+    if member_names is not None and (member_names.shape != member_scores.shape[:1]
+                                     or member_names.dtype.kind not in "US"):
+      raise FusionError(f"{path}: member_names {member_names.shape} {member_names.dtype}; "
+                        f"expected {len(member_scores)} names, one per member")
+    out.update(member_scores=member_scores, member_sparsities=levels, member_names=member_names)
   return out
 
 
@@ -219,13 +225,18 @@ def load_run(workdir: str) -> Run:
 
 
 def model_dir(run: Run) -> str | None:
-  """Where training saved the run's final model: ``<workdir>/model``, or
-  ``<workdir>/members/s<sparsity>`` for a joint-ensemble member; ``None`` when absent. A model
-  swap that a kill interrupted (``checkpoint.save_model``) is finished or rolled back first."""
+  """Where training saved the run's final model: ``<workdir>/model``, or for a member of a joint
+  ensemble or joint variants (``workdir[s=0.8]``, ``workdir[s0.8_lambda0]``: ``fusion.members``)
+  ``<workdir>/members/<member name>``; ``None`` when absent. A model swap that a kill
+  interrupted (``checkpoint.save_model``) is finished or rolled back first."""
   from stgcn_jax import checkpoint  # pylint: disable=import-outside-toplevel
-  match = re.fullmatch(r"(.*)\[s=([0-9.]+)\]", run.name)
-  path = (os.path.join(match.group(1), "members", f"s{float(match.group(2)):g}") if match
-          else os.path.join(run.name, "model"))
+  match = re.fullmatch(r"(.*)\[([^\[\]]+)\]", run.name)
+  if match is None:
+    path = os.path.join(run.name, "model")
+  else:
+    level = re.fullmatch(r"s=([0-9.]+)", match.group(2))
+    member = f"s{float(level.group(1)):g}" if level else match.group(2)
+    path = os.path.join(match.group(1), "members", member)
   try:
     checkpoint.recover_model_swap(path, cleanup=False)
   except checkpoint.CheckpointError as err:

@@ -195,3 +195,26 @@ def test_missing_scores_named(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(scores_lib.FusionError, match=os.path.join(str(tmp_path / "empty"), "scores.npz")):
     run_files.load_run(str(tmp_path / "empty"))
+
+
+def test_joint_variants_members_are_named_and_found(tmp_path):
+  """Members that differ in more than sparsity (--mode=variants) keep their names, and each
+  finds its own saved model (members/<name>)."""
+  member_scores = np.stack([A, B, A]).astype(np.float32)
+  names = np.array(["s0.8_lambda0", "s0.8_lambda1", "s0.95_lambda0"])
+  d = make_run(tmp_path, "var", member_scores.sum(0), LABELS, member_scores=member_scores,
+               member_sparsities=np.array([.8, .8, .95], np.float32), member_names=names,
+               config={"mode": "variants"})
+  for name in names:
+    (Path(d) / "members" / name).mkdir(parents=True)
+  runs = fusion.members(run_files.load_run(d))
+  assert [r.name for r in runs] == [f"{d}[{n}]" for n in names]
+  assert [run_files.model_dir(r) for r in runs] == [os.path.join(d, "members", n) for n in names]
+  # A multi-level ensemble's members keep their sparsity label and directory.
+  ens = make_run(tmp_path, "ens", member_scores[:2].sum(0), LABELS,
+                 member_scores=member_scores[:2], member_sparsities=np.array([.6, .8]),
+                 member_names=np.array(["s0.6", "s0.8"]), config={"mode": "ensemble"})
+  (Path(ens) / "members" / "s0.6").mkdir(parents=True)
+  first = fusion.members(run_files.load_run(ens))[0]
+  assert first.name == f"{ens}[s=0.6]"
+  assert run_files.model_dir(first) == os.path.join(ens, "members", "s0.6")

@@ -188,11 +188,11 @@ class BatchIterator:
       state["processes"], mine["processes"] = list(np.atleast_1d(state["shard"]))[-1], self.shard[1]
     for key, value in mine.items():
       if key in state and list(np.atleast_1d(state[key])) != [value]:
-        raise UserError(f"iterator state {key}={state[key]!r} does not match this iterator's "
-                        f"{key}={value!r}")
+        raise ValueError(f"iterator state {key}={state[key]!r} does not match this iterator's "
+                         f"{key}={value!r}")
     batch = int(state["batch"])
     if not 0 <= batch < max(self.steps_per_epoch, 1):
-      raise UserError(f"iterator state batch={batch} is outside [0, {self.steps_per_epoch})")
+      raise ValueError(f"iterator state batch={batch} is outside [0, {self.steps_per_epoch})")
     self._epoch, self._batch = int(state["epoch"]), batch
     self._pending = None
 

@@ -98,8 +98,7 @@ class Conv(nn.Module):
     elif self.impl == "custom_vjp":
       y = temporal_conv(x, kernel, self.stride, self.dilation)
     else:
-      raise UserError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got "
-                      f"{self.impl!r}")
+      raise UserError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got {self.impl!r}")
     return y + per_channel(bias, y.ndim)
 
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 
 from absl import flags
 
-from stgcn_jax import cli, graph
-from stgcn_jax.data import ConversionReport, DataError
+from stgcn_jax import cli
+from stgcn_jax.data import ConversionReport
+from stgcn_jax.errors import UserError
 
 __all__ = ["define_base_flags", "parse_flags", "run_cli", "dedupe", "print_report",
            "default_data_dir"]
@@ -45,12 +46,12 @@ def parse_flags(define_flags: Callable[[flags.FlagValues], None], argv: Sequence
 
 def run_cli(main: Callable[[Sequence[str] | None], str | list[str]],
             argv: Sequence[str] | None = None) -> int:
-  """Runs a converter; a command-line mistake, a data or layout error prints one line (no
-  traceback) and returns 2."""
+  """Runs a converter; a user mistake (a ``UserError``: a flag, a data or layout error) prints one
+  line (no traceback) and returns 2; anything else is a bug and propagates with its traceback."""
   start = time.perf_counter()
   try:
     paths = main(argv)
-  except (cli.UsageError, DataError, graph.LayoutError) as err:
+  except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
   paths = [paths] if isinstance(paths, str) else paths

@@ -35,16 +35,11 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(argv=None) -> str:
   args = common.parse_flags(define_flags, argv, __doc__, name_default="synthetic")
-  try:
-    return synthetic.build_synthetic(
-        args.out or common.default_data_dir(), args.name, overwrite=args.overwrite,
-        layout=args.layout, dims=args.dims, num_train=args.num_train, num_test=args.num_test,
-        num_classes=args.num_classes, min_frames=args.min_frames, max_frames=args.max_frames,
-        two_person_prob=args.two_person_prob, num_subjects=args.num_subjects, seed=args.seed)
-  except ValueError as err:
-    if isinstance(err, common.DataError):
-      raise
-    raise common.DataError(str(err)) from None
+  return synthetic.build_synthetic(
+      args.out or common.default_data_dir(), args.name, overwrite=args.overwrite,
+      layout=args.layout, dims=args.dims, num_train=args.num_train, num_test=args.num_test,
+      num_classes=args.num_classes, min_frames=args.min_frames, max_frames=args.max_frames,
+      two_person_prob=args.two_person_prob, num_subjects=args.num_subjects, seed=args.seed)
 
 
 if __name__ == "__main__":

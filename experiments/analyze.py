@@ -305,4 +305,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(scores.FusionError,)))
+  sys.exit(cli.run(main))

@@ -109,7 +109,7 @@ def pin_threads(threads: int | None) -> None:
     return
   try:
     runtime.limit_cpu_threads(threads)
-  except ValueError as err:
+  except cli.UserError as err:
     raise cli.UsageError(f"--threads={threads}: {err}") from None
   if _backend_started():
     print(f"[bench] warning: JAX's backend had already started: its thread pools keep their size, "

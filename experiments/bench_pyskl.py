@@ -62,7 +62,8 @@ SGD = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
 class UserError(ValueError):
-  """A mistake in what the caller gave (one line)."""
+  """A mistake in what the caller gave (one line); :func:`main` catches it and nothing else. The
+  counterpart of ``stgcn_jax.errors.UserError``, which this file cannot import (see above)."""
 
 
 # ----------------------------------------------------------------------------- importing pyskl

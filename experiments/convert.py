@@ -17,12 +17,8 @@ import sys
 
 from absl import flags
 
-from stgcn_jax import checkpoint, cli, graph, models
+from stgcn_jax import checkpoint, cli, models
 from stgcn_jax.models.pyskl import ConversionError, from_pyskl, load_state_dict
-
-# The exceptions that are a user's mistake: one ``error:`` line, exit status 2.
-USER_ERRORS = (ConversionError, checkpoint.CheckpointError, graph.LayoutError, ValueError)
-
 
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("src", None, "pyskl .pth or .npz state_dict", flag_values=fv, required=True)
@@ -41,13 +37,14 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def convert(argv=None) -> int:
-  """Converts; a user mistake raises (one of ``USER_ERRORS`` or ``cli.UsageError``)."""
+  """Converts; a user mistake raises a ``stgcn_jax.errors.UserError`` (``ConversionError``,
+  ``checkpoint.CheckpointError``, ``graph.LayoutError``, ``cli.UsageError``, ...)."""
   args = cli.parse(define_flags, argv, doc=__doc__)
   options = {}
   for item in args.option:
     key, sep, value = item.partition("=")
     if not sep:
-      raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+      raise cli.UsageError(f"--option {item!r}: expected KEY=VALUE")
     try:
       options[key] = json.loads(value)
     except json.JSONDecodeError:
@@ -66,7 +63,7 @@ def convert(argv=None) -> int:
 
 def main(argv=None) -> int:
   """The command: 0, or 2 after one ``error: ...`` line on stderr for a user mistake."""
-  return cli.run(convert, argv, USER_ERRORS)
+  return cli.run(convert, argv)
 
 
 if __name__ == "__main__":

@@ -39,23 +39,27 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def main(argv=None) -> int:
-  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status."""
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status: a
+  user mistake (a ``stgcn_jax.errors.UserError``) is one ``error:`` line and 2 (``cli.run``)."""
+  return cli.run(_export, argv)
+
+
+def _export(argv) -> int:
+  """Exports; a user mistake raises a ``UserError``. An ``OSError`` (a file that cannot be read
+  or written, named in its message) becomes a ``cli.UsageError``; anything else is a bug."""
   args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
   import os  # pylint: disable=import-outside-toplevel
-  from stgcn_jax import checkpoint, graph  # pylint: disable=import-outside-toplevel
   from stgcn_jax.export import deploy, sparse, stablehlo  # pylint: disable=import-outside-toplevel
-  user_errors = (sparse.ExportError, checkpoint.CheckpointError, graph.LayoutError, ValueError,
-                 FileNotFoundError, OSError)
+  if not args.model or not args.out:
+    raise cli.UsageError("--model and --out are required")
+  out = args.out
+  if os.path.exists(out) and not args.overwrite:
+    raise cli.UsageError(f"{out} already exists; choose another --out or pass --overwrite")
+  if os.path.isdir(out):
+    raise cli.UsageError(f"{out} is a directory; --out must be a file")
   try:
-    if not args.model or not args.out:
-      raise ValueError("--model and --out are required")
-    out = args.out
-    if os.path.exists(out) and not args.overwrite:
-      raise ValueError(f"{out} already exists; choose another --out or pass --overwrite")
-    if os.path.isdir(out):
-      raise ValueError(f"{out} is a directory; --out must be a file")
     if args.format == "sparse":
       model_dir = deploy.resolve_model_dir(args.model)
       _, variables, spec = deploy.load_any(model_dir)
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
       if frames is None:
         frames = int((spec.get("pipeline") or {}).get("clip_len", 100))
       if not 1 <= frames <= stablehlo.MAX_FRAMES:
-        raise ValueError(f"--frames must be in 1..{stablehlo.MAX_FRAMES}, got {frames}")
+        raise cli.UsageError(f"--frames must be in 1..{stablehlo.MAX_FRAMES}, got {frames}")
       contract = stablehlo.export_stablehlo(out, model, variables, spec, frames=frames,
                                          symbolic_batch=args.batch == "symbolic",
                                          platforms=args.platforms)
@@ -79,11 +83,10 @@ def main(argv=None) -> int:
       print(f"wrote {out} ({deploy.size_on_disk(out):,} bytes; input float32 ({shape}), output "
             f"logits {tuple(contract['output']['shape'])}, platforms "
             f"{','.join(contract['platforms'])}) and {out}.json (the input contract)")
-  except user_errors as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+  except OSError as err:
+    raise cli.UsageError(str(err)) from err
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main))
+  sys.exit(main())

@@ -219,7 +219,5 @@ def main(argv=None) -> int:
   return 0
 
 
-USER_ERRORS = (scores.FusionError,)   # one ``error:`` line and status 2 (``cli.run``)
-
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=USER_ERRORS))
+  sys.exit(cli.run(main))

@@ -54,7 +54,7 @@ def _img_shape(text):
   try:
     h, w = (int(v) for v in text.split(","))
   except ValueError:
-    raise ValueError(f"--img_shape {text!r}: expected H,W integers") from None
+    raise cli.UsageError(f"--img_shape {text!r}: expected H,W integers") from None
   return h, w
 
 
@@ -100,17 +100,21 @@ def _predict_files(args, predictor) -> int:
 
 
 def main(argv=None) -> int:
-  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status."""
+  """The command (``argv`` without the program name; None: ``sys.argv[1:]``); its exit status: a
+  user mistake (a ``stgcn_jax.errors.UserError``) is one ``error:`` line and 2 (``cli.run``)."""
+  return cli.run(_predict, argv)
+
+
+def _predict(argv) -> int:
+  """Predicts; a user mistake raises a ``UserError``. An ``OSError`` (a file that cannot be read or
+  written, named in its message) becomes a ``cli.UsageError``; anything else is a bug."""
   args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
   runtime.configure_xla()
   # pylint: disable=import-outside-toplevel  (after runtime.configure_xla)
-  from stgcn_jax import checkpoint, data, graph
   from stgcn_jax.inference import sources, stream
   from stgcn_jax.inference.raw_input import PredictError
   # pylint: enable=import-outside-toplevel
-  user_errors = (PredictError, checkpoint.CheckpointError, data.DataError,
-                 graph.LayoutError, ValueError, FileNotFoundError)
   try:
     if args.stream == bool(args.src):
       raise PredictError("give either --src (files) or --stream (frames on stdin)")
@@ -132,11 +136,10 @@ def main(argv=None) -> int:
       status = 0
     else:
       status = _predict_files(args, predictor)
-  except user_errors as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+  except OSError as err:
+    raise cli.UsageError(str(err)) from err
   return status
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main))
+  sys.exit(main())

@@ -33,14 +33,15 @@ import sys
 from absl import flags
 
 from experiments.sweep import ENSEMBLE_LEVELS, wall_seconds
-from stgcn_jax import atomic, cli, run_files, scores
+from stgcn_jax import atomic, cli, run_files
+from stgcn_jax.errors import UserError
 
 SCHEMA = 1
 DENSE_SEEDS = (0, 1, 2, 3)
 SUMMARY = ("top1", "top5", "mean_class_accuracy")
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
   """A result file or workdir that cannot be reported (one line naming it)."""
 
 
@@ -395,4 +396,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main, user_errors=(ReportError, scores.FusionError)))
+  sys.exit(cli.run(main))

@@ -261,18 +261,18 @@ def main(argv=None) -> int:
   fv = _parse(argv)
   runtime.configure_xla()
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  # pylint: disable-next=import-outside-toplevel
-  from stgcn_jax import checkpoint, data, distributed, graph
+  from stgcn_jax import distributed  # pylint: disable=import-outside-toplevel
   from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
-  user_errors = (loop.RunError, checkpoint.CheckpointError, data.DataError, graph.LayoutError,
-                 ValueError, FileNotFoundError)
   try:
-    config = _config(fv)
+    try:
+      config = _config(fv)
+    except ValueError as err:  # the config's checks (training/config.py, variants) raise ValueError
+      raise cli.UsageError(str(err)) from None
     _join(distributed, fv, config)
     workdir = fv.workdir or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")
     results = loop.train_and_evaluate(config, workdir)
-  except user_errors as err:
+  except cli.UserError as err:   # anything else is a bug: its traceback
     print(f"error: {err}", file=sys.stderr)
     return 2
   if "name" in (results.get("members") or [{}])[0]:

@@ -12,6 +12,7 @@ import json
 import os
 
 from stgcn_jax import atomic
+from stgcn_jax.errors import UserError
 from stgcn_jax.run_files import is_number, read_json
 from stgcn_jax.scores import FusionError
 
@@ -23,7 +24,7 @@ __all__ = ["SweepError", "add_time", "check_cells", "check_root", "read_results"
 _COUNTED = (0, -2, -15)
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
   """A sweep that cannot start or finish (a bad grid, a damaged file); one line."""
 
 

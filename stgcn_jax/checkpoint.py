@@ -38,6 +38,7 @@ import orbax.checkpoint as ocp
 from stgcn_jax import atomic, distributed
 from stgcn_jax import graph as graph_lib
 from stgcn_jax import models
+from stgcn_jax.errors import UserError
 
 __all__ = ["CheckpointError", "save_model", "load_model", "model_spec_json", "read_spec",
            "check_spec", "build_checked", "recover_model_swap", "MAX_CLASSES", "MAX_JOINTS",
@@ -57,7 +58,7 @@ _MAX_SPEC_BYTES = 16 << 20
 _SPEC_FIELDS = '{"backbone", "num_classes", "layout", "in_channels", "options"}'
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint that is missing, incomplete or for another model."""
 
 

@@ -20,8 +20,9 @@ underscores (absl's convention); the dashed spelling of a name is accepted as th
 (``--label-base`` is ``--label_base``; ``--no-overwrite`` and ``--no_overwrite`` are
 ``--nooverwrite``), so the spellings of the former argparse programs keep working. A user mistake
 (unknown flag, bad value, missing required flag, a stray positional argument) raises
-:class:`UsageError`; :func:`run` turns it, and the program's own user errors, into one
-``error: ...`` line on stderr and exit status 2.
+:class:`UsageError`. :func:`run` turns it, and every other :class:`stgcn_jax.errors.UserError` (a
+bad config field, file or record, which the library raises), into one ``error: ...`` line on stderr
+and exit status 2; any other exception is a bug and propagates with its traceback.
 
 This module holds no program; it only parses flags for the programs outside the library.
 """
@@ -33,14 +34,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from absl import flags
+from stgcn_jax.errors import UserError
 
-__all__ = ["UsageError", "parse", "run", "normalize_argv"]
+__all__ = ["UsageError", "UserError", "parse", "run", "normalize_argv"]
 
 _HELP = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 
 
-class UsageError(ValueError):
-  """A mistake on the command line (one line: what is wrong)."""
+class UsageError(UserError):
+  """A mistake on the command line (one line: the flag, and what is wrong)."""
 
 
 def _is_bool(fv: flags.FlagValues, name: str) -> bool:
@@ -112,13 +114,14 @@ def parse(define_flags: Callable[[flags.FlagValues], None], argv: Sequence[str] 
   return fv
 
 
-def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None,
-        user_errors: tuple[type[BaseException], ...] = ()) -> int:
-  """Calls ``main(argv)``; a :class:`UsageError` or one of ``user_errors`` is one ``error: ...``
-  line on stderr and status 2, else the status ``main`` returned (an int) or 0."""
+def run(main: Callable[[Sequence[str] | None], object],
+        argv: Sequence[str] | None = None) -> int:
+  """Calls ``main(argv)``: a :class:`UserError` (:class:`UsageError` included) is one
+  ``error: ...`` line on stderr and status 2, else the status ``main`` returned (an int) or 0.
+  Any other exception is a bug: it propagates, with its traceback."""
   try:
     status = main(argv)
-  except (UsageError, *user_errors) as err:
+  except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
   return status if isinstance(status, int) else 0

@@ -35,6 +35,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["DistributedError", "Launch", "initialize", "is_main", "barrier", "all_agree",
            "replicate", "guard", "check_shared_dir"]
 
@@ -46,7 +48,7 @@ _LOST_PEER = ("gloo", "nccl", "connection reset", "connection closed", "connecti
               "heartbeat", "unavailable", "deadline_exceeded", "barrier", "socket closed")
 
 
-class DistributedError(ValueError):
+class DistributedError(UserError):
   """A launch mistake (a missing or inconsistent setting), or a process that lost the others."""
 
 
@@ -172,13 +174,13 @@ def replicate(tree, sharding):
 def guard():
   """Around a multi-process run: an error that means another process stopped becomes one
   DistributedError line, and a process that fails leaves at exit at once (``os._exit``, code 2
-  for a ValueError as ``experiments.run`` uses, else 1) instead of waiting for the others."""
+  for a ``UserError`` as ``experiments.run`` uses, else 1) instead of waiting for the others."""
   try:
     yield
   except BaseException as err:
     if jax.process_count() == 1:
       raise
-    _State.failed_code = (2 if isinstance(err, (ValueError, FileNotFoundError))
+    _State.failed_code = (2 if isinstance(err, UserError)
                           else 130 if isinstance(err, KeyboardInterrupt) else 1)
     if isinstance(err, Exception) and not isinstance(err, DistributedError) and _lost_peer(err):
       _State.failed_code = 2

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["Layout", "LayoutError", "LAYOUTS", "get_layout", "adjacency", "hop_distance",
            "normalize_digraph"]
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
   """A skeleton layout that cannot be used (bad edges, disconnected joints, unknown name)."""
 
 

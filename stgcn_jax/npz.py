@@ -17,6 +17,8 @@ import zlib
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["MAX_BYTES", "NpzError", "read_npz"]
 
 MAX_BYTES = 1 << 30             # 268M float32 values; the largest skeleton models hold ~4M
@@ -26,7 +28,7 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImp
            RuntimeError)
 
 
-class NpzError(ValueError):
+class NpzError(UserError):
   """An ``.npz`` that cannot be read safely (the default error of :func:`read_npz`)."""
 
 

@@ -26,6 +26,8 @@ import glob
 import os
 import sys
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["configure_xla", "XLA_FLAGS", "tcmalloc_path", "allocator_env", "tcmalloc_loaded",
            "reexec_with_tcmalloc", "limit_cpu_threads"]
 
@@ -58,13 +60,13 @@ def limit_cpu_threads(threads: int) -> list[int]:
   child processes started later inherit the pinning) and returns them; with ``threads == 1`` adds
   ``--xla_cpu_multi_thread_eigen=false`` to ``$XLA_FLAGS``. Call it before any JAX computation:
   XLA:CPU sizes its thread pools from the pinning when its backend starts, and reads ``$XLA_FLAGS``
-  then. Raises ``ValueError`` when ``threads`` is below 1 or above the CPUs available."""
+  then. Raises ``UserError`` when ``threads`` is below 1 or above the CPUs available."""
   if not hasattr(os, "sched_setaffinity"):
-    raise ValueError("pinning threads to CPUs needs Linux (os.sched_setaffinity)")
+    raise UserError("pinning threads to CPUs needs Linux (os.sched_setaffinity)")
   allowed = sorted(os.sched_getaffinity(0))
   if not 1 <= threads <= len(allowed):
-    raise ValueError(f"expected 1 to {len(allowed)} threads (the CPUs this process may use: "
-                     f"{allowed}), got {threads}")
+    raise UserError(f"expected 1 to {len(allowed)} threads (the CPUs this process may use: "
+                    f"{allowed}), got {threads}")
   cpus = allowed[:threads]
   for task in os.listdir("/proc/self/task"):
     try:

@@ -15,13 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["FusionError", "accuracy", "mean_class_accuracy", "accuracy_report",
            "clip_average_softmax", "fuse_scores", "parameter_budget"]
 
 _BUDGET_KEYS = ("prunable_nonzero", "prunable_params", "nonzero_params", "total_params")
 
 
-class FusionError(ValueError):
+class FusionError(UserError):
   """Runs that cannot be fused or counted; the message is one line naming the workdirs."""
 
 
@@ -65,8 +67,8 @@ def fuse_scores(scores, weights: Sequence[float] | None = None) -> jax.Array:
     return scores.sum(axis=0)
   w = jnp.asarray(weights, scores.dtype)
   if w.shape != scores.shape[:1]:
-    raise ValueError(f"fuse_scores: {w.shape[0] if w.ndim else 'scalar'} weights for "
-                     f"{scores.shape[0]} members; expected one weight per member")
+    raise FusionError(f"fuse_scores: {w.shape[0] if w.ndim else 'scalar'} weights for "
+                       f"{scores.shape[0]} members; expected one weight per member")
   return jnp.tensordot(w, scores, axes=1)
 
 

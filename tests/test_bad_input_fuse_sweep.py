@@ -38,7 +38,7 @@ def store(fingerprint: str, path: str = "/data/synthetic/1.0.0") -> dict:
 def run_cli(capsys, monkeypatch, module, *argv) -> tuple[int, str]:
   """``module.main(argv)`` as its ``__main__`` runs it: (status, stderr)."""
   monkeypatch.setenv("XLA_FLAGS", "")
-  status = cli.run(module.main, list(argv), user_errors=module.USER_ERRORS)
+  status = cli.run(module.main, list(argv))
   err = capsys.readouterr().err
   if status == 2:
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err

@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["Subset", "holdout", "performer_of"]
 
 _PERFORMER_RES = (re.compile(r"S\d{3}C\d{3}P(\d{3})R\d{3}A\d{3}"),   # NTU RGB+D
@@ -76,7 +78,7 @@ def holdout(source, fraction: float, seed: int, *, min_performers: int = 5
   """``(train_indices, val_indices, how)`` with ``how`` 'performer' or 'class'; see the module
   docstring."""
   if not 0 < fraction < 1:
-    raise ValueError(f"the validation fraction must be in (0, 1), got {fraction!r}")
+    raise UserError(f"the validation fraction must be in (0, 1), got {fraction!r}")
   labels, names = _labels_and_names(source)
   n = len(labels)
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7919])

@@ -31,6 +31,8 @@ import math
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["BatchIterator"]
 
 
@@ -63,20 +65,20 @@ class BatchIterator:
                num_epochs: int | None = None, shard: tuple[int, int] | None = None,
                prefetch: bool = True, num_threads: int = 0, repeat: int = 1):
     if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+      raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if int(repeat) < 1 or (int(repeat) > 1 and not train):
-      raise ValueError(f"repeat must be >= 1 (and 1 for evaluation), got {repeat}")
+      raise UserError(f"repeat must be >= 1 (and 1 for evaluation), got {repeat}")
     self.repeat = int(repeat)
     self.source, self.pipeline, self.batch_size = source, pipeline, int(batch_size)
     self.train, self.seed = bool(train), int(seed)
     self.num_epochs = num_epochs if num_epochs is not None else (None if train else 1)
     self.shard = tuple(int(s) for s in (shard if shard is not None else _default_shard()))
     if not 0 <= self.shard[0] < self.shard[1]:
-      raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {self.shard}")
+      raise UserError(f"shard must be (index, count) with 0 <= index < count, got {self.shard}")
     self.size = len(source)
     if self.train and self.steps_per_epoch == 0:
-      raise ValueError(f"{self.size} samples over {self.shard[1]} process(es) cannot fill one "
-                       f"training batch of {self.batch_size}")
+      raise UserError(f"{self.size} samples over {self.shard[1]} process(es) cannot fill one "
+                      f"training batch of {self.batch_size}")
     self._epoch, self._batch = 0, 0
     self._executor = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
     self._pending = None    # (epoch, batch, future)

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from stgcn_jax.data import transforms
+from stgcn_jax.errors import UserError
 
 __all__ = ["PipelineConfig", "Pipeline"]
 
@@ -50,12 +51,12 @@ class PipelineConfig:
 
   def __post_init__(self):
     if self.clip_len < 1 or self.num_clips < 1 or self.num_person < 1:
-      raise ValueError(f"clip_len, num_clips and num_person must be >= 1, got {self}")
+      raise UserError(f"clip_len, num_clips and num_person must be >= 1, got {self}")
     if self.normalize not in ("auto", "3d", "2d", "none"):
-      raise ValueError(f"normalize must be 'auto', '3d', '2d' or 'none', got {self.normalize!r}")
+      raise UserError(f"normalize must be 'auto', '3d', '2d' or 'none', got {self.normalize!r}")
     feats = self.modality.split(",")
     if not all(f in transforms.MODALITIES for f in feats):
-      raise ValueError(f"modality {self.modality!r}: expected some of {transforms.MODALITIES}")
+      raise UserError(f"modality {self.modality!r}: expected some of {transforms.MODALITIES}")
 
 
 class Pipeline:
@@ -72,8 +73,8 @@ class Pipeline:
     self.normalize = normalize
     v = dataset_info.num_joints
     if normalize == "3d" and config.align_spine and max(*config.zaxis, *config.xaxis) >= v:
-      raise ValueError(f"align_spine joints {config.zaxis}, {config.xaxis} are outside the "
-                       f"{v}-joint layout {dataset_info.layout.name!r}; set align_spine=False")
+      raise UserError(f"align_spine joints {config.zaxis}, {config.xaxis} are outside the "
+                      f"{v}-joint layout {dataset_info.layout.name!r}; set align_spine=False")
 
   @property
   def out_channels(self) -> int:

@@ -17,11 +17,13 @@ import dataclasses
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
+
 __all__ = ["DataError", "ConversionReport", "check_record", "repair_non_finite", "all_zero_message",
            "FLOAT32_MAX"]
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """Input that cannot be used; the message names the file / sample / field and what was expected."""
 
 

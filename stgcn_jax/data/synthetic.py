@@ -17,6 +17,7 @@ import numpy as np
 
 from stgcn_jax import graph
 from stgcn_jax.data import builders, source
+from stgcn_jax.errors import UserError
 
 __all__ = ["generate_synthetic", "build_synthetic", "ensure_synthetic"]
 
@@ -125,11 +126,15 @@ def generate_synthetic(*, num_train: int = 600, num_test: int = 200, num_classes
   """
   layout = graph.get_layout(layout)
   if dims not in (2, 3):
-    raise ValueError(f"dims must be 2 or 3, got {dims}")
+    raise UserError(f"dims must be 2 or 3, got {dims}")
   if not 1 <= min_frames <= max_frames:
-    raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
+    raise UserError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
   if num_classes < 2 or num_subjects < 2:
-    raise ValueError("need at least 2 classes and 2 subjects")
+    raise UserError("need at least 2 classes and 2 subjects")
+  if num_train < 1 or num_test < 1:
+    raise UserError(f"need at least 1 training and 1 test sample, got {num_train}, {num_test}")
+  if not 0 <= two_person_prob <= 1:
+    raise UserError(f"two_person_prob must be in [0, 1], got {two_person_prob}")
   rng = np.random.default_rng(seed)
   rest, subtrees, parents = _rest_pose(layout), _subtrees(layout), layout.parents
   recipes = _class_recipes(layout, num_classes, rng)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stgcn_jax import graph
+from stgcn_jax.errors import UserError
 
 __all__ = ["pre_normalize_3d", "pre_normalize_2d", "random_rot", "rotation_3d", "bone_pairs",
            "joint_to_bone", "to_motion", "gen_feat", "uniform_sample_indices",
@@ -161,7 +162,7 @@ def random_rot(keypoint: np.ndarray, theta: float, rng: np.random.RandomState, *
     a = rng.uniform(-theta, theta)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
   else:
-    raise ValueError(f"random_rot needs 2 or 3 spatial channels, got keypoint shape {kp.shape}")
+    raise UserError(f"random_rot needs 2 or 3 spatial channels, got keypoint shape {kp.shape}")
   out = kp.copy()
   out[..., :spatial] = kp[..., :spatial].astype(np.float64) @ rot.T   # einsum('ab,mtvb->mtva')
   return out
@@ -204,7 +205,7 @@ def gen_feat(keypoint: np.ndarray, modality: str | Sequence[str], pairs, *,
   feats = modality.split(",") if isinstance(modality, str) else list(modality)
   unknown = [f for f in feats if f not in MODALITIES]
   if unknown:
-    raise ValueError(f"unknown modality {unknown}; expected some of {MODALITIES}")
+    raise UserError(f"unknown modality {unknown}; expected some of {MODALITIES}")
   out = {"j": np.asarray(keypoint, np.float32)}
   if "b" in feats or "bm" in feats:
     out["b"] = joint_to_bone(out["j"], pairs, has_score=has_score)
@@ -248,7 +249,7 @@ def uniform_sample_indices(num_frames: int, clip_len: int, *, num_clips: int = 1
   clips) or ``i * num_frames // num_clips``.
   """
   if num_frames < 1:
-    raise ValueError(f"uniform_sample_indices needs num_frames >= 1, got {num_frames}")
+    raise UserError(f"uniform_sample_indices needs num_frames >= 1, got {num_frames}")
   if not isinstance(p_interval, (tuple, list)):
     p_interval = (p_interval, p_interval)
   if test_mode:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import atomic, checkpoint, npz
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity import masks as masks_lib
 
 __all__ = ["FORMAT", "ExportError", "save_sparse", "load_sparse", "load_sparse_with_spec",
@@ -35,7 +36,7 @@ _SPARSE_GAIN = 1.0 / 32.0   # a non-prunable kernel is stored sparse above this 
 _MAX_JSON_BYTES = 64 << 20
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
   """A model or export file that cannot be read or written (a user error)."""
 
 

@@ -2,7 +2,7 @@
 (``parse_frame``, ``coordinate_bound``).
 
 :func:`parse_frame` reads a line: a list of persons, each V joints of C numbers, or one person as
-V x C. It refuses, with a ValueError that says what was wrong and where (person, joint, value):
+V x C. It refuses, with a UserError that says what was wrong and where (person, joint, value):
 invalid JSON, JSON nested deeper than Python's parser can follow (a line of 100,000 brackets), a
 value that is not a JSON number (a string, true / false or null is never read as a number) and a
 frame of another shape. It then applies the converters' coordinate rule (``data_prep/README.md``,
@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from stgcn_jax.data.records import FLOAT32_MAX
+from stgcn_jax.errors import UserError
 
 __all__ = ["MAX_LINE_CHARS", "coordinate_bound", "parse_frame"]
 
@@ -53,14 +54,14 @@ def _number(x, where: str) -> float:
       return float(x)
     except OverflowError:           # an integer beyond float64: unusable like inf (repaired)
       return math.inf if x > 0 else -math.inf
-  raise ValueError(f"{where}: {_short(x)} is not a number")
+  raise UserError(f"{where}: {_short(x)} is not a number")
 
 
 def _values(obj, num_joints: int, channels: int) -> np.ndarray:
   """The ``(persons, V, C)`` numbers of a decoded frame, its structure checked level by level."""
   if not isinstance(obj, list):
-    raise ValueError(f"expected a list of persons (each {num_joints} joints x {channels} numbers), "
-                     f"got {_short(obj)}")
+    raise UserError(f"expected a list of persons (each {num_joints} joints x {channels} numbers), "
+                    f"got {_short(obj)}")
   one_person = bool(obj) and isinstance(obj[0], list) and bool(obj[0]) and \
       not isinstance(obj[0][0], list)
   persons = [obj] if one_person else obj
@@ -68,11 +69,11 @@ def _values(obj, num_joints: int, channels: int) -> np.ndarray:
   for p, person in enumerate(persons):
     if not isinstance(person, list) or len(person) != num_joints:
       got = f"{len(person)} joints" if isinstance(person, list) else _short(person)
-      raise ValueError(f"person {p}: expected {num_joints} joints of {channels} numbers, got {got}")
+      raise UserError(f"person {p}: expected {num_joints} joints of {channels} numbers, got {got}")
     for v, joint in enumerate(person):
       if not isinstance(joint, list) or len(joint) != channels:
-        raise ValueError(f"person {p}, joint {v}: expected {channels} numbers, got "
-                         f"{_short(joint)}")
+        raise UserError(f"person {p}, joint {v}: expected {channels} numbers, got "
+                        f"{_short(joint)}")
       for c, x in enumerate(joint):
         out[p, v, c] = _number(x, f"person {p}, joint {v}, value {c}")
   return out
@@ -104,14 +105,14 @@ def parse_frame(line: str, num_joints: int, channels: int, *, max_abs: float = F
   """A JSON line -> ``((persons, V, C) float64, repair message or None)``; persons may be 0.
 
   Raises:
-    ValueError: the line is not a frame (the message says what and where).
+    UserError: the line is not a frame (the message says what and where).
   """
   if len(line) > MAX_LINE_CHARS:
-    raise ValueError(f"{len(line):,} characters; a frame is at most {MAX_LINE_CHARS:,}")
+    raise UserError(f"{len(line):,} characters; a frame is at most {MAX_LINE_CHARS:,}")
   try:
     obj = json.loads(line)
   except RecursionError:
-    raise ValueError("JSON nested too deeply; expected persons x joints x values") from None
+    raise UserError("JSON nested too deeply; expected persons x joints x values") from None
   except ValueError as err:
-    raise ValueError(f"not valid JSON ({str(err)[:120]})") from None
+    raise UserError(f"not valid JSON ({str(err)[:120]})") from None
   return _repair(_values(obj, num_joints, channels), max_abs, has_score)

@@ -22,6 +22,7 @@ from stgcn_jax import data as data_lib
 from stgcn_jax import graph
 from stgcn_jax.data.formats import files, kinetics, ntu, nw_ucla, pyskl
 from stgcn_jax.data.records import DataError
+from stgcn_jax.errors import UserError
 from stgcn_jax.inference.frames import parse_frame
 
 __all__ = ["FORMATS", "FORMAT_LAYOUTS", "FORMAT_CHANNELS", "PredictError", "Sample",
@@ -36,7 +37,7 @@ FORMAT_CHANNELS = {"ntu": ("x", "y", "z"), "kinetics": ("x", "y", "score"),
 _PYSKL_CHANNELS = {"3d": ("x", "y", "z"), "2d": ("x", "y"), "2d+score": ("x", "y", "score")}
 _SUFFIXES = {".skeleton": "ntu", ".pkl": "pyskl", ".pickle": "pyskl", ".json": None}
 
-class PredictError(ValueError):
+class PredictError(UserError):
   """A user mistake (a model, file or flag that cannot be used), reported as one line."""
 
 

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence, TextIO
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.inference.frames import coordinate_bound, parse_frame
 from stgcn_jax.inference.predictor import Predictor, top_k
 from stgcn_jax.inference.raw_input import PredictError
@@ -85,7 +86,7 @@ def stream(predictor: Predictor, lines: Iterable[str], out: TextIO, err: TextIO 
     t0 = time.perf_counter()
     try:
       frame, repair = parse_frame(line, v, c, max_abs=bound, has_score=channels[-1] == "score")
-    except ValueError as error:
+    except UserError as error:             # not a frame; anything else is a bug
       _warn(err, f"stdin line {lineno}: skipped: {error}")
       continue
     if repair is not None:

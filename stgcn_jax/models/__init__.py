@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from stgcn_jax import graph as graph_lib
+from stgcn_jax.errors import UserError
 from stgcn_jax.models.base import Backbone, GCNHead, Recognizer
 from stgcn_jax.models.aagcn import AAGCN
 from stgcn_jax.models.ctrgcn import CTRGCN
@@ -31,7 +32,7 @@ _NOT_OPTIONS = ("parent", "name", "layout", "in_channels")
 
 def _backbone_class(name: str) -> type[Backbone]:
   if name not in BACKBONES:
-    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    raise UserError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
   return BACKBONES[name]
 
 
@@ -65,7 +66,7 @@ def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict
   ``options`` gives ``gcn`` / ``tcn`` as such dataclasses or as dicts of their fields, or in
   pyskl's flat spelling: ``gcn_X`` / ``tcn_X`` (``gcn_attention=False``, ``tcn_dropout=0.5``)
   and the backbone's ``pyskl_names`` (CTR-GCN's ``kernel_size`` and ``dilations``). An unknown
-  option is a ``ValueError`` that lists the valid ones.
+  option is a ``UserError`` that lists the valid ones.
   """
   cls = _backbone_class(name)
   fields = _fields(cls)
@@ -90,8 +91,8 @@ def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict
     out[unit] = dataclasses.replace(default, **{k: _hashable(v) for k, v in units[unit].items()
                                                 if k in valid})
   if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)} for backbone {name!r}; valid options: "
-                     f"{backbone_options(name)}")
+    raise UserError(f"unknown option(s) {sorted(unknown)} for backbone {name!r}; valid options: "
+                    f"{backbone_options(name)}")
   return out
 
 
@@ -113,7 +114,7 @@ def get_model(name: str, num_classes: int, layout="nturgb+d", in_channels: int =
   """
   cls = _backbone_class(name)
   if int(num_classes) < 1:
-    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    raise UserError(f"num_classes must be >= 1, got {num_classes}")
   head = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
   backbone = cls(layout=graph_lib.get_layout(layout), in_channels=int(in_channels),
                  **resolve_options(name, options), name="backbone")

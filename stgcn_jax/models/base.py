@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import graph as graph_lib
+from stgcn_jax.errors import UserError
 from stgcn_jax.models import layers
 
 
@@ -97,17 +98,17 @@ class Backbone(nn.Module):
 
   def check_input(self, x_NMTVC: jax.Array) -> None:
     if x_NMTVC.ndim != 5:
-      raise ValueError(f"{type(self).__name__}: expected input (N, M, T, V, C), got shape "
-                       f"{x_NMTVC.shape}")
+      raise UserError(f"{type(self).__name__}: expected input (N, M, T, V, C), got shape "
+                      f"{x_NMTVC.shape}")
     _, m, _, v, c = x_NMTVC.shape
     if v != self.layout.num_joints or c != self.in_channels:
-      raise ValueError(
+      raise UserError(
           f"{type(self).__name__}: input has V={v} joints and C={c} channels, but the model was "
           f"built for layout {self.layout.name!r} (V={self.layout.num_joints}) and "
           f"in_channels={self.in_channels}")
     if getattr(self, "data_bn_type", None) == "MVC" and m != self.num_person:
-      raise ValueError(f"{type(self).__name__}: data_bn_type='MVC' needs M={self.num_person} "
-                       f"persons, got M={m}")
+      raise UserError(f"{type(self).__name__}: data_bn_type='MVC' needs M={self.num_person} "
+                      f"persons, got M={m}")
 
 
 class GCNHead(nn.Module):
@@ -140,7 +141,7 @@ class Recognizer(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, return_features: bool = False) -> Any:
     lead = x.shape[:-4]
     if len(lead) not in (1, 2):
-      raise ValueError(f"expected input (N, M, T, V, C) or (N, clips, M, T, V, C), got {x.shape}")
+      raise UserError(f"expected input (N, M, T, V, C) or (N, clips, M, T, V, C), got {x.shape}")
     x = x.reshape((-1,) + x.shape[-4:])
     feat = self.backbone(x, train)
     logits = GCNHead(self.num_classes, self.head_dropout, name="cls_head")(feat, train)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone, adjacency
 
@@ -25,7 +26,7 @@ def _act(name: str, x: jax.Array, axis: int) -> jax.Array:
   if name == "softmax":
     return jax.nn.softmax(x, axis=axis)
   if name not in _ACTS:
-    raise ValueError(f"unknown activation {name!r}; expected tanh, relu, sigmoid or softmax")
+    raise UserError(f"unknown activation {name!r}; expected tanh, relu, sigmoid or softmax")
   return _ACTS[name](x)
 
 
@@ -69,7 +70,7 @@ class DGGCN(layers.GraphUnit):
     opts = self.opts
     for opt in ("ctr", "ada"):
       if getattr(opts, opt) not in (None, "T"):
-        raise ValueError(f"dggcn: gcn_{opt} must be None or 'T', got {getattr(opts, opt)!r}")
+        raise UserError(f"dggcn: gcn_{opt} must be None or 'T', got {getattr(opts, opt)!r}")
     k = self.A.shape[0]
     mid = int(opts.ratio * self.features)
     a = self.param("A", lambda *_: jnp.asarray(self.A))

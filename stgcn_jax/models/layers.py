@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.models import mixed_precision
 
 Array = jax.Array
@@ -58,7 +59,7 @@ def conv_inits(init: str, fan_in: int, fan_out: int):
     return _normal(math.sqrt(2.0 / (fan_in + fan_out))), zeros
   if init == "fan_in":
     return _normal(math.sqrt(2.0 / fan_in)), zeros
-  raise ValueError(f"unknown initialisation scheme {init!r}")
+  raise UserError(f"unknown initialisation scheme {init!r}")
 
 
 def per_channel(v: Array, ndim: int) -> Array:
@@ -97,8 +98,7 @@ class Conv(nn.Module):
     elif self.impl == "custom_vjp":
       y = temporal_conv(x, kernel, self.stride, self.dilation)
     else:
-      raise ValueError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got "
-                       f"{self.impl!r}")
+      raise UserError(f"temporal conv impl must be one of {TEMPORAL_CONV_IMPLS}, got {self.impl!r}")
     return y + per_channel(bias, y.ndim)
 
 
@@ -317,7 +317,7 @@ def data_bn(x_NMTVC: Array, mode: str | None, train: bool) -> Array:
     return jnp.transpose(x, (0, 2, 1, 3, 4)).reshape(n * m, t, v, c)
   if mode is None:
     return x_NMTVC.reshape(n * m, t, v, c)
-  raise ValueError(f"unknown data_bn_type {mode!r}; expected 'VC', 'MVC' or None")
+  raise UserError(f"unknown data_bn_type {mode!r}; expected 'VC', 'MVC' or None")
 
 
 def block_specs(in_channels: int, base_channels: int = 64, ch_ratio: float = 2,
@@ -363,7 +363,7 @@ def temporal_unit(opts: TCNOptions, features: int, stride: int, dropout: float, 
   if opts.type == "mstcn":
     return functools.partial(MultiBranchTCN, features, stride, opts.ms_cfg, dropout=dropout,
                              conv_impl=conv_impl)
-  raise ValueError(f"unknown tcn_type {opts.type!r}; expected 'unit_tcn' or 'mstcn'")
+  raise UserError(f"unknown tcn_type {opts.type!r}; expected 'unit_tcn' or 'mstcn'")
 
 
 class GraphUnit(nn.Module):

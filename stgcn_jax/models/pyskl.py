@@ -31,13 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import npz
+from stgcn_jax.errors import UserError
 from stgcn_jax.models import abstract_variables
 from stgcn_jax.models.base import Recognizer
 
 __all__ = ["ConversionError", "from_pyskl", "to_pyskl", "pyskl_key", "load_state_dict"]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """A state_dict that does not fit the model; the message lists the offending keys."""
 
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone
 
@@ -49,8 +50,8 @@ class UnitGCN(layers.GraphUnit):
       a = a + self.param("PA", lambda key, s: jax.random.uniform(key, s, minval=-1e-6, maxval=1e-6),
                          self.A.shape)
     elif opts.adaptive is not None:
-      raise ValueError(f"unknown gcn_adaptive {opts.adaptive!r}; expected None, 'init', "
-                       "'offset' or 'importance'")
+      raise UserError(f"unknown gcn_adaptive {opts.adaptive!r}; expected None, 'init', "
+                      "'offset' or 'importance'")
     res = 0.0
     if opts.with_res:
       res = (layers.ConvBN(self.features, name="down")(x, train)
@@ -63,7 +64,7 @@ class UnitGCN(layers.GraphUnit):
       z = jnp.einsum("btvc,kvw->btwkc", x, a)
       y = layers.Conv(self.features, name="conv")(z.reshape(z.shape[:-2] + (-1,)))
     else:
-      raise ValueError(f"unknown gcn_conv_pos {opts.conv_pos!r}; expected 'pre' or 'post'")
+      raise UserError(f"unknown gcn_conv_pos {opts.conv_pos!r}; expected 'pre' or 'post'")
     return nn.relu(layers.BatchNorm(name="bn")(y, train) + res)
 
 

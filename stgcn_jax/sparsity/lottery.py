@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.draw import (kaiming_uniform_scores, keep_largest, num_pruned,
                                      threshold_group)
 from stgcn_jax.sparsity.masks import PrunableSpec, block_of, check_sparsity, path_str
@@ -35,7 +36,7 @@ def init_scores(params, key, spec: PrunableSpec | None = None):
   spec = spec or PrunableSpec()
   flat = {k: v for k, v in _flat(params).items() if spec(path_str(k))}
   if not flat:
-    raise ValueError(f"init_scores: no prunable parameters under spec={spec}")
+    raise UserError(f"init_scores: no prunable parameters under spec={spec}")
   keys = jax.random.split(key, len(flat))
   return traverse_util.unflatten_dict(
       {k: kaiming_uniform_scores(kk, v.shape, v.dtype) for kk, (k, v) in zip(keys, sorted(
@@ -46,7 +47,7 @@ def topk_masks(scores, sparsity: float, scope: str = "per_tensor"):
   """Bool tree (structure of ``scores``): keep the ``n - round(s * n)`` largest scores."""
   s = check_sparsity(sparsity)
   if scope not in SCOPES:
-    raise ValueError(f"score threshold scope must be one of {SCOPES}, got {scope!r}")
+    raise UserError(f"score threshold scope must be one of {SCOPES}, got {scope!r}")
   flat = {path_str(k): v for k, v in _flat(scores).items()}
   if s == 0.0:
     keep = {p: jnp.ones(v.shape, bool) for p, v in flat.items()}

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity import draw
 
 METHODS = ("uniform", "erk", "global", "per_block", "predefined")
@@ -101,14 +102,14 @@ def apply_masks(params, masks):
 
 
 def check_sparsity(sparsity, where: str = "sparsity") -> float:
-  """Raise ``ValueError`` unless ``0 <= sparsity < 1``."""
+  """Raise ``UserError`` unless ``0 <= sparsity < 1``."""
   try:
     s = float(sparsity)
   except (TypeError, ValueError):
-    raise ValueError(f"{where} must be a number in [0, 1), got {sparsity!r}") from None
+    raise UserError(f"{where} must be a number in [0, 1), got {sparsity!r}") from None
   if not 0.0 <= s < 1.0 or math.isnan(s):
-    raise ValueError(f"{where} must be in [0, 1) (the fraction of prunable weights set to zero), "
-                     f"got {sparsity!r}")
+    raise UserError(f"{where} must be in [0, 1) (the fraction of prunable weights set to zero), "
+                    f"got {sparsity!r}")
   return s
 
 
@@ -133,14 +134,14 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
   """
   spec = spec or PrunableSpec()
   if method not in METHODS:
-    raise ValueError(f"mask method must be one of {METHODS}, got {method!r}")
+    raise UserError(f"mask method must be one of {METHODS}, got {method!r}")
   if method == "predefined":
     if not path:
-      raise ValueError("mask method 'predefined' needs path= (an .npz file or orbax checkpoint)")
+      raise UserError("mask method 'predefined' needs path= (an .npz file or orbax checkpoint)")
     return load_masks(path, params, spec=spec)
   s = check_sparsity(sparsity)
   if key is None:
-    raise ValueError(f"mask method {method!r} needs a PRNG key (key=...)")
+    raise UserError(f"mask method {method!r} needs a PRNG key (key=...)")
   prunable = _prunable_leaves(params, spec)
   if method in ("uniform", "erk"):
     counts = draw.kept_counts(prunable, s, method, cover_channels)
@@ -156,12 +157,12 @@ def make_masks(params, sparsity, *, key=None, method: str = "uniform",
 
 
 def _prunable_leaves(params, spec: PrunableSpec) -> dict[str, Any]:
-  """``{path: leaf}`` of the prunable leaves; a ``ValueError`` when ``spec`` matches none."""
+  """``{path: leaf}`` of the prunable leaves; a ``UserError`` when ``spec`` matches none."""
   leaves = _leaves(params)
   prunable = {p: leaf for p, leaf in leaves if spec(p)}
   if not prunable:
-    raise ValueError("no prunable parameters: the predicate matched no leaf of params "
-                     f"(spec={spec}); first paths: {[p for p, _ in leaves[:5]]}")
+    raise UserError("no prunable parameters: the predicate matched no leaf of params "
+                    f"(spec={spec}); first paths: {[p for p, _ in leaves[:5]]}")
   return prunable
 
 
@@ -178,7 +179,7 @@ def ones_like_masks(params):
 
 
 def validate_masks(masks, params, *, source: str = "masks") -> None:
-  """Raise ``ValueError`` naming every path whose presence, shape or dtype disagrees with params."""
+  """Raise ``UserError`` naming every path whose presence, shape or dtype disagrees with params."""
   want = {p: leaf for p, leaf in _leaves(params)}
   got = {p: leaf for p, leaf in _leaves(masks)}
   problems = _path_problems(set(want), set(got))
@@ -188,7 +189,7 @@ def validate_masks(masks, params, *, source: str = "masks") -> None:
     elif np.dtype(got[p].dtype) != np.dtype(bool):
       problems.append(f"{p}: dtype {np.dtype(got[p].dtype)}, expected bool")
   if problems:
-    raise ValueError(f"{source} does not match the parameter tree: " + "; ".join(problems))
+    raise UserError(f"{source} does not match the parameter tree: " + "; ".join(problems))
 
 
 def _path_problems(wanted: set[str], got: set[str]) -> list[str]:
@@ -225,12 +226,12 @@ def load_masks(path: str, params, *, spec: PrunableSpec | None = None):
     with np.load(path) as data:
       flat = {k: np.asarray(data[k]) for k in data.files}
   else:
-    raise ValueError(f"predefined mask file {path!r} does not exist (expected an .npz file or an "
-                     "orbax checkpoint directory)")
+    raise UserError(f"predefined mask file {path!r} does not exist (expected an .npz file or an "
+                    "orbax checkpoint directory)")
   problems = _path_problems({p for p, _ in _leaves(params)}, set(flat))
   if problems:
-    raise ValueError(f"predefined masks {path!r} do not match the parameter tree: "
-                     + "; ".join(problems))
+    raise UserError(f"predefined masks {path!r} do not match the parameter tree: "
+                    + "; ".join(problems))
   tree = jax.tree_util.tree_map_with_path(lambda kp, _: flat[path_str(kp)], params)
   validate_masks(tree, params, source=f"predefined masks {path!r}")
   return jax.tree.map(jnp.asarray, tree)

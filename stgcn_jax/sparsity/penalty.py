@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.masks import PrunableSpec, block_of, path_str
 
 LAMBDA_SCHEDULES = ("constant", "ramp")
@@ -48,7 +49,7 @@ def penalty_weight(epoch, penalty_lambda: float = 1.0, schedule: str = "constant
   """``lambda`` at ``epoch``: ``penalty_lambda`` (constant) or ``penalty_lambda * min(1,
   epoch / warmup_epochs)`` (ramp, the reference code's ``lam='gradual'``). Traceable."""
   if schedule not in LAMBDA_SCHEDULES:
-    raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {schedule!r}")
+    raise UserError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {schedule!r}")
   if schedule == "constant":
     return jnp.asarray(penalty_lambda, jnp.float32)
   if warmup_epochs <= 0:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import scores
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.config import ENSEMBLE_BATCHING, GENERATOR_MODES
 from stgcn_jax.training.config import TrainConfig, as_train_config
 from stgcn_jax.sparsity.masks import PrunableSpec, check_sparsity, path_str
@@ -78,24 +79,24 @@ def create_ensemble_state(model, key, sample_x, config, sparsities: Sequence[flo
   cfg = as_train_config(config)
   sp = cfg.sparsity
   if sp.uses_scores:
-    raise ValueError("ensembles train fixed-mask generator members; set learn_scores=False and "
-                     f"mode='ensemble' or 'generator' (got mode={sp.mode!r}, "
-                     f"learn_scores={sp.learn_scores})")
+    raise UserError("ensembles train fixed-mask generator members; set learn_scores=False and "
+                    f"mode='ensemble' or 'generator' (got mode={sp.mode!r}, "
+                    f"learn_scores={sp.learn_scores})")
   if sp.mode not in GENERATOR_MODES:
-    raise ValueError(f"ensemble members need mode 'ensemble', 'variants' or 'generator', got "
-                     f"{sp.mode!r}")
+    raise UserError(f"ensemble members need mode 'ensemble', 'variants' or 'generator', got "
+                    f"{sp.mode!r}")
   if variants is None:
     sparsities = tuple(sp.ensemble_sparsities if sparsities is None else sparsities)
     variants = [dataclasses.replace(_BASE, sparsity=float(s), mask_method=sp.mask_method,
                                     penalty_lambda=sp.penalty_lambda) for s in sparsities]
   if not variants:
-    raise ValueError("an ensemble needs at least one member")
+    raise UserError("an ensemble needs at least one member")
   tx = build_optimizer(cfg)
   keys = list(key) if isinstance(key, (list, tuple)) else jax.random.split(key, len(variants))
   mask_keys = list(mask_keys) if mask_keys is not None else [None] * len(variants)
   if len(keys) != len(variants) or len(mask_keys) != len(variants):
-    raise ValueError(f"{len(variants)} members need as many keys and mask keys, got "
-                     f"{len(keys)} and {len(mask_keys)}")
+    raise UserError(f"{len(variants)} members need as many keys and mask keys, got "
+                    f"{len(keys)} and {len(mask_keys)}")
   return stack_states([create_train_state(model, k, sample_x, member_config(cfg, v), tx=tx,
                                           sparsity=v.sparsity, variables=variables, mask_key=mk)
                        for k, mk, v in zip(keys, mask_keys, variants)])
@@ -124,7 +125,7 @@ def over_members(fn, batching: str = "auto"):
       n = jax.tree.leaves(stacked)[0].shape[0]
       return stack_states([fn(member_state(stacked, i), shared) for i in range(n)])
     return unrolled
-  raise ValueError(f"ensemble batching must be one of {ENSEMBLE_BATCHING}, got {batching!r}")
+  raise UserError(f"ensemble batching must be one of {ENSEMBLE_BATCHING}, got {batching!r}")
 
 
 def over_member_groups(fns: Sequence, batching: str = "auto"):

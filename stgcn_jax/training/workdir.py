@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from stgcn_jax import atomic, distributed, models
+from stgcn_jax.errors import UserError
 from stgcn_jax.training.config import migrate_record, model_options
 from stgcn_jax.training.state import abstract_state
 
@@ -29,7 +30,7 @@ __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_w
            "check_dataset", "has_checkpoints"]
 
 
-class RunError(ValueError):
+class RunError(UserError):
   """A user mistake or a failed run, reported as one clear line by ``experiments.run``."""
 
 

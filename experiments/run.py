@@ -167,7 +167,7 @@ def _config(fv: flags.FlagValues):
   if "sparsity.level" in explicit:
     explicit |= _sparsity(sp, fv)
   if sp.get("variants") and sp.get("mode") != "variants":
-    raise ValueError(f"--variants lists the members of --mode=variants, not of mode "
+    raise cli.UsageError(f"--variants lists the members of --mode=variants, not of mode "
                      f"{sp.get('mode')!r}")
   return RunConfig.from_config(nested, explicit=explicit)
 
@@ -188,7 +188,7 @@ def _sparsity(sp: dict, fv: flags.FlagValues) -> set[str]:
     try:
       sp["level"] = float(text)
     except ValueError:
-      raise ValueError(f"--sparsity: expected a fraction in [0, 1) or auto[:TOLERANCE], got "
+      raise cli.UsageError(f"--sparsity: expected a fraction in [0, 1) or auto[:TOLERANCE], got "
                        f"{text!r}") from None
     return set()
   tolerance = text.partition(":")[2] or "1"
@@ -197,11 +197,11 @@ def _sparsity(sp: dict, fv: flags.FlagValues) -> set[str]:
   except ValueError:
     sp["auto_tolerance"] = -1.0
   if not sp["auto_tolerance"] >= 0:
-    raise ValueError(f"--sparsity={text}: the tolerance must be a number of points >= 0, got "
+    raise cli.UsageError(f"--sparsity={text}: the tolerance must be a number of points >= 0, got "
                      f"{tolerance!r}")
   for name in ("mode", "variants"):
     if fv[name].value is not None:
-      raise ValueError(f"--sparsity=auto trains its own variants (the levels of "
+      raise cli.UsageError(f"--sparsity=auto trains its own variants (the levels of "
                        f"config.sparsity.ensemble_sparsities); drop --{name}")
   sp["mode"] = "variants"
   sp["variants"] = "s=" + ",".join(f"{float(s):g}" for s in sp["ensemble_sparsities"])
@@ -264,10 +264,7 @@ def main(argv=None) -> int:
   from stgcn_jax import distributed  # pylint: disable=import-outside-toplevel
   from stgcn_jax.training import loop  # pylint: disable=import-outside-toplevel
   try:
-    try:
-      config = _config(fv)
-    except ValueError as err:  # the config's checks (training/config.py, variants) raise ValueError
-      raise cli.UsageError(str(err)) from None
+    config = _config(fv)
     _join(distributed, fv, config)
     workdir = fv.workdir or os.path.join("runs", _run_name(config))
     print(f"workdir: {os.path.abspath(workdir)}")

@@ -18,6 +18,7 @@ from experiments import predict as predict_cli
 from experiments import run as run_cli
 from stgcn_jax import cli
 from stgcn_jax.errors import UserError
+from stgcn_jax.training import config as training_config
 
 from conftest import REPO
 
@@ -29,9 +30,6 @@ PACKAGES = ("stgcn_jax", "experiments", "data_prep")
 NOT_USER_ERRORS = {
     "experiments.bench_pyskl.UserError": "runs under a torch python that has no stgcn_jax; its "
                                          "main catches this, and only this, itself",
-    "stgcn_jax.training.variants.VariantSpecError": "a bad --variants spec, still a plain "
-                                                    "ValueError; experiments.run turns the "
-                                                    "config's ValueErrors into a UsageError",
 }
 
 
@@ -110,9 +108,16 @@ def test_a_bug_in_run_is_a_traceback_and_a_mistake_one_line(tmp_path, monkeypatc
   argv = ["--dataset=synthetic", f"--workdir={tmp_path / 'w'}", f"--data_dir={tmp_path}"]
   err = _one_error_line(capsys, run_cli.main(argv + ["--sparsity=abc"]))
   assert "--sparsity: expected a fraction" in err
-  err = _one_error_line(capsys, run_cli.main(argv + ["--config.penalty_lambda=-1"]))
-  assert "config.penalty_lambda must be >= 0" in err
+  err = _one_error_line(capsys, run_cli.main(argv + ["--config.sparsity.penalty_lambda=-1"]))
+  assert "config.sparsity.penalty_lambda must be >= 0" in err
+  err = _one_error_line(capsys, run_cli.main(argv + ["--variants=s=0.8,x"]))
+  assert "--variants lists the members of --mode=variants" in err
+  err = _one_error_line(capsys, run_cli.main(argv + ["--mode=variants", "--variants=s=0.8,x"]))
   monkeypatch.setattr(loop, "train_and_evaluate", _bug)
+  with pytest.raises(ValueError, match="internal invariant"):
+    run_cli.main(argv)
+  # A bug while the config is typed is a bug too (the config's own checks raise UserError).
+  monkeypatch.setattr(training_config.RunConfig, "from_config", _bug)
   with pytest.raises(ValueError, match="internal invariant"):
     run_cli.main(argv)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.masks import PrunableSpec
 
 MODES = ("generator", "dense", "lth", "ensemble", "variants")
@@ -84,7 +85,7 @@ class SparsityConfig:
 
 def _one_of(name: str, value, allowed) -> None:
   if value not in allowed:
-    raise ValueError(f"config.sparsity.{name} must be one of {tuple(allowed)}, got {value!r}")
+    raise UserError(f"config.sparsity.{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
@@ -101,13 +102,13 @@ def check_sparsity_config(cfg: SparsityConfig, num_epochs: int) -> None:
   _one_of("penalty_update", cfg.penalty_update, PENALTY_UPDATES)
   _one_of("score_scope", cfg.score_scope, SCORE_SCOPES)
   if cfg.auto_tolerance >= 0 and cfg.mode != "variants":
-    raise ValueError(f"config.sparsity.auto_tolerance={cfg.auto_tolerance!r} chooses among the "
+    raise UserError(f"config.sparsity.auto_tolerance={cfg.auto_tolerance!r} chooses among the "
                      f"members of mode 'variants' (--sparsity=auto), not of mode {cfg.mode!r}")
   if cfg.mode in GENERATOR_MODES and not 0 <= cfg.warmup_epochs <= num_epochs:
-    raise ValueError(f"config.sparsity.warmup_epochs must be in [0, num_epochs={num_epochs}], "
+    raise UserError(f"config.sparsity.warmup_epochs must be in [0, num_epochs={num_epochs}], "
                      f"got {cfg.warmup_epochs!r}")
   if cfg.penalty_lambda < 0:
-    raise ValueError(f"config.sparsity.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
+    raise UserError(f"config.sparsity.penalty_lambda must be >= 0, got {cfg.penalty_lambda!r}")
 
 
 def prunable_spec(config: SparsityConfig) -> PrunableSpec:

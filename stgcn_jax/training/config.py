@@ -27,6 +27,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from stgcn_jax import models
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.config import SparsityConfig, check_sparsity_config
 from stgcn_jax.training.variants import run_variants
 
@@ -70,19 +71,19 @@ class OptimConfig:
 
   def check(self, allow_unknown_steps: bool = False) -> None:
     if not 0 <= self.lr_warmup_epochs < self.num_epochs:
-      raise ValueError(f"config.optim.lr_warmup_epochs must be in [0, num_epochs="
+      raise UserError(f"config.optim.lr_warmup_epochs must be in [0, num_epochs="
                        f"{self.num_epochs}), "
                        f"got {self.lr_warmup_epochs!r}")
     for name in ("steps_per_epoch", "batch_size", "base_batch_size", "num_epochs"):
       lowest = 0 if name == "steps_per_epoch" and allow_unknown_steps else 1
       if int(getattr(self, name)) < lowest:
-        raise ValueError(f"config.optim.{name} must be >= {lowest}, got "
+        raise UserError(f"config.optim.{name} must be >= {lowest}, got "
                          f"{getattr(self, name)!r}")
     if self.grad_clip_norm < 0:
-      raise ValueError(f"config.optim.grad_clip_norm must be >= 0 (0 = no clipping), got "
+      raise UserError(f"config.optim.grad_clip_norm must be >= 0 (0 = no clipping), got "
                        f"{self.grad_clip_norm!r}")
     if self.lr_by_epoch and self.lr_warmup_epochs > 0:
-      raise ValueError("config.optim.lr_by_epoch=True and config.optim.lr_warmup_epochs > 0 "
+      raise UserError("config.optim.lr_by_epoch=True and config.optim.lr_warmup_epochs > 0 "
                        "cannot be combined")
 
 
@@ -146,9 +147,9 @@ class DataConfig:
 
   def check(self) -> None:
     if self.train_repeat < 1:
-      raise ValueError(f"config.data.train_repeat must be >= 1, got {self.train_repeat}")
+      raise UserError(f"config.data.train_repeat must be >= 1, got {self.train_repeat}")
     if not 0 <= self.val_fraction < 1:
-      raise ValueError(f"config.data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+      raise UserError(f"config.data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +253,7 @@ class RunConfig:
     nested = migrate_record(config)
     unknown = _unknown(nested)
     if unknown:
-      raise ValueError(f"unknown config field(s) {unknown}")
+      raise UserError(f"unknown config field(s) {unknown}")
     _apply_policy(nested, explicit)
     built = {part: cls_(**_typed(nested.get(part, {}))) for part, cls_ in _PARTS.items()}
     model = dict(nested.get("model", {}))
@@ -321,10 +322,10 @@ def model_options(model: Mapping[str, Any], num_person: int | None = None) -> di
     try:
       parsed = json.loads(extra) if isinstance(extra, str) else dict(extra)
     except json.JSONDecodeError as err:
-      raise ValueError(f"config.model.options must be a JSON object, got {extra!r} ({err})"
+      raise UserError(f"config.model.options must be a JSON object, got {extra!r} ({err})"
                        ) from None
     if not isinstance(parsed, dict):
-      raise ValueError(f"config.model.options must be a JSON object, got {extra!r}")
+      raise UserError(f"config.model.options must be a JSON object, got {extra!r}")
     options.update(parsed)
   options.setdefault("num_person", DataConfig.num_person if num_person is None else num_person)
   return models.resolve_options(model.get("backbone", ModelConfig.backbone), options)

@@ -26,13 +26,14 @@ import math
 
 import numpy as np
 
+from stgcn_jax.errors import UserError
 from stgcn_jax.sparsity.masks import METHODS, check_sparsity
 
 __all__ = ["Variant", "VariantSpecError", "parse_variants", "member_names", "seed_groups",
            "choose_sparsest", "AXES"]
 
 
-class VariantSpecError(ValueError):
+class VariantSpecError(UserError):
   """A spec that does not parse; the message names the bad token."""
 
 

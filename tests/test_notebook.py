@@ -7,6 +7,7 @@ cell overridden the way papermill does it: a cell of assignments inserted after 
 fails the test with that cell's source and traceback.
 """
 
+import json
 import os
 import re
 import sys
@@ -92,3 +93,25 @@ def test_quickstart_runs_end_to_end(tmp_path):
   assert {p.name for p in (runs / "analysis").iterdir()} >= {
       "fig4_accuracy_vs_sparsity.png", "fig6_max_softmax.png", "runs.md"}
 
+
+# The smoke size of ablations.ipynb: every section runs, with one level or two where it compares.
+ABLATIONS_SMOKE = dict(EPOCHS=2, WARMUP=1, SPARSITIES=(0.8,), WARMUPS=(0,), MASK_SPARSITY=0.8,
+                       MASKS=("uniform", "erk"), LTH_SPARSITY=0.8)
+
+
+@pytest.mark.slow
+def test_ablations_runs_end_to_end(tmp_path):
+  runs = tmp_path / "runs"
+  nb = execute_notebook("ablations.ipynb", tmp_path, RUNS=str(runs), **ABLATIONS_SMOKE)
+  printed = "".join(stdout(c) for c in nb.cells)
+  names = re.findall(r"^  (\w+[\d.]*): test top-1 ([\d.]+)%", printed, re.M)
+  assert [n for n, _ in names] == ["dense", "generator", "warmup0", "lth0.8"], printed[-3000:]
+  figures = {"ablations_penalty.png", "ablations_warmup.png", "ablations_masks.png",
+             "ablations_lth.png"}
+  assert {p.name for p in (runs / "figures").glob("*.png")} == figures
+  assert images(nb) == len(figures)
+  summary = json.loads((runs / "figures" / "ablations.json").read_text())
+  assert [(m["sparsity"], m["lam"]) for m in summary["penalty"]] == [(0.8, 0.0), (0.8, 1.0)]
+  assert [m["mask"] for m in summary["masks"]] == ["uniform", "erk"]
+  assert list(summary["warmup"]) == ["0"]
+  assert summary["dense"] > 10.0, f"the dense run is not above chance: {summary['dense']}%"

@@ -146,15 +146,17 @@ def _fuzz(tmp_path, capsys, monkeypatch, base, module, argv_of, seed: int, itera
   rng = np.random.default_rng(seed)
   workdirs = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
   outcomes = {0: 0, 2: 0}
-  start = time.time()
   for i in range(iterations):
     root = tmp_path / f"it{i}"
     shutil.copytree(base, root)
     for _ in range(int(rng.integers(1, 4))):
       _mutate_workdir(rng, str(root / workdirs[rng.integers(len(workdirs))]))
+    start = time.time()
     outcomes[_outcome(capsys, monkeypatch, module, argv_of(root), str(root))] += 1
+    # A guard against a mutation that makes the program hang (one read of a tiny workdir is well
+    # under a second), not a speed target: generous enough for a loaded machine.
+    assert time.time() - start < 60, f"iteration {i} took {time.time() - start:.0f} s"
     shutil.rmtree(root)
-  assert time.time() - start < 20, f"{iterations} iterations took {time.time() - start:.0f} s"
   return outcomes
 
 

@@ -109,18 +109,16 @@ def run_record(workdir: str, name: str) -> dict:
   launch = _read(os.path.join(workdir, "launch.json"), default={})
   sizes = run_files.disk_sizes([run_files.load_run(workdir)])
   mode = field("sparsity.mode")
-  generator = lambda path, default=None: (
-      (field(path) if field(path) is not None else default) if mode == "generator" else None)
+  generator = mode == "generator"   # only the generator has a warm-up and a penalty
   return {
       "schema": SCHEMA, "kind": "run", "name": name, "protocol": config.get("variant"),
       "dataset": field("data.dataset"), "backbone": field("model.backbone"), "mode": mode,
       "sparsity": float(field("sparsity.level")) if mode != "dense" else 0.0,
       "seed": int(config["seed"]),
-      "penalty_lambda": generator("sparsity.penalty_lambda") and float(
-          field("sparsity.penalty_lambda")),
-      "warmup_epochs": generator("sparsity.warmup_epochs"),
-      "lambda_schedule": generator("sparsity.lambda_schedule", "constant"),
-      "penalty_update": generator("sparsity.penalty_update", "gradient"),
+      "penalty_lambda": float(field("sparsity.penalty_lambda")) if generator else None,
+      "warmup_epochs": field("sparsity.warmup_epochs") if generator else None,
+      "lambda_schedule": (field("sparsity.lambda_schedule") or "constant") if generator else None,
+      "penalty_update": (field("sparsity.penalty_update") or "gradient") if generator else None,
       "num_epochs": field("optim.num_epochs"),
       "test": {k: res[k] for k in SUMMARY}, "num_test_samples": res["num_samples"],
       "without_precise_bn": res.get("without_precise_bn"),

@@ -63,12 +63,9 @@ class Run:
 
 def setting(config: dict, path: str, default=None):
   """The field at the dotted ``path`` of a nested config (``read_config``), else ``default``."""
-  value = config
-  for part in path.split("."):
-    if not isinstance(value, dict) or part not in value:
-      return default
-    value = value[part]
-  return value
+  # pylint: disable-next=import-outside-toplevel
+  from stgcn_jax.training.config import config_field
+  return config_field(config, path, default)
 
 
 def read_config(path: str) -> dict:

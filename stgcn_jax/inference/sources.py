@@ -58,15 +58,16 @@ def _read_json(path: str, what: str) -> dict:
 
 
 def _data_part(config: dict) -> dict:
-  """The data part of a ``config.json`` (either spelling), every field present."""
-  # pylint: disable-next=import-outside-toplevel
-  from stgcn_jax.training.config import DataConfig, migrate_record
-  return {**dataclasses.asdict(DataConfig()), **migrate_record(config).get("data", {})}
+  """The data part of a nested ``config.json`` (``_load_source`` migrates it), every field
+  present."""
+  from stgcn_jax.training.config import DataConfig  # pylint: disable=import-outside-toplevel
+  return {**dataclasses.asdict(DataConfig()), **config.get("data", {})}
 
 
 def _dataset_info(config: dict, data_dir: str | None):
-  name = _data_part(config)["dataset"]
-  root = data_dir or _data_part(config)["data_dir"] or data_lib.default_data_dir()
+  data = _data_part(config)
+  name = data["dataset"]
+  root = data_dir or data["data_dir"] or data_lib.default_data_dir()
   root = os.path.abspath(os.path.expanduser(root))
   if not name or not data_lib.exists(name, root):
     return None, f"dataset {name!r} is not under {root}"
@@ -138,9 +139,7 @@ def _newest_state(workdir: str) -> tuple[dict, str]:
 def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes: list[str]
                          ) -> list[_Member]:
   from stgcn_jax import sparsity  # pylint: disable=import-outside-toplevel
-  # pylint: disable-next=import-outside-toplevel
-  from stgcn_jax.training.config import migrate_record, model_options
-  nested = migrate_record(config)
+  from stgcn_jax.training.config import model_options  # pylint: disable=import-outside-toplevel
   info, why = _dataset_info(config, data_dir)
   if info is None:
     raise PredictError(f"{workdir}: a joint-ensemble workdir keeps no model.json; its layout and "
@@ -149,10 +148,10 @@ def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes
   if not all(k in state for k in ("params", "batch_stats", "masks")):
     raise PredictError(f"{path}: not a training state (keys {sorted(state)})")
   try:
-    options = models.options_json(model_options(nested["model"]))
+    options = models.options_json(model_options(config.get("model", {})))
   except ValueError as err:
     raise PredictError(f"{workdir}/config.json: {err}") from None
-  backbone = nested["model"].get("backbone", "ctrgcn")
+  backbone = config.get("model", {}).get("backbone", "ctrgcn")
   in_channels = info.num_channels * len(str(_data_part(config)["modality"]).split(","))
   model = models.get_model(backbone, info.num_classes, layout=info.layout,
                            in_channels=in_channels, **dict(options))
@@ -160,7 +159,7 @@ def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes
   as_float32 = lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else a
   variables = jax.tree.map(as_float32, {"params": params, "batch_stats": state["batch_stats"]})
   count = int(jax.tree.leaves(variables["params"])[0].shape[0])
-  if nested.get("loop", {}).get("precise_bn_batches"):
+  if config.get("loop", {}).get("precise_bn_batches"):
     notes.append(f"note: {path} holds the members' running-average BatchNorm statistics; the "
                  "precise-BN statistics of the workdir's results.json are not saved for a joint "
                  "ensemble, so scores differ slightly from scores.npz")
@@ -170,12 +169,6 @@ def _from_joint_ensemble(workdir: str, config: dict, data_dir: str | None, notes
                   list(info.class_names), spec_core, workdir)]
 
 
-def _mode(config: dict) -> str | None:
-  # pylint: disable-next=import-outside-toplevel
-  from stgcn_jax.training.config import migrate_record
-  return migrate_record(config).get("sparsity", {}).get("mode")
-
-
 def _load_source(src: str, data_dir: str | None, notes: list[str]) -> list[_Member]:
   path = os.path.abspath(os.path.expanduser(src))
   if not os.path.exists(path):
@@ -183,7 +176,9 @@ def _load_source(src: str, data_dir: str | None, notes: list[str]) -> list[_Memb
   if os.path.isfile(os.path.join(path, "model.json")):
     return _from_model_dir(path, None, data_dir, notes)
   config_path = os.path.join(path, "config.json")
-  config = _read_json(config_path, "config.json") if os.path.isfile(config_path) else None
+  from stgcn_jax.training.config import migrate_record  # pylint: disable=import-outside-toplevel
+  config = (migrate_record(_read_json(config_path, "config.json"))   # either spelling, nested
+            if os.path.isfile(config_path) else None)
   if os.path.isfile(os.path.join(path, "model", "model.json")):
     return _from_model_dir(os.path.join(path, "model"), config, data_dir, notes)
   members = os.path.join(path, "members")
@@ -192,7 +187,7 @@ def _load_source(src: str, data_dir: str | None, notes: list[str]) -> list[_Memb
       if os.path.isdir(members) else []
   if member_dirs:  # a joint ensemble's members as training saved them (precise-BN statistics)
     return [m for d in member_dirs for m in _from_model_dir(d, config, data_dir, notes)]
-  if config is not None and _mode(config) == "ensemble":
+  if config is not None and config.get("sparsity", {}).get("mode") == "ensemble":
     return _from_joint_ensemble(path, config, data_dir, notes)
   raise PredictError(f"--model {src}: neither a model checkpoint (model.json), a training workdir "
                      "(model/) nor a joint-ensemble workdir (config.json with mode=ensemble and "

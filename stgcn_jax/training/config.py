@@ -224,6 +224,17 @@ def migrate_record(record: Mapping[str, Any]) -> dict[str, Any]:
   return nested
 
 
+def config_field(record: Mapping[str, Any], path: str, default: Any = None) -> Any:
+  """The field at the dotted ``path`` (``"sparsity.level"``) of a nested config / ``config.json``
+  (``migrate_record``), else ``default``."""
+  value: Any = record
+  for part in path.split("."):
+    if not isinstance(value, Mapping) or part not in value:
+      return default
+    value = value[part]
+  return value
+
+
 def _unknown(nested: Mapping[str, Any]) -> list[str]:
   known = set(_PARTS) | {"model"} | set(_TOP_FIELDS) | set(RUN_FACTS)
   out = [k for k in nested if k not in known]

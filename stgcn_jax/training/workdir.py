@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 
 from stgcn_jax import atomic, distributed, models
 from stgcn_jax.errors import UserError
-from stgcn_jax.training.config import migrate_record, model_options
+from stgcn_jax.training.config import config_field, migrate_record, model_options
 from stgcn_jax.training.state import abstract_state
 
 __all__ = ["RunError", "MetricsLogger", "progress_bar", "write_json", "prepare_workdir",
@@ -175,13 +175,8 @@ def _identity(record: dict) -> dict:
   ``config.json``, with only the block list and a JSON string of the rest, compares equal to the
   same run's)."""
   nested = migrate_record(record)
-  out = {}
-  for path in _RUN_IDENTITY:
-    value = nested
-    for part in path.split("."):
-      value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
-    if value is not _MISSING:
-      out[path] = value
+  out = {path: config_field(nested, path, _MISSING) for path in _RUN_IDENTITY}
+  out = {path: value for path, value in out.items() if value is not _MISSING}
   try:
     out["model"] = json.loads(json.dumps(models.options_json(model_options(nested["model"]))))
   except (TypeError, ValueError, KeyError):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -22,12 +24,29 @@ def pytest_configure(config):
   """Where the machine has tcmalloc, the processes this one starts (pytest-xdist's workers, and the
   programs the CLI tests run) use it, as ``experiments.run`` does (``stgcn_jax.runtime``): XLA:CPU's
   per-step buffers then stop faulting their pages in again on every call. Numbers do not change."""
-  del config
   from stgcn_jax import runtime  # pylint: disable=import-outside-toplevel
   try:
     os.environ.update(runtime.allocator_env())
   except FileNotFoundError as err:  # a wrong $STGCN_JAX_TCMALLOC: say so, test without it
     print(f"warning: {err}")
+  _share_compilation_cache(config)
+
+
+def _share_compilation_cache(config):
+  """One persistent XLA compilation cache for the session (unless ``$JAX_COMPILATION_CACHE_DIR``
+  names one): pytest-xdist's workers and the programs the CLI tests start inherit it, so a program
+  compiled once (the test config's train step, in dozens of runs) is loaded afterwards instead of
+  compiled again. A cached executable is the one XLA compiled: results do not change. The
+  controller makes the folder and removes it at the end; the workers find it in the environment."""
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not hasattr(config, "workerinput"):
+    config.stgcn_jax_xla_cache = tempfile.mkdtemp(prefix="stgcn_jax_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.stgcn_jax_xla_cache
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def pytest_unconfigure(config):
+  if getattr(config, "stgcn_jax_xla_cache", None):
+    shutil.rmtree(config.stgcn_jax_xla_cache, ignore_errors=True)
 
 
 def shared_path(*parts) -> Path:

@@ -94,9 +94,11 @@ def test_quickstart_runs_end_to_end(tmp_path):
       "fig4_accuracy_vs_sparsity.png", "fig6_max_softmax.png", "runs.md"}
 
 
-# The smoke size of ablations.ipynb: every section runs, with one level or two where it compares.
+# The smoke size of ablations.ipynb: every section runs, with one level or two where it compares;
+# the joint run's members under lax.map, which compiles one member instead of three.
 ABLATIONS_SMOKE = dict(EPOCHS=2, WARMUP=1, SPARSITIES=(0.8,), WARMUPS=(0,), MASK_SPARSITY=0.8,
-                       MASKS=("uniform", "erk"), LTH_SPARSITY=0.8)
+                       MASKS=("uniform", "erk"), LTH_SPARSITY=0.8,
+                       EXTRA=("--config.sparsity.ensemble_batching=map",))
 
 
 @pytest.mark.slow

@@ -14,8 +14,10 @@ from conftest import SYNTHETIC, run_experiment
 
 SPEC = "s=0.5|s=0.9;seed=0,1"
 NAMES = ["s0.5_seed0", "s0.9_seed0", "s0.9_seed1"]
+# lax.map compiles one member instead of three (the joint step's batchings are compared in
+# test_variants.py); these tests are about what the run reports, resumes and refuses.
 FLAGS = ("--mode=variants", f"--variants={SPEC}", "--epochs=2", "--config.data.val_fraction=0.25",
-         "--config.sparsity.auto_tolerance=5")
+         "--config.sparsity.auto_tolerance=5", "--config.sparsity.ensemble_batching=map")
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,21 @@ def run_record(workdir: str, name: str) -> dict:
                                                   ("cpu", "pinned_core", "allocator", "nice")
                                                   if k in launch}},
       "wall_s": wall_seconds(workdir), "train_time_s": res.get("train_time_s"),
+      **auto_choice(res),
   }
+
+
+def auto_choice(res: dict) -> dict:
+  """For a ``--sparsity=auto`` run, whose top-level figures are the chosen member's: that member's
+  sparsity and validation, the levels it chose from, and the reason (empty for other runs)."""
+  choice = res.get("auto_sparsity")
+  if not choice:
+    return {}
+  chosen = res["members"][choice["index"]]
+  return {"sparsity": float(chosen["sparsity"]),
+          "validation": {"step": None, "top1": chosen["val_top1"]},
+          "auto": {"chosen": choice["chosen"], "tolerance_points": choice["tolerance_points"],
+                   "levels": [m["sparsity"] for m in res["members"]], "reason": choice["reason"]}}
 
 
 def ensemble_record(name: str, kind: str, members: dict[str, str], records: dict) -> dict:
@@ -241,6 +255,9 @@ def label(record: dict) -> str:
   if kind == "seed_ensemble":
     return f"dense seed ensemble ({len(record['members'])})"
   mode, s = record["mode"], record["sparsity"]
+  if record.get("auto"):
+    levels = "/".join(f"{x:g}" for x in record["auto"]["levels"])
+    return f"--sparsity=auto: chose {s:g} of {levels}"
   if mode == "dense":
     return "dense" + (f" (seed {record['seed']})" if record["seed"] else "")
   text = {"generator": "generator", "lth": "lottery ticket"}.get(mode, mode) + f" {s:g}"

@@ -132,3 +132,15 @@ def test_hardware_says_when_the_core_was_shared():
   assert report._hardware({"hardware": pinned}) == "Test CPU, 1 core, tcmalloc"  # pylint: disable=protected-access
   shared = {"hardware": {**pinned, "nice": 19}}
   assert report._hardware(shared) == "Test CPU, 1 core shared at nice 19, tcmalloc"  # pylint: disable=protected-access
+
+
+def test_an_auto_run_is_reported_as_its_chosen_member():
+  members = [dict(sparsity=s, val_top1=v) for s, v in ((0.6, 0.83), (0.8, 0.821), (0.95, 0.73))]
+  res = {"members": members, "auto_sparsity": {
+      "chosen": "s0.8", "index": 1, "tolerance_points": 1.0, "reason": "within 1 point"}}
+  got = report.auto_choice(res)
+  assert got["sparsity"] == 0.8 and got["validation"]["top1"] == 0.821
+  assert got["auto"]["levels"] == [0.6, 0.8, 0.95]
+  record = {"kind": "run", "mode": "variants", "seed": 0, **got}
+  assert report.label(record) == "--sparsity=auto: chose 0.8 of 0.6/0.8/0.95"
+  assert report.auto_choice({"top1": 0.5}) == {}

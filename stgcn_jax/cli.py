@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from absl import flags
-from stgcn_jax.errors import UserError
+from stgcn_jax.errors import Stopped, UserError
 
 __all__ = ["UsageError", "UserError", "parse", "run", "normalize_argv"]
 
@@ -117,11 +117,15 @@ def parse(define_flags: Callable[[flags.FlagValues], None], argv: Sequence[str] 
 def run(main: Callable[[Sequence[str] | None], object],
         argv: Sequence[str] | None = None) -> int:
   """Calls ``main(argv)``: a :class:`UserError` (:class:`UsageError` included) is one
-  ``error: ...`` line on stderr and status 2, else the status ``main`` returned (an int) or 0.
+  ``error: ...`` line on stderr and status 2, a :class:`Stopped` one ``stopped: ...`` line and its
+  status (143), else the status ``main`` returned (an int) or 0.
   Any other exception is a bug: it propagates, with its traceback."""
   try:
     status = main(argv)
   except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
+  except Stopped as err:   # asked to stop (SIGTERM), saved: one line, the status of a killed process
+    print(f"stopped: {err}", file=sys.stderr)
+    return err.status
   return status if isinstance(status, int) else 0

@@ -14,12 +14,24 @@ Every specific user-error class of the project (``checkpoint.CheckpointError``, 
 ``graph.LayoutError``, ``cli.UsageError``, ...) subclasses ``UserError``. ``UserError`` is a
 ``ValueError``, so code that catches ``ValueError`` still catches it.
 
+A run that stops because it was asked to (SIGTERM, ``training.preemption``) raises
+:class:`Stopped`, which is neither: the programs print its one line and exit with its ``status``.
+
 This module imports nothing of the library, so any module may import it.
 """
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "Stopped"]
 
 
 class UserError(ValueError):
   """The user's input (flags, config, files, data, arguments) is wrong; the message names where
   and what was expected. A program prints it as one ``error:`` line with exit status 2."""
+
+
+class Stopped(Exception):
+  """A run stopped on request (SIGTERM) after saving what it needs to resume; the message says
+  where it stopped and how to go on. A program prints it and exits with ``status``."""
+
+  def __init__(self, message: str, status: int = 143):
+    super().__init__(message)
+    self.status = status

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 PACKAGES = ("stgcn_jax", "experiments", "data_prep")
 # Exception classes that are not a user's mistake, or cannot subclass UserError: the reason.
 NOT_USER_ERRORS = {
+    "stgcn_jax.errors.Stopped": "a run stopped on request (SIGTERM) after saving, not a mistake: "
+                                "cli.run prints its one 'stopped:' line and exits 143",
     "experiments.bench_pyskl.UserError": "runs under a torch python that has no stgcn_jax; its "
                                          "main catches this, and only this, itself",
 }

@@ -22,6 +22,7 @@ The loop (import from the modules):
 * ``evaluate.py``: the batched, padded evaluation pass (``evaluate_source``, ``scores_of``).
 * ``results.py``: the end of a run: the final test, ``scores.npz``, saved models, ``results.json``.
 * ``workdir.py``: the workdir's checks, metrics log, checkpoints and safe resumption.
+* ``preemption.py``: ``StopRequest``, SIGTERM as a request to save and stop (one process or several).
 """
 
 from stgcn_jax.training.config import (DataConfig, LoopConfig, ModelConfig, OptimConfig, RunConfig,

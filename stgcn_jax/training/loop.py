@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgcn_jax import checkpoint, data, distributed
+from stgcn_jax.errors import Stopped
 from stgcn_jax.training import results as results_lib
 from stgcn_jax.training import setup
 from stgcn_jax.training import switch as switch_lib
@@ -44,6 +45,7 @@ from stgcn_jax.training.config import RunConfig, TrainConfig
 from stgcn_jax.training.context import RunContext, RunData
 from stgcn_jax.scores import accuracy_report
 from stgcn_jax.training.evaluate import member_top1, scores_of
+from stgcn_jax.training.preemption import StopRequest
 from stgcn_jax.training.runner import Runner, make_runner
 from stgcn_jax.training.setup import run_seeds
 from stgcn_jax.training.workdir import (MetricsLogger, RunError, check_dataset, checkpoint_manager,
@@ -169,23 +171,41 @@ def _train(run: RunContext, state) -> tuple[Any, int]:
   pbar = progress_bar(total, step, loop_cfg.progress_bar)
   clock = [time.time(), step]  # when and at which step the last train record was written
   try:
-    while step < total:
-      phase = cfg.phase_at(step)
-      if phase == "finetune" and step == cfg.warmup_steps and step > 0:
-        state = switch_lib.switch(run, state, step, pbar)
-      state, metrics = runner.steps[phase](state, runner.global_batch(next(run.data.train_it)))
-      step += 1
-      epoch_end = step % run.cfg.steps_per_epoch == 0
-      if step % loop_cfg.log_every_steps == 0 or epoch_end or step == total:
-        _log_train(run, step, phase, metrics, pbar, clock)
-      if pbar is not None:
-        pbar.update(1)
-      if epoch_end or step == total:
-        _end_of_epoch(run, state, step, phase)
+    with StopRequest() as stop:
+      while step < total:
+        phase = cfg.phase_at(step)
+        if phase == "finetune" and step == cfg.warmup_steps and step > 0:
+          state = switch_lib.switch(run, state, step, pbar)
+        state, metrics = runner.steps[phase](state, runner.global_batch(next(run.data.train_it)))
+        step += 1
+        epoch_end = step % run.cfg.steps_per_epoch == 0
+        if step % loop_cfg.log_every_steps == 0 or epoch_end or step == total:
+          _log_train(run, step, phase, metrics, pbar, clock)
+        if pbar is not None:
+          pbar.update(1)
+        if epoch_end or step == total:
+          _end_of_epoch(run, state, step, phase)
+        if step < total and stop.requested(step):
+          _stop(run, state, step)
   finally:
     if pbar is not None:
       pbar.close()
   return state, step
+
+
+def _stop(run: RunContext, state, step: int) -> None:
+  """SIGTERM (``training.preemption``): saves the train state and the data position at ``step``
+  (mid-epoch too), then stops the run with one line saying how to resume."""
+  save_checkpoint(run.checkpoints, state, step, _checkpoint_meta(run, step))
+  raise Stopped(f"SIGTERM at step {step} of {run.cfg.total_steps} (epoch "
+                f"{step / run.cfg.steps_per_epoch:.2f}); the train state is saved in "
+                f"{run.workdir}/checkpoints: run the same command to resume")
+
+
+def _checkpoint_meta(run: RunContext, step: int) -> dict:
+  """What a checkpoint keeps besides the state: the data position, step, epoch and phase."""
+  return {"iterator": run.data.train_it.get_state(), "step": step,
+          "epoch": math.ceil(step / run.cfg.steps_per_epoch), "phase": run.cfg.phase_at(step)}
 
 
 def _log_train(run: RunContext, step: int, phase: str, metrics, pbar, clock: list) -> None:
@@ -227,8 +247,7 @@ def _end_of_epoch(run: RunContext, state, step: int, phase: str) -> None:
       if phase == "finetune" or run.cfg.warmup_steps == 0:
         metrics_val = {"top1": acc["top1"]}
   if epoch % config.loop.checkpoint_every_epochs == 0 or step == total:
-    meta = {"iterator": run.data.train_it.get_state(), "step": step, "epoch": epoch,
-            "phase": run.cfg.phase_at(step)}
+    meta = _checkpoint_meta(run, step)
     save_checkpoint(run.checkpoints, state, step, meta)
     if run.best_checkpoints is not None and metrics_val is not None:
       save_checkpoint(run.best_checkpoints, val_state, step, meta, metrics_val)

@@ -25,17 +25,20 @@ class StopRequest:
 
   def __init__(self):
     self._signal = None
-    self._previous = None
+    self._installed = False
+    self._previous = signal.SIG_DFL
 
   def __enter__(self) -> "StopRequest":
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._note)
+      self._installed = True
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    if self._installed:   # None: a handler not set from Python, which Python cannot put back
+      signal.signal(signal.SIGTERM,
+                    signal.SIG_DFL if self._previous is None else self._previous)
+      self._installed = False
 
   def _note(self, signum, frame) -> None:
     del frame

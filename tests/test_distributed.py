@@ -2,8 +2,8 @@
 one process with both devices; a killed process ends the other at once; the workdir resumes.
 
 Every run is a subprocess with a deadline: on a timeout all of a leg's processes are killed and the
-test fails at once. The legs share a persistent compilation cache (results do not change: the
-two-process legs are compared bit for bit), which saves about a third of their CPU time.
+test fails at once. The legs share the session's persistent compilation cache (conftest; results
+do not change: the two-process legs are compared bit for bit).
 """
 
 import json
@@ -37,25 +37,23 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(cache, devices=1) -> dict:
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-          "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+def _env(devices=1) -> dict:
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
-def _start(workdir, data_dir, cache, process_id=None, port=None, devices=1):
+def _start(workdir, data_dir, process_id=None, port=None, devices=1):
   cmd = [sys.executable, "-m", "experiments.run", CONFIG, f"--workdir={workdir}",
          f"--data_dir={data_dir}", *FLAGS]
   if process_id is not None:
     cmd += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
             f"--process_id={process_id}", "--peer_timeout=10", "--init_timeout=60"]
-  return subprocess.Popen(cmd, cwd=REPO, env=_env(cache, devices), stdout=subprocess.PIPE,
+  return subprocess.Popen(cmd, cwd=REPO, env=_env(devices), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
-def _launch_two(workdir, data_dir, cache) -> list:
+def _launch_two(workdir, data_dir) -> list:
   port = _free_port()
-  return [_start(workdir, data_dir, cache, i, port) for i in range(2)]
+  return [_start(workdir, data_dir, i, port) for i in range(2)]
 
 
 def _finish(procs, deadline_s=DEADLINE_S) -> list:
@@ -119,11 +117,10 @@ def _kill_process_1_after_a_checkpoint(procs, workdir) -> str:
 
 def test_two_processes_equal_one_process_and_resume_after_a_kill(tmp_path):
   # One test, not several over a shared fixture: pytest-xdist would run the legs once per worker.
-  cache = tmp_path / "xla_cache"
   # Each leg builds the built-in dataset on first use (on two processes: process 0, once).
   one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
-  _succeed([_start(one, tmp_path / "data_one", cache, devices=2)])
-  (_, out0, _), (_, out1, _) = _succeed(_launch_two(two, tmp_path / "data_two", cache))
+  _succeed([_start(one, tmp_path / "data_one", devices=2)])
+  (_, out0, _), (_, out1, _) = _succeed(_launch_two(two, tmp_path / "data_two"))
   _assert_same_run(one, two, atol=1e-6)
   r1, r2 = (json.loads((w / "results.json").read_text())["hardware"] for w in (one, two))
   assert (r1["process_count"], r2["process_count"], r2["device_count"]) == (1, 2, 2)
@@ -133,10 +130,10 @@ def test_two_processes_equal_one_process_and_resume_after_a_kill(tmp_path):
   steps = [r["step"] for r in log if r["split"] == "train"]
   assert steps == sorted(set(steps)) and not list(two.glob("**/.*.tmp*"))
   # A killed process ends the other at once with one line; both started again finish the run.
-  line = _kill_process_1_after_a_checkpoint(_launch_two(killed, tmp_path / "data_two", cache),
+  line = _kill_process_1_after_a_checkpoint(_launch_two(killed, tmp_path / "data_two"),
                                             killed)
   assert "process 0 of 2 lost another process" in line and "resumes" in line
-  (_, out, _), _ = _succeed(_launch_two(killed, tmp_path / "data_two", cache))
+  (_, out, _), _ = _succeed(_launch_two(killed, tmp_path / "data_two"))
   assert "resumed from" in out
   _assert_same_run(two, killed, atol=0)
 

@@ -253,3 +253,42 @@ def test_temporal_conv_implementations_compute_the_same_function():
   with pytest.raises(ValueError, match="temporal conv impl must be one of"):
     bad = models.get_model("ctrgcn", 5, temporal_conv="cudnn", **options)
     bad.init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_graph_matmul_and_gram_are_the_einsums(per_sample):
+  # Values and both gradients of the frame-batched matmuls equal the einsums they replace.
+  from stgcn_jax.models import layers
+  kx, ka, ky = jax.random.split(jax.random.key(3), 3)
+  x, y = jax.random.normal(kx, (3, 5, 7, 4)), jax.random.normal(ky, (3, 5, 6, 4))
+  a = jax.random.normal(ka, (3, 7, 6) if per_sample else (7, 6))
+  spec = "btuc,buw->btwc" if per_sample else "btuc,uw->btwc"
+  for ours, ref, args in ((layers.graph_matmul, lambda x, a: jnp.einsum(spec, x, a), (x, a)),
+                          (layers.graph_gram, lambda x, y: jnp.einsum("btvc,btwc->bvw", x, y),
+                           (x, y))):
+    loss = lambda f: lambda *z: jnp.sum(jnp.sin(f(*z)))
+    np.testing.assert_allclose(ours(*args), ref(*args), rtol=1e-5, atol=1e-5)
+    for g1, g2 in zip(jax.grad(loss(ours), (0, 1))(*args), jax.grad(loss(ref), (0, 1))(*args)):
+      np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv_pos", ["pre", "post"])
+def test_stgcn_unit_is_pyskls_graph_product(conv_pos):
+  # unit_gcn's K-major channel split: pre-conv einsum("btvkc,kvw->btwc"), post einsum("btvc,kvw->btwkc").
+  from stgcn_jax.models import layers, stgcn
+  a = np.asarray(graph.adjacency("nturgb+d", "stgcn_spatial"))
+  unit = stgcn.UnitGCN(6, a, stgcn.GCNOptions(adaptive=None, conv_pos=conv_pos))
+  x = jax.random.normal(jax.random.key(4), (2, 5, 25, 4))
+  variables = unit.init(jax.random.key(0), x, train=False)
+  ours = unit.apply(variables, x, train=False)
+  conv, bn = variables["params"]["conv"], dict(variables["params"]["bn"], **variables["batch_stats"]["bn"])
+  conv_apply = lambda z: layers.Conv(conv["kernel"].shape[-1]).apply({"params": conv}, z)
+  if conv_pos == "pre":
+    z = conv_apply(x)
+    y = jnp.einsum("btvkc,kvw->btwc", z.reshape(z.shape[:-1] + (a.shape[0], 6)), a)
+  else:
+    z = jnp.einsum("btvc,kvw->btwkc", x, a)
+    y = conv_apply(z.reshape(z.shape[:-2] + (-1,)))
+  bn = {k: v.reshape(1, 1, 1, -1) for k, v in bn.items()}
+  y = (y - bn["mean"]) / jnp.sqrt(bn["var"] + 1e-5) * bn["scale"] + bn["bias"]
+  np.testing.assert_allclose(ours, jax.nn.relu(y), rtol=1e-5, atol=1e-5)

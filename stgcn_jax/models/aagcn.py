@@ -51,11 +51,11 @@ class UnitAAGCN(layers.GraphUnit):
       if self.opts.adaptive:
         ea = layers.Conv(inter, init_scheme="fan_out", name=f"conv_a_{i}")(x)
         eb = layers.Conv(inter, init_scheme="fan_out", name=f"conv_b_{i}")(x)
-        s = jnp.tanh(jnp.einsum("btvc,btwc->bvw", ea, eb) / (inter * t))
+        s = jnp.tanh(layers.graph_gram(ea, eb) / (inter * t))
         g = g[None] + alpha[0] * s
-        xg = jnp.einsum("btvc,bvw->btwc", x, g)
+        xg = layers.graph_matmul(x, g)
       else:
-        xg = jnp.einsum("btvc,vw->btwc", x, g)
+        xg = layers.graph_matmul(x, g)
       y = y + layers.Conv(self.features, init_scheme=f"branch{k}", name=f"conv_d_{i}")(xg)
     down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)

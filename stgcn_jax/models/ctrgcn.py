@@ -14,63 +14,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from stgcn_jax.models import layers
 from stgcn_jax.models.base import Backbone
-
-
-def _accumulate(acc: jax.Array, term, n: int, unroll: int = 4) -> jax.Array:
-  """``acc + sum(term(k) for k in range(n))``: a ``fori_loop`` over chunks of ``unroll`` terms
-  (XLA fuses a chunk into one loop over the channel-last output; the loop keeps the compiled
-  program small), the remainder unrolled after it."""
-  def chunk(i, acc):
-    for j in range(unroll):
-      acc = acc + term(i * unroll + j)
-    return acc
-  acc = lax.fori_loop(0, n // unroll, chunk, acc)
-  for k in range(n - n % unroll, n):
-    acc = acc + term(k)
-  return acc
-
-
-def _at(x: jax.Array, k, axis: int) -> jax.Array:
-  return lax.dynamic_index_in_dim(x, k, axis, keepdims=False)
-
-
-@jax.custom_vjp
-def refined_graph_conv(xs: tuple, gs: tuple) -> jax.Array:
-  """``sum_i einsum("btuc,buvc->btvc", xs[i], gs[i])``: every subset's features ``(B, T, U, C)``
-  through its own per-sample, per-channel graph ``(B, U, V, C)``, summed over the subsets.
-
-  As an einsum this is a batched matmul over ``B * C`` tiny ``(T x U) @ (U x V)`` products, which
-  XLA:CPU runs slowly and with transposes around it (channel-last arrays, batch axes b and c). Posed
-  as a sum over ``u`` of broadcast products, the forward pass and both gradients (``dx`` a sum over
-  ``v``, ``dg`` a sum over ``t``) are fused loops over the channel-last output: 2-4x faster on CPU
-  at CTR-GCN's shapes (``experiments/BENCHMARKS.md``), the same numbers to float32 rounding.
-  """
-  b, t, _, c = xs[0].shape
-  y = jnp.zeros((b, t, gs[0].shape[2], c), xs[0].dtype)
-  for x, g in zip(xs, gs):
-    y = _accumulate(y, lambda u, x=x, g=g: _at(x, u, 2)[:, :, None, :] * _at(g, u, 1)[:, None],
-                    x.shape[2])
-  return y
-
-
-def _refined_graph_conv_fwd(xs, gs):
-  return refined_graph_conv(xs, gs), (xs, gs)
-
-
-def _refined_graph_conv_bwd(res, dy):
-  xs, gs = res
-  dxs = tuple(_accumulate(jnp.zeros_like(x), lambda v, g=g: _at(dy, v, 2)[:, :, None, :]
-                          * _at(g, v, 2)[:, None], g.shape[2]) for x, g in zip(xs, gs))
-  dgs = tuple(_accumulate(jnp.zeros_like(g), lambda t, x=x: _at(x, t, 1)[:, :, None, :]
-                          * _at(dy, t, 1)[:, None], x.shape[1]) for x, g in zip(xs, gs))
-  return dxs, dgs
-
-
-refined_graph_conv.defvjp(_refined_graph_conv_fwd, _refined_graph_conv_bwd)
 
 
 class CTRGC(nn.Module):
@@ -103,7 +49,7 @@ class UnitCTRGCN(layers.GraphUnit):
     alpha = self.param("alpha", nn.initializers.zeros, (1,))
     xs, gs = zip(*(CTRGC(self.features, name=f"convs_{i}")(x, a[i], alpha)
                    for i in range(a.shape[0])))
-    y = refined_graph_conv(xs, gs)
+    y = layers.refined_graph_conv(xs, gs)
     down = (layers.ConvBN(self.features, init_scheme="fan_out", name="down")(x, train)
             if x.shape[-1] != self.features else x)
     return nn.relu(layers.BatchNorm(scale_init=1e-6, name="bn")(y, train) + down)

@@ -95,8 +95,11 @@ class DGGCN(layers.GraphUnit):
         aff = jnp.einsum("bvkc,bwkc->bvwk", x1, x2)
         aff = _act(opts.ada_act, aff, axis=1)[..., None]                      # softmax over senders
         g = g + aff * (beta[:, None] if opts.subset_wise else beta[0])
-      out = jnp.einsum("btvkc,bvwkc->btwkc", pre, g)
-    out = layers.Conv(self.features, name="post")(out.reshape(out.shape[:-2] + (-1,)))
+      # einsum("btvkc,bvwkc->btwkc", pre, g): one refined graph over the (k, c) channel pairs.
+      b, t, v = pre.shape[:3]
+      g = jnp.broadcast_to(g, (b,) + g.shape[1:4] + (mid,)).reshape(b, v, -1, k * mid)
+      out = layers.refined_graph_conv((pre.reshape(b, t, v, k * mid),), (g,))
+    out = layers.Conv(self.features, name="post")(out.reshape(out.shape[:3] + (-1,)))
     return nn.relu(layers.BatchNorm(name="bn")(out, train) + res)
 
 

@@ -68,6 +68,96 @@ def per_channel(v: Array, ndim: int) -> Array:
   return jnp.reshape(v, (1,) * (ndim - jnp.ndim(v)) + jnp.shape(v))
 
 
+
+def _frame_batched_dot(lhs_NIK: Array, rhs_NKJ: Array, rhs_contracting: int) -> Array:
+  """``lhs[n] @ rhs[n]`` (``rhs_contracting=1``) or ``lhs[n] @ rhs[n].T`` (``2``) for every n."""
+  return lax.dot_general(lhs_NIK, rhs_NKJ, (((2,), (rhs_contracting,)), ((0,), (0,))))
+
+
+def graph_matmul(x_BTUC: Array, graph: Array) -> Array:
+  """``einsum("btuc,uw->btwc", x, graph)``, or ``"btuc,buw->btwc"`` for a per-sample ``graph``.
+
+  A joint contraction between channel-last feature maps: as an einsum, XLA:CPU transposes the
+  features so that ``u`` is contracted as a matrix dimension, and back (a quarter of an ST-GCN
+  train step at the NW-UCLA shape). Here every frame is its own ``(W x U) @ (U x C)`` product, the
+  graph broadcast over the frames: a batched matmul on the arrays as they lie, whose gradients are
+  batched matmuls too (2-2.5x faster, forward + backward, ``experiments/BENCHMARKS.md``). Same
+  numbers to float32 rounding.
+  """
+  b, t, u, c = x_BTUC.shape
+  graph_WU = jnp.swapaxes(graph, -1, -2)
+  w = graph_WU.shape[-2]
+  if graph.ndim == 2:
+    graph_NWU = jnp.broadcast_to(graph_WU[None], (b * t, w, u))
+  else:
+    graph_NWU = jnp.broadcast_to(graph_WU[:, None], (b, t, w, u)).reshape(b * t, w, u)
+  y = _frame_batched_dot(graph_NWU, x_BTUC.reshape(b * t, u, c), 1)
+  return y.reshape(b, t, w, c)
+
+
+def graph_gram(x_BTVC: Array, y_BTWC: Array) -> Array:
+  """``einsum("btvc,btwc->bvw", x, y)`` as one ``(V x C) @ (C x W)`` product per frame, summed
+  over the frames (see ``graph_matmul``)."""
+  b, t, v, c = x_BTVC.shape
+  w = y_BTWC.shape[2]
+  s = _frame_batched_dot(x_BTVC.reshape(b * t, v, c), y_BTWC.reshape(b * t, w, c), 2)
+  return jnp.sum(s.reshape(b, t, v, w), axis=1)
+
+
+def _accumulate(acc: jax.Array, term, n: int, unroll: int = 4) -> jax.Array:
+  """``acc + sum(term(k) for k in range(n))``: a ``fori_loop`` over chunks of ``unroll`` terms
+  (XLA fuses a chunk into one loop over the channel-last output; the loop keeps the compiled
+  program small), the remainder unrolled after it."""
+  def chunk(i, acc):
+    for j in range(unroll):
+      acc = acc + term(i * unroll + j)
+    return acc
+  acc = lax.fori_loop(0, n // unroll, chunk, acc)
+  for k in range(n - n % unroll, n):
+    acc = acc + term(k)
+  return acc
+
+
+def _at(x: jax.Array, k, axis: int) -> jax.Array:
+  return lax.dynamic_index_in_dim(x, k, axis, keepdims=False)
+
+
+@jax.custom_vjp
+def refined_graph_conv(xs: tuple, gs: tuple) -> jax.Array:
+  """``sum_i einsum("btuc,buvc->btvc", xs[i], gs[i])``: every subset's features ``(B, T, U, C)``
+  through its own per-sample, per-channel graph ``(B, U, V, C)``, summed over the subsets.
+
+  CTR-GCN's refined graphs, and DG-STGCN's (one subset whose channels are the (subset, channel)
+  pairs). As an einsum this is a batched matmul over ``B * C`` tiny ``(T x U) @ (U x V)`` products,
+  which XLA:CPU runs slowly and with transposes around it (channel-last arrays, batch axes b and c).
+  Posed as a sum over ``u`` of broadcast products, the forward pass and both gradients (``dx`` a sum
+  over ``v``, ``dg`` a sum over ``t``) are fused loops over the channel-last output: 2-4x faster on
+  CPU at CTR-GCN's shapes (``experiments/BENCHMARKS.md``), the same numbers to float32 rounding.
+  """
+  b, t, _, c = xs[0].shape
+  y = jnp.zeros((b, t, gs[0].shape[2], c), xs[0].dtype)
+  for x, g in zip(xs, gs):
+    y = _accumulate(y, lambda u, x=x, g=g: _at(x, u, 2)[:, :, None, :] * _at(g, u, 1)[:, None],
+                    x.shape[2])
+  return y
+
+
+def _refined_graph_conv_fwd(xs, gs):
+  return refined_graph_conv(xs, gs), (xs, gs)
+
+
+def _refined_graph_conv_bwd(res, dy):
+  xs, gs = res
+  dxs = tuple(_accumulate(jnp.zeros_like(x), lambda v, g=g: _at(dy, v, 2)[:, :, None, :]
+                          * _at(g, v, 2)[:, None], g.shape[2]) for x, g in zip(xs, gs))
+  dgs = tuple(_accumulate(jnp.zeros_like(g), lambda t, x=x: _at(x, t, 1)[:, :, None, :]
+                          * _at(dy, t, 1)[:, None], x.shape[1]) for x, g in zip(xs, gs))
+  return dxs, dgs
+
+
+refined_graph_conv.defvjp(_refined_graph_conv_fwd, _refined_graph_conv_bwd)
+
+
 class Conv(nn.Module):
   """A ``(kernel_size x 1)`` convolution over time of ``x_BTVC``, PyTorch ``Conv2d`` semantics.
 

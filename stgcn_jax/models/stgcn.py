@@ -58,11 +58,14 @@ class UnitGCN(layers.GraphUnit):
              if x.shape[-1] != self.features else x)
     if opts.conv_pos == "pre":
       z = layers.Conv(k * self.features, name="conv")(x)
-      z = z.reshape(z.shape[:-1] + (k, self.features))  # pyskl splits channels K-major
-      y = jnp.einsum("btvkc,kvw->btwc", z, a)
+      # pyskl splits the channels K-major: z[..., v, k, c] meets a[k, v, w] as row (v, k).
+      b, t, v = z.shape[:3]
+      y = layers.graph_matmul(z.reshape(b, t, v * k, self.features),
+                              jnp.transpose(a, (1, 0, 2)).reshape(v * k, -1))
     elif opts.conv_pos == "post":
-      z = jnp.einsum("btvc,kvw->btwkc", x, a)
-      y = layers.Conv(self.features, name="conv")(z.reshape(z.shape[:-2] + (-1,)))
+      v, w = a.shape[1:]
+      z = layers.graph_matmul(x, jnp.transpose(a, (1, 2, 0)).reshape(v, w * k))  # (B, T, W*K, C)
+      y = layers.Conv(self.features, name="conv")(z.reshape(z.shape[:2] + (w, -1)))
     else:
       raise UserError(f"unknown gcn_conv_pos {opts.conv_pos!r}; expected 'pre' or 'post'")
     return nn.relu(layers.BatchNorm(name="bn")(y, train) + res)

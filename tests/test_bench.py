@@ -79,3 +79,13 @@ def test_temporal_conv_gradient_under_vmap():
   slow = loss(layers._temporal_conv)  # pylint: disable=protected-access
   for got, want in zip(fast, slow):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_bench_forms_equal_their_einsums():
+  # experiments.bench_graph times each contraction's einsum against the models' form: both must
+  # compute the same function (values; the gradients are tests/test_models.py's).
+  from experiments import bench_graph
+  for name, label, ref, ours, shapes in bench_graph.cases(tiny=True):
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    args = [jax.random.normal(k, s) for k, s in zip(keys, shapes)]
+    np.testing.assert_allclose(ours(*args), ref(*args), rtol=1e-5, atol=1e-5, err_msg=name)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from stgcn_jax import runtime
+from stgcn_jax import cli, runtime
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("reps", 9, "timed calls per function (median)")
-flags.DEFINE_bool("tiny", False, "tiny shapes (a smoke run)")
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("reps", 9, "timed calls per function (median)", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_bool("tiny", False, "tiny shapes (a smoke run)", flag_values=fv)
 
 
 def _timed(fn, *args, reps: int) -> float:
@@ -74,8 +77,8 @@ def cases(tiny: bool):
            dgstgcn_ours, ((b, t, v, 8, max(c // 8, 1)), (b, v, v, 8, max(c // 8, 1))))
 
 
-def main(argv):
-  del argv
+def main(argv=None) -> int:
+  args = cli.parse(define_flags, argv, doc=__doc__)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from experiments.bench_timing import cpu_model  # pylint: disable=import-outside-toplevel
@@ -83,18 +86,20 @@ def main(argv):
         f"allocator {'tcmalloc' if runtime.tcmalloc_loaded() else 'glibc'}", flush=True)
   print(f"{'contraction':15s} {'stage':14s} {'einsum ms':>10s} {'ours ms':>8s} {'ratio':>6s} "
         f"{'max rel diff':>12s}")
-  for name, label, ref, ours, shapes in cases(FLAGS.tiny):
+  for name, label, ref, ours, shapes in cases(args.tiny):
     keys = jax.random.split(jax.random.key(0), len(shapes))
-    args = [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes)]
-    r = jax.random.normal(jax.random.key(1), jax.eval_shape(ref, *args).shape)
+    inputs = [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes)]
+    r = jax.random.normal(jax.random.key(1), jax.eval_shape(ref, *inputs).shape)
     fns = [jax.jit(jax.value_and_grad(lambda *a, f=f: jnp.sum(f(*a) * r),
-                                      argnums=tuple(range(len(args))))) for f in (ref, ours)]
-    outs = [jax.tree.leaves(fn(*args)) for fn in fns]
-    diff = max(float(jnp.max(jnp.abs(o - r)) / jnp.max(jnp.abs(r))) for r, o in zip(*outs))
-    t_ref, t_ours = (_timed(fn, *args, reps=FLAGS.reps) for fn in fns)
+                                      argnums=tuple(range(len(inputs))))) for f in (ref, ours)]
+    outs = [jax.tree.leaves(fn(*inputs)) for fn in fns]
+    diff = max(float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+               for want, got in zip(*outs))
+    t_ref, t_ours = (_timed(fn, *inputs, reps=args.reps) for fn in fns)
     print(f"{name:15s} {label:14s} {t_ref * 1e3:10.2f} {t_ours * 1e3:8.2f} "
           f"{t_ours / t_ref:6.2f} {diff:12.1e}", flush=True)
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli.run(main))

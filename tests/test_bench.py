@@ -81,10 +81,12 @@ def test_temporal_conv_gradient_under_vmap():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_graph_bench_forms_equal_their_einsums():
+def test_graph_bench_forms_equal_their_einsums(capsys):
   # experiments.bench_graph times each contraction's einsum against the models' form: both must
-  # compute the same function (values; the gradients are tests/test_models.py's).
+  # compute the same function (values; the gradients are tests/test_models.py's), and it runs.
   from experiments import bench_graph
+  assert bench_graph.main(["--tiny", "--reps=1"]) == 0
+  assert capsys.readouterr().out.count("C 4, T 6") == 4
   for name, label, ref, ours, shapes in bench_graph.cases(tiny=True):
     keys = jax.random.split(jax.random.key(0), len(shapes))
     args = [jax.random.normal(k, s) for k, s in zip(keys, shapes)]

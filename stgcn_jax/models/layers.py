@@ -68,7 +68,6 @@ def per_channel(v: Array, ndim: int) -> Array:
   return jnp.reshape(v, (1,) * (ndim - jnp.ndim(v)) + jnp.shape(v))
 
 
-
 def _frame_batched_dot(lhs_NIK: Array, rhs_NKJ: Array, rhs_contracting: int) -> Array:
   """``lhs[n] @ rhs[n]`` (``rhs_contracting=1``) or ``lhs[n] @ rhs[n].T`` (``2``) for every n."""
   return lax.dot_general(lhs_NIK, rhs_NKJ, (((2,), (rhs_contracting,)), ((0,), (0,))))
@@ -81,8 +80,8 @@ def graph_matmul(x_BTUC: Array, graph: Array) -> Array:
   features so that ``u`` is contracted as a matrix dimension, and back (a quarter of an ST-GCN
   train step at the NW-UCLA shape). Here every frame is its own ``(W x U) @ (U x C)`` product, the
   graph broadcast over the frames: a batched matmul on the arrays as they lie, whose gradients are
-  batched matmuls too (2-2.5x faster, forward + backward, ``experiments/BENCHMARKS.md``). Same
-  numbers to float32 rounding.
+  batched matmuls too (forward + backward 2.6-3.2x faster at ST-GCN's shapes,
+  ``experiments.bench_graph``). Same numbers to float32 rounding.
   """
   b, t, u, c = x_BTUC.shape
   graph_WU = jnp.swapaxes(graph, -1, -2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 from absl import flags
 
@@ -30,22 +29,6 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("reps", 9, "timed calls per function (median)", lower_bound=1,
                        flag_values=fv)
   flags.DEFINE_bool("tiny", False, "tiny shapes (a smoke run)", flag_values=fv)
-
-
-def _timed(fn, *args, reps: int) -> float:
-  for _ in range(2):
-    _block(fn(*args))
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    _block(fn(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
-
-
-def _block(x):
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.block_until_ready(x)
 
 
 def cases(tiny: bool):
@@ -81,8 +64,9 @@ def main(argv=None) -> int:
   args = cli.parse(define_flags, argv, doc=__doc__)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from experiments.bench_timing import cpu_model  # pylint: disable=import-outside-toplevel
-  print(f"jax {jax.__version__}, {cpu_model()}, {len(os.sched_getaffinity(0))} CPU(s) allowed, "
+  from experiments import bench_timing  # pylint: disable=import-outside-toplevel
+  print(f"jax {jax.__version__}, {bench_timing.cpu_model()}, "
+        f"{len(os.sched_getaffinity(0))} CPU(s) allowed, "
         f"allocator {'tcmalloc' if runtime.tcmalloc_loaded() else 'glibc'}", flush=True)
   print(f"{'contraction':15s} {'stage':14s} {'einsum ms':>10s} {'ours ms':>8s} {'ratio':>6s} "
         f"{'max rel diff':>12s}")
@@ -95,7 +79,8 @@ def main(argv=None) -> int:
     outs = [jax.tree.leaves(fn(*inputs)) for fn in fns]
     diff = max(float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
                for want, got in zip(*outs))
-    t_ref, t_ours = (_timed(fn, *inputs, reps=args.reps) for fn in fns)
+    t_ref, t_ours = (statistics.median(
+        bench_timing.time_calls(lambda fn=fn: fn(*inputs), args.reps, warmup=2)) for fn in fns)
     print(f"{name:15s} {label:14s} {t_ref * 1e3:10.2f} {t_ours * 1e3:8.2f} "
           f"{t_ours / t_ref:6.2f} {diff:12.1e}", flush=True)
   return 0

@@ -9,7 +9,10 @@ pipeline, as ``experiments.predict`` does; one line per model gives top-1 on eac
 cross-view protocol trains on views 1 and 2 and tests on view 3, so the table tells two causes of a
 test gap apart: a model that scores lower on the training views too underfits; one that fits them
 as well as another and scores lower on view 3 generalises worse across views. ``--out`` keeps the
-figures as JSON (atomic), one entry per model with its hits and counts per view.
+figures as JSON (atomic), one entry per model with its hits and counts per view, and keeps the
+models a file already holds (a later call adds or replaces models); ``--readme``
+puts the table between the file's ``<!-- report:nw_ucla_by_view begin -->`` and
+``<!-- report:nw_ucla_by_view end -->`` lines.
 """
 
 import collections
@@ -29,6 +32,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_string("out", None, "write the figures to this .json file", flag_values=fv)
   flags.DEFINE_integer("batch_size", 16, "samples per model call", flag_values=fv)
+  flags.DEFINE_string("readme", None, "put the table between this file's report markers",
+                      flag_values=fv)
 
 
 def view_of(name: str) -> str:
@@ -49,6 +54,34 @@ def by_view(predictor, samples, batch_size: int = 16) -> dict:
           for v in sorted(counts)}
 
 
+def markdown(table: dict) -> str:
+  """One row per model (its folder's name), one top-1 column per view."""
+  views = sorted({v for per_view in table.values() for v in per_view})
+  lines = ["| model | " + " | ".join(f"view {int(v[1:])}" for v in views) + " |",
+           "|---|" + "---|" * len(views)]
+  for model, per_view in table.items():
+    cells = [f"{100 * per_view[v]['top1']:.1f}" if v in per_view else "" for v in views]
+    lines.append(f"| {os.path.basename(os.path.normpath(model))} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _previous(path: str, src_name: str) -> dict:
+  """The models already in ``path`` (a file this program wrote from the same ``--src``), else {}."""
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    models, src = old["models"], old["src"]
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise cli.UsageError(f"--out {path}: exists and is not a file of this program ({err}); "
+                         "move it away or name another file") from None
+  if src != src_name:
+    raise cli.UsageError(f"--out {path}: holds figures of --src {src!r}, not {src_name!r}; "
+                         "name another file")
+  return dict(models)
+
+
 def _main(argv) -> int:
   args = cli.parse(define_flags, argv, doc=__doc__)
   logging.set_verbosity(logging.WARNING)
@@ -61,26 +94,30 @@ def _main(argv) -> int:
     raise cli.UsageError(f"--out {args.out}: expected a .json file name")
   if not os.path.isdir(args.src):
     raise cli.UsageError(f"--src {args.src}: expected a directory of NW-UCLA .json files")
-  table = {}
+  src_name = os.path.basename(os.path.normpath(args.src))
+  table = _previous(args.out, src_name) if args.out else {}
+  read = {}     # the samples, once per layout
   for workdir in args.workdirs:
     predictor = sources.load_predictor(workdir)
-    samples, bad = raw_input.read_samples(args.src, layout=predictor.layout, fmt="nw_ucla",
-                                          check=predictor.check_channels)
-    if bad:
-      raise DataError(f"{len(bad)} file(s) of {args.src} cannot be read (every file must be a "
-                      f"labelled NW-UCLA file); the first: {bad[0]}")
-    unlabelled = [s.source for s in samples if s.label is None]
-    if unlabelled:
-      raise DataError(f"{unlabelled[0]}: no label in the file")
-    table[workdir] = by_view(predictor, samples, args.batch_size)
+    if predictor.layout.name not in read:
+      samples, bad = raw_input.read_samples(args.src, layout=predictor.layout, fmt="nw_ucla",
+                                            check=predictor.check_channels)
+      if bad:
+        raise DataError(f"{len(bad)} file(s) of {args.src} cannot be read (every file must be a "
+                        f"labelled NW-UCLA file); the first: {bad[0]}")
+      read[predictor.layout.name] = samples
+    table[workdir] = by_view(predictor, read[predictor.layout.name], args.batch_size)
     print(f"{workdir}: " + "  ".join(f"{v} {100 * r['top1']:.1f} % ({r['count']})"
                                      for v, r in table[workdir].items()))
   if args.out:
     with atomic.atomic_open(args.out, "w") as f:
-      json.dump({"src": os.path.basename(os.path.normpath(args.src)), "models": table}, f,
-                indent=1)
+      json.dump({"src": src_name, "models": table}, f, indent=1)
       f.write("\n")
     print(f"wrote {os.path.abspath(args.out)}")
+  if args.readme:
+    from experiments import report  # pylint: disable=import-outside-toplevel
+    report.splice(args.readme, "nw_ucla_by_view", markdown(table))
+    print(f"updated {args.readme}")
   return 0
 
 

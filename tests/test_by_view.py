@@ -47,3 +47,28 @@ def test_a_file_named_otherwise_is_one_error_line_naming_it(tmp_path, capsys):
   assert by_view.main([f"--workdirs={model}", f"--src={src}"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "clip.json" in err[0] and "cannot be read" in err[0]
+
+
+def test_a_later_call_adds_models_and_the_readme_table_has_them_all(tmp_path):
+  models = [_save(tmp_path / name, "nw-ucla", 10, seed=i, pipeline=False)
+            for i, name in enumerate(("m_a", "m_b"))]
+  src, out, readme = _src(tmp_path), tmp_path / "views.json", tmp_path / "README.md"
+  readme.write_text("intro\n<!-- report:nw_ucla_by_view begin -->\nold\n"
+                    "<!-- report:nw_ucla_by_view end -->\nafter\n")
+  for model in models:
+    assert by_view.main([f"--workdirs={model}", f"--src={src}", f"--out={out}",
+                         f"--readme={readme}"]) == 0
+  table = json.loads(out.read_text())["models"]
+  assert list(table) == models
+  text = readme.read_text()
+  assert "old" not in text and text.startswith("intro\n") and text.endswith("after\n")
+  rows = [line for line in text.splitlines() if line.startswith("| m_")]
+  assert [r.split(" | ")[0] for r in rows] == ["| m_a", "| m_b"]
+  assert rows[1].split(" | ")[1:] == [f"{100 * table[models[1]][v]['top1']:.1f}"
+                                     for v in ("v01", "v02")] + [
+      f"{100 * table[models[1]]['v03']['top1']:.1f} |"]
+  # A file of another --src is not overwritten.
+  other = tmp_path / "other"
+  shutil.copytree(src, other)
+  assert by_view.main([f"--workdirs={models[0]}", f"--src={other}", f"--out={out}"]) == 2
+  assert list(json.loads(out.read_text())["models"]) == models

@@ -49,12 +49,6 @@ def _share_compilation_cache(config):
                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
-def pytest_collection_modifyitems(items):
-  """The tests marked ``slow`` first (in their order): with ``-n 2``, a minute-long test that
-  starts last would leave the other worker idle to the end."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def pytest_unconfigure(config):
   if getattr(config, "stgcn_jax_xla_cache", None):
     shutil.rmtree(config.stgcn_jax_xla_cache, ignore_errors=True)

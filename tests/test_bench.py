@@ -11,7 +11,6 @@ from experiments import bench
 from stgcn_jax.models import layers
 
 
-@pytest.mark.slow
 def test_bench_writes_expected_fields(tmp_path):
   out = tmp_path / "bench.json"
   result = bench.main(["--backbones=stgcn", "--batch=2", "--steps=1", "--tiny", "--no-pipeline",

@@ -31,7 +31,6 @@ def _steps(dtype, n=3):
   return state, losses
 
 
-@pytest.mark.slow
 def test_bfloat16_step_keeps_masks_and_tracks_the_float32_loss():
   f32, f32_losses = _steps("float32")
   bf16, bf16_losses = _steps("bfloat16")

@@ -115,7 +115,6 @@ def _kill_process_1_after_a_checkpoint(procs, workdir) -> str:
   return err.strip().splitlines()[-1]
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one_process_and_resume_after_a_kill(tmp_path):
   # One test, not several over a shared fixture: pytest-xdist would run the legs once per worker.
   # Each leg builds the built-in dataset on first use (on two processes: process 0, once).

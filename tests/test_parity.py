@@ -63,7 +63,6 @@ def _ctrgcn_gradients(model, variables, data, dtype):
   return {k: float(np.linalg.norm(ours[k] - r) / total) for k, r in ref.items()}
 
 
-@pytest.mark.slow
 def test_ctrgcn_gradients_equal_pyskl_in_float64(loaded):
   """Every gradient tensor's error is <= 1e-4 of the whole gradient's norm (measured: 1.1e-5).
 

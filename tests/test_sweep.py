@@ -94,7 +94,6 @@ def test_bad_seed_after_dashes_is_one_line(tmp_path):
   assert result.stderr.strip() == "error: --seed=three (after --): expected an integer seed"
 
 
-@pytest.mark.slow
 def test_grid_fuses_the_multi_level_ensemble_and_resumes(tmp_path):
   data_dir = synthetic_data(tmp_path)
   root = tmp_path / "runs"

@@ -84,7 +84,6 @@ def test_two_phase_run_keeps_pruned_weights_exactly_zero(tmp_path, data_dir):
   assert results["seeds"]["run"] == 0 and results["seeds"]["init"] != 0
 
 
-@pytest.mark.slow
 def test_eval_mode_matches_batch_statistics_on_training_clips(tmp_path, data_dir):
   """The saved model in eval mode (population BN statistics) scores the training clips as the
   same weights do with batch statistics: the collapse of a sparse model in eval mode is gone."""
@@ -111,7 +110,6 @@ def test_eval_mode_matches_batch_statistics_on_training_clips(tmp_path, data_dir
   assert abs(hits_eval - hits_train) / n <= 0.05
 
 
-@pytest.mark.slow
 def test_resume_after_kill_is_bit_identical(tmp_path, data_dir):
   flags = ("--sparsity=0.6", "--epochs=4", "--warmup_epochs=2", "--config.optim.steps_per_epoch=3")
   reference = tmp_path / "reference"
@@ -167,7 +165,6 @@ def catches_sigterm(pid: int) -> bool:
   return bool(mask >> (signal.SIGTERM - 1) & 1)
 
 
-@pytest.mark.slow
 def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
   workdir = tmp_path / "ens"
   # lax.map compiles one member, not four (the batchings give the same step:
@@ -196,7 +193,6 @@ def test_joint_ensemble_run_reports_every_member(tmp_path, data_dir):
   np.testing.assert_allclose(out.member_scores[0], scores["member_scores"][2], atol=2e-5)
 
 
-@pytest.mark.slow
 def test_four_devices_match_one(tmp_path, data_dir):
   flags = ("--sparsity=0.6", "--epochs=2", "--warmup_epochs=1", "--config.optim.steps_per_epoch=2")
   one, four = tmp_path / "one", tmp_path / "four"

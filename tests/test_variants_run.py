@@ -35,7 +35,6 @@ def member_params(workdir):
   return out
 
 
-@pytest.mark.slow
 def test_variants_run_reports_members_seeds_choice_and_resumes(tmp_path, data_dir):
   workdir = tmp_path / "variants"
   result = run_experiment(workdir, data_dir, *FLAGS)

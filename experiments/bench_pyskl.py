@@ -196,14 +196,16 @@ def pyskl_version(src: str | Path) -> str | None:
 
 
 def build_model(gcns, name: str, classes: int, layout: str, persons: int, frames: int,
-                tiny: bool):
-  """pyskl's backbone ``name`` with a ``GCNHead``-equivalent classifier on top."""
+                tiny: bool, options: dict | None = None):
+  """pyskl's backbone ``name`` with a ``GCNHead``-equivalent classifier on top; ``options`` (the
+  block list in pyskl's spelling, e.g. ``base_channels``) over the config's (and ``tiny``'s)."""
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PYSKL_CONFIGS[name].items()}
   cls = getattr(gcns, cfg.pop("type"))
   cfg["graph_cfg"]["layout"] = layout
-  backbone = cls(num_person=persons, **cfg, **(TINY_OPTIONS if tiny else {}))
+  cfg.update(TINY_OPTIONS if tiny else {}, **(options or {}))
+  backbone = cls(num_person=persons, **cfg)
   backbone.init_weights()
   backbone.eval()
   with torch.no_grad():   # the feature width, from one sample

@@ -1,6 +1,6 @@
 """``training.preemption.StopRequest`` in-process: SIGTERM sets the request and nothing else; the
 previous handler is back afterwards. (A whole run stopped by SIGTERM and resumed bit for bit:
-``test_train.py::test_resume_after_kill_is_bit_identical``.)"""
+``test_train.py::test_resume_after_sigterm_and_kill_is_bit_identical``.)"""
 
 import os
 import signal

@@ -16,6 +16,11 @@ launcher). For each backbone it also fuses the multi-level ensemble of the gener
 seeds 0..3 (``experiments.fuse``'s code path), when all their members are there. A record is the
 run's summary only: no weights, no scores.
 
+A folder of ``experiments.pyskl_twin`` workdirs is collected the same way (``--collect=runs/
+pyskl_twin --results=experiments/results/nw_ucla_pyskl_twin``); its table sets each twin beside
+the dense run of its backbone and seed in ``--compare`` (the run whose batches it trained on), with
+their means over the seeds.
+
 The table has one row per run and ensemble with its test top-1 / top-5 / mean class accuracy, the
 gap to its dense model, the nonzero parameters, the size of its sparse export, the wall time, the
 commit, the hardware and the command. ``--readme`` replaces the text between the markers
@@ -39,6 +44,7 @@ from stgcn_jax.errors import UserError
 SCHEMA = 1
 DENSE_SEEDS = (0, 1, 2, 3)
 SUMMARY = ("top1", "top5", "mean_class_accuracy")
+TWIN = "pyskl_twin"      # the kind of an experiments.pyskl_twin record
 
 
 class ReportError(UserError):
@@ -54,6 +60,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("plot", "", "Write the accuracy-against-nonzero-parameters plot here (PNG).",
                       flag_values=fv)
   flags.DEFINE_string("readme", "", "Replace the table between this file's report markers.",
+                      flag_values=fv)
+  flags.DEFINE_string("compare", "experiments/results/nw_ucla", "For a --results folder of "
+                      "experiments.pyskl_twin records: the folder of the dense runs they twin.",
                       flag_values=fv)
 
 
@@ -137,6 +146,13 @@ def run_record(workdir: str, name: str) -> dict:
   }
 
 
+def twin_record(workdir: str, name: str) -> dict:
+  """The committed summary of one finished ``experiments.pyskl_twin`` (its results.json, named)."""
+  res = _read(os.path.join(workdir, "results.json"))
+  return {"schema": SCHEMA, "name": name, **{k: v for k, v in res.items() if k != "schema"},
+          "kind": TWIN}
+
+
 def auto_choice(res: dict) -> dict:
   """For a ``--sparsity=auto`` run, whose top-level figures are the chosen member's: that member's
   sparsity and validation, the levels it chose from, and the reason (empty for other runs)."""
@@ -202,9 +218,17 @@ def collect(root: str, results: str) -> list[str]:
               for p in sorted(glob.glob(os.path.join(root, "*", "results.json")))}
   if not workdirs:
     raise ReportError(f"{root}: no finished run (no */results.json)")
-  records = {name: run_record(wd, name) for name, wd in workdirs.items()}
-  for name, kind, members in _ensembles(records, workdirs):
-    records[name] = ensemble_record(name, kind, members, records)
+  twins = {name for name, wd in workdirs.items()
+           if _read(os.path.join(wd, "results.json")).get("kind") == TWIN}
+  if twins and len(twins) != len(workdirs):
+    raise ReportError(f"{root}: pyskl twins ({', '.join(sorted(twins))}) beside experiments.run "
+                      "workdirs; collect each kind into its own --results folder")
+  if twins:
+    records = {name: twin_record(wd, name) for name, wd in workdirs.items()}
+  else:
+    records = {name: run_record(wd, name) for name, wd in workdirs.items()}
+    for name, kind, members in _ensembles(records, workdirs):
+      records[name] = ensemble_record(name, kind, members, records)
   os.makedirs(results, exist_ok=True)
   written = []
   for name, record in records.items():
@@ -342,6 +366,52 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def twin_rows(twins: list[dict], runs: list[dict]) -> list[dict]:
+  """One row per pyskl twin beside the dense run of its backbone and seed (whose batches it
+  trained on), then each backbone's mean over the seeds that have both."""
+  dense = {(r["backbone"], r["seed"]): r for r in runs
+           if r["kind"] == "run" and r["mode"] == "dense"}
+  rows = []
+  for t in sorted(twins, key=lambda t: (t["backbone"], t["seed"])):
+    run = dense.get((t["backbone"], t["seed"]))
+    if run is not None and run.get("seeds") and run["seeds"].get("data") != t["seeds"]["data"]:
+      raise ReportError(f"{t['name']}: its data seed {t['seeds']['data']} is not that of the "
+                        f"dense run {run['name']} ({run['seeds']['data']})")
+    without = (run or {}).get("without_precise_bn") or {}
+    rows.append({"backbone": t["backbone"], "seed": str(t["seed"]),
+                 "twin_top1": 100 * t["test"]["top1"],
+                 "jax_top1": run and 100 * run["test"]["top1"],
+                 "jax_running_bn": without.get("top1") and 100 * without["top1"],
+                 "twin_minutes": t["pyskl_side"]["train_time_s"] / 60,
+                 "hardware": f"{t.get('cpu') or 'CPU'}, {t['pyskl_side']['threads']} thread(s), "
+                             f"torch {t['pyskl_side']['torch']}",
+                 "command": t["command"]})
+  for backbone in sorted({r["backbone"] for r in rows}):
+    both = [r for r in rows if r["backbone"] == backbone and r["jax_top1"] is not None]
+    if len(both) > 1:
+      mean = lambda key, rs=both: (None if any(r[key] is None for r in rs)
+                                   else sum(r[key] for r in rs) / len(rs))
+      rows.append({"backbone": backbone, "seed": f"mean of {len(both)}",
+                   **{k: mean(k) for k in ("twin_top1", "jax_top1", "jax_running_bn",
+                                           "twin_minutes")},
+                   "hardware": "", "command": ""})
+  return rows
+
+
+def twin_markdown(rows: list[dict]) -> str:
+  lines = ["| backbone | seed | pyskl's model (torch) top-1 | stgcn-jax top-1 | stgcn-jax, running "
+           "BN stats | pyskl - jax | pyskl train time | hardware (pyskl side) | command |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    gap = None if r["jax_top1"] is None else r["twin_top1"] - r["jax_top1"]
+    lines.append(
+        f"| {r['backbone']} | {r['seed']} | {r['twin_top1']:.1f} | {_fmt(r['jax_top1'], '.1f')} | "
+        f"{_fmt(r['jax_running_bn'], '.1f')} | {_fmt(gap, '+.1f')} | "
+        f"{r['twin_minutes']:.0f} min | {r['hardware']} | "
+        + (f"`{r['command']}` |" if r["command"] else " |"))
+  return "\n".join(lines) + "\n"
+
+
 def plot(records: list[dict], path: str) -> None:
   """Test top-1 against nonzero parameters (log scale): a line per backbone through its dense and
   generator runs (seed 0, default penalty), other runs and the ensembles as marked points."""
@@ -396,7 +466,14 @@ def main(argv=None) -> int:
     for path in collect(fv.collect, fv.results):
       print(f"wrote {path}")
   records = load_records(fv.results)
-  text = markdown(table_rows(records))
+  twins = [r for r in records if r["kind"] == TWIN]
+  if twins:
+    if fv.plot or len(twins) != len(records):
+      raise ReportError(f"{fv.results}: a folder of pyskl twins makes a table only (no --plot, "
+                        "no other records beside them)")
+    text = twin_markdown(twin_rows(twins, load_records(fv.compare)))
+  else:
+    text = markdown(table_rows(records))
   print(text)
   if fv.table:
     with atomic.atomic_open(fv.table) as f:

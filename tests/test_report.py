@@ -144,3 +144,44 @@ def test_an_auto_run_is_reported_as_its_chosen_member():
   record = {"kind": "run", "mode": "variants", "seed": 0, **got}
   assert report.label(record) == "--sparsity=auto: chose 0.8 of 0.6/0.8/0.95"
   assert report.auto_choice({"top1": 0.5}) == {}
+
+
+def twin_workdir(root: Path, seed: int, top1: float, data_seed: int = 7) -> None:
+  wd = root / f"ctrgcn_seed{seed}"
+  wd.mkdir(parents=True)
+  (wd / "results.json").write_text(json.dumps(dict(
+      kind="pyskl_twin", backbone="ctrgcn", seed=seed, seeds=dict(data=data_seed + seed),
+      test=dict(top1=top1, top5=1.0, mean_class_accuracy=top1, num_samples=3),
+      pyskl_side=dict(torch="2.13.0+cpu", threads=1, train_time_s=1800.0),
+      command=f"python -m experiments.pyskl_twin --seed={seed}", cpu="Test CPU")))
+
+
+def test_pyskl_twins_beside_the_dense_runs_of_their_seeds(grid):
+  runs = grid / "results"
+  report.collect(str(grid / "runs"), str(runs))
+  for name in ("ctrgcn_s0", "ctrgcn_s0_seed1"):    # the dense runs' data seeds, as run_seeds gives
+    record = json.loads((runs / f"{name}.json").read_text())
+    record["seeds"] = {"data": 7 + record["seed"]}
+    record["without_precise_bn"] = {"top1": 0.5}
+    (runs / f"{name}.json").write_text(json.dumps(record))
+  twin_workdir(grid / "twins", 0, 1.0)
+  twin_workdir(grid / "twins", 1, 1 / 3)
+  readme = grid / "README.md"
+  readme.write_text("<!-- report:twins_out begin -->\n<!-- report:twins_out end -->\n")
+  assert report.main(["--collect", str(grid / "twins"), "--results", str(grid / "twins_out"),
+                      "--compare", str(runs), "--readme", str(readme)]) == 0
+  rows = report.twin_rows(report.load_records(str(grid / "twins_out")),
+                          report.load_records(str(runs)))
+  assert [(r["seed"], r["twin_top1"], r["jax_top1"], r["jax_running_bn"]) for r in rows] == [
+      ("0", 100.0, pytest.approx(200 / 3), 50.0), ("1", pytest.approx(100 / 3),
+                                                   pytest.approx(200 / 3), 50.0),
+      ("mean of 2", pytest.approx(200 / 3), pytest.approx(200 / 3), 50.0)]
+  text = readme.read_text()
+  assert "| ctrgcn | 0 | 100.0 | 66.7 | 50.0 | +33.3 | 30 min | Test CPU, 1 thread(s)" in text
+  assert "| ctrgcn | mean of 2 | 66.7 | 66.7 | 50.0 | +0.0 | 30 min |  |  |" in text
+  # A twin whose batches are not those of the dense run of its seed is refused, naming it.
+  twin_workdir(grid / "other", 1, 1.0, data_seed=100)
+  report.collect(str(grid / "other"), str(grid / "other_out"))
+  with pytest.raises(report.ReportError, match=r"ctrgcn_seed1: its data seed 101 is not that of "
+                     r"the dense run ctrgcn_s0_seed1 \(8\)"):
+    report.twin_rows(report.load_records(str(grid / "other_out")), report.load_records(str(runs)))

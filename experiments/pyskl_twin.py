@@ -180,6 +180,7 @@ def main(argv=None) -> int:
   if not fv.workdir:
     raise cli.UsageError("--workdir is required")
   workdir = os.path.abspath(fv.workdir)
+  commit = _commit()            # the code that runs, before anything can change the checkout
   t0 = time.time()
   meta = write_stream(config, os.path.join(workdir, "stream"), torch_seed=int(config.seed))
   print(f"stream: {len(meta['lrs'])} batches of {meta['train_shape']}, {meta['num_test']} test "
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
                                                           "num_params", "allocator",
                                                           "train_time_s")},
              "command": shlex.join(["python", "-m", "experiments.pyskl_twin", *argv]),
-             "commit": _commit(), "cpu": _cpu_model(),
+             "commit": commit, "cpu": _cpu_model(),
              "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
              "wall_s_this_launch": time.time() - t1}
   with atomic_open(os.path.join(workdir, "results.json")) as f:

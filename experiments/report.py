@@ -33,6 +33,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import sys
 
 from absl import flags
@@ -149,8 +150,13 @@ def run_record(workdir: str, name: str) -> dict:
 def twin_record(workdir: str, name: str) -> dict:
   """The committed summary of one finished ``experiments.pyskl_twin`` (its results.json, named)."""
   res = _read(os.path.join(workdir, "results.json"))
+  # The command as a user reruns it: the machine's torch and pyskl paths left to the environment
+  # ($STGCN_JAX_TORCH_PYTHON, $STGCN_JAX_PYSKL_SRC), the workdir under runs/pyskl_twin/.
+  args = [a for a in shlex.split(res.get("command") or "")
+          if not a.startswith(("--torch_python=", "--pyskl_src=", "--workdir="))]
+  command = shlex.join(args + [f"--workdir=runs/pyskl_twin/{name}"]) if args else None
   return {"schema": SCHEMA, "name": name, **{k: v for k, v in res.items() if k != "schema"},
-          "kind": TWIN}
+          "kind": TWIN, "command": command}
 
 
 def auto_choice(res: dict) -> dict:

@@ -153,7 +153,8 @@ def twin_workdir(root: Path, seed: int, top1: float, data_seed: int = 7) -> None
       kind="pyskl_twin", backbone="ctrgcn", seed=seed, seeds=dict(data=data_seed + seed),
       test=dict(top1=top1, top5=1.0, mean_class_accuracy=top1, num_samples=3),
       pyskl_side=dict(torch="2.13.0+cpu", threads=1, train_time_s=1800.0),
-      command=f"python -m experiments.pyskl_twin --seed={seed}", cpu="Test CPU")))
+      command=f"python -m experiments.pyskl_twin --torch_python=/x/python --pyskl_src=/y --seed={seed}"
+              f" --workdir=/scratch/t{seed}", cpu="Test CPU")))
 
 
 def test_pyskl_twins_beside_the_dense_runs_of_their_seeds(grid):
@@ -179,6 +180,9 @@ def test_pyskl_twins_beside_the_dense_runs_of_their_seeds(grid):
   text = readme.read_text()
   assert "| ctrgcn | 0 | 100.0 | 66.7 | 50.0 | +33.3 | 30 min | Test CPU, 1 thread(s)" in text
   assert "| ctrgcn | mean of 2 | 66.7 | 66.7 | 50.0 | +0.0 | 30 min |  |  |" in text
+  # The command as a user reruns it: no machine paths, the workdir under runs/pyskl_twin/.
+  assert ("`python -m experiments.pyskl_twin --seed=1 --workdir=runs/pyskl_twin/ctrgcn_seed1` |"
+          in text)
   # A twin whose batches are not those of the dense run of its seed is refused, naming it.
   twin_workdir(grid / "other", 1, 1.0, data_seed=100)
   report.collect(str(grid / "other"), str(grid / "other_out"))

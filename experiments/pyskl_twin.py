@@ -91,9 +91,18 @@ def write_stream(config, stream_dir: str, torch_seed: int) -> dict:
   from stgcn_jax import data
   from stgcn_jax.training import evaluate, optim, setup
   meta_path = os.path.join(stream_dir, "meta.json")
+  # What the stream depends on: the data, model and optimizer parts and the seed (not the loop's
+  # logging or checkpoint settings).
+  recipe = json.loads(json.dumps({k: v for k, v in config.to_dict().items()
+                                  if k in ("seed", "data", "model", "optim", "sparsity")}))
   if os.path.isfile(meta_path):
     with open(meta_path) as f:
-      return json.load(f)
+      meta = json.load(f)
+    if meta.get("recipe") != recipe:
+      changed = sorted(k for k in recipe if meta.get("recipe", {}).get(k) != recipe[k])
+      raise cli.UsageError(f"{stream_dir} holds the stream of another command (it differs in "
+                           f"{', '.join(changed) or 'its recipe'}): choose another --workdir")
+    return meta
   os.makedirs(stream_dir, exist_ok=True)
   data_dir, info = setup.dataset(config)
   train_src, _, _ = setup.train_val_sources(config, info, data_dir)
@@ -143,7 +152,7 @@ def write_stream(config, stream_dir: str, torch_seed: int) -> dict:
           "lrs": lrs, "momentum": cfg.optim.momentum, "nesterov": cfg.optim.nesterov,
           "weight_decay": cfg.optim.weight_decay, "eval_batch": evaluate.eval_batch_size(config),
           "seeds": seeds, "torch_seed": torch_seed, "train_shape": list(first["x"].shape),
-          "num_test": len(test_src)}
+          "num_test": len(test_src), "recipe": recipe}
   with atomic_open(meta_path) as f:
     json.dump(meta, f, indent=1)
   return meta

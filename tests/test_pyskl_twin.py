@@ -90,3 +90,16 @@ def test_the_torch_side_trains_tests_and_resumes(dense_run, tmp_path):
   again = subprocess.run(cmd, capture_output=True, text=True, check=False)
   assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr[-2000:]
   assert json.loads((tmp_path / "results.json").read_text())["top1"] == results["top1"]
+
+
+def test_a_workdir_of_another_command_is_refused(dense_run, tmp_path, capsys):
+  _, twin, data_dir = dense_run
+  work = tmp_path / "twin"
+  (work / "stream").mkdir(parents=True)
+  meta = json.loads((twin / "stream" / "meta.json").read_text())
+  (work / "stream" / "meta.json").write_text(json.dumps(meta))
+  same = [*FLAGS, "--mode=dense", f"--data_dir={data_dir}", f"--workdir={work}", "--stream_only"]
+  assert cli.run(pyskl_twin.main, same) == 0            # the same command reuses its stream
+  assert cli.run(pyskl_twin.main, [*same, "--seed=5"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "holds the stream of another command (it differs in seed)" in err[0]

@@ -41,6 +41,8 @@ from stgcn_jax.atomic import atomic_open, atomic_path
 
 TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyskl_twin_torch.py")
 _BLOCK_LIST = ("base_channels", "num_stages", "inflate_stages", "down_stages")
+# Options the twin carries over (the block list) or that do not change the model's function.
+_CARRIED_OPTIONS = {*_BLOCK_LIST, "ch_ratio", "num_person", "temporal_conv"}
 
 
 def define_flags(fv: flags.FlagValues, argv) -> None:
@@ -60,7 +62,8 @@ def model_options(config, in_channels: int) -> dict:
   out = {name: (list(opts[name]) if isinstance(opts[name], (list, tuple)) else opts[name])
          for name in _BLOCK_LIST if name in opts}
   if opts.get("ch_ratio", 2) != 2:
-    raise cli.UsageError(f"ch_ratio={opts['ch_ratio']}: the twin builds pyskl's configs (ch_ratio 2)")
+    raise cli.UsageError(f"ch_ratio={opts['ch_ratio']}: the twin builds pyskl's configs "
+                         "(ch_ratio 2)")
   if in_channels != 3:
     out["in_channels"] = in_channels
   return out
@@ -181,6 +184,10 @@ def main(argv=None) -> int:
   runtime.configure_xla()
   config = run_cli._config(fv)  # pylint: disable=protected-access
   _check(config)
+  changed = sorted(set(json.loads(fv.config.model.options or "{}")) - _CARRIED_OPTIONS)
+  if changed:
+    raise cli.UsageError(f"--config.model.options: {', '.join(changed)}: the twin builds pyskl's "
+                         "own config of the backbone, which these options would change")
   side = None
   if not fv.stream_only:
     side = bench_vs_pyskl.resolve(fv.torch_python, fv.pyskl_src)

@@ -1,6 +1,7 @@
 """experiments.pyskl_twin: the stream is the batches and learning rates a dense run trains on (its
 seeds, schedule and test clips, checked against the run's own records); the torch side trains on it
-and resumes where pyskl and torch are there (``$STGCN_JAX_TORCH_PYTHON``, ``$STGCN_JAX_PYSKL_SRC``)."""
+and resumes where pyskl and torch are there (``$STGCN_JAX_TORCH_PYTHON``,
+``$STGCN_JAX_PYSKL_SRC``)."""
 
 import json
 import subprocess
@@ -55,10 +56,13 @@ def test_the_stream_is_what_the_run_trained_on(dense_run):
                                 [test[i]["label"] for i in range(len(test))])
 
 
-@pytest.mark.parametrize("flag,message", [("--sparsity=0.8", "dense models only"),
-                                          ("--mode=lth", "dense models only")])
+@pytest.mark.parametrize("flag,message", [
+    ("--sparsity=0.8", "dense models only"), ("--mode=lth", "dense models only"),
+    ("""--config.model.options={"tcn_dropout": 0.1}""", "tcn_dropout: the twin builds pyskl's")])
 def test_a_run_pyskl_cannot_train_is_one_error_line(tmp_path, capsys, flag, message):
-  assert cli.run(pyskl_twin.main, [*FLAGS, flag, f"--workdir={tmp_path}", "--stream_only"]) == 2
+  dense = [] if flag.startswith(("--sparsity=", "--mode=")) else ["--mode=dense"]
+  flags = [*FLAGS, *dense, flag]
+  assert cli.run(pyskl_twin.main, [*flags, f"--workdir={tmp_path}", "--stream_only"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and message in err[0], err
   assert not list(tmp_path.iterdir())

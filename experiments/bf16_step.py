@@ -14,28 +14,31 @@ from __future__ import annotations
 
 import re
 import statistics
+import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from stgcn_jax import runtime
+from stgcn_jax import cli, runtime
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("backbones", "ctrgcn", "comma-separated backbones")
-flags.DEFINE_integer("steps", 8, "timed steps per dtype (alternating)")
-flags.DEFINE_integer("batch", 16, "batch")
-flags.DEFINE_integer("persons", 1, "M")
-flags.DEFINE_integer("frames", 52, "T")
-flags.DEFINE_string("layout", "nw-ucla", "layout")
-flags.DEFINE_integer("classes", 10, "classes")
-flags.DEFINE_bool("tiny", False, "reduced model")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
-                  "the variants: float32, bfloat16, and float32_T (float32 through the mixed "
-                  "matmul's gradient formulation, to separate its effect from the dtype's)")
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("backbones", "ctrgcn", "comma-separated backbones", flag_values=fv)
+  flags.DEFINE_integer("steps", 8, "timed steps per dtype (alternating)", flag_values=fv)
+  flags.DEFINE_integer("batch", 16, "batch", flag_values=fv)
+  flags.DEFINE_integer("persons", 1, "M", flag_values=fv)
+  flags.DEFINE_integer("frames", 52, "T", flag_values=fv)
+  flags.DEFINE_string("layout", "nw-ucla", "layout", flag_values=fv)
+  flags.DEFINE_integer("classes", 10, "classes", flag_values=fv)
+  flags.DEFINE_bool("tiny", False, "reduced model", flag_values=fv)
+  flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                    "the variants: float32, bfloat16, and float32_T (float32 through the mixed "
+                    "matmul's gradient formulation, to separate its effect from the dtype's)",
+                    flag_values=fv)
 
 
-def main(argv):
-  del argv
+def main(argv=None) -> int:
+  FLAGS = cli.parse(define_flags, argv, doc=__doc__)  # pylint: disable=invalid-name
+  runtime.configure_xla()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from experiments import bench, bench_flags  # pylint: disable=import-outside-toplevel
@@ -90,8 +93,8 @@ def main(argv):
     for dtype in FLAGS.dtypes[1:]:
       print(f"{name:8s} {dtype} / {FLAGS.dtypes[0]} step time "
             f"{statistics.median(rows[dtype]['times']) / base:.3f}", flush=True)
+  return 0
 
 
 if __name__ == "__main__":
-  runtime.configure_xla()
-  app.run(main)
+  sys.exit(cli.run(main))

@@ -7,7 +7,8 @@ import pytest
 from absl import flags
 
 from data_prep import common, ntu, pyskl, synthetic
-from experiments import bench, bench_graph, by_view, convert, data_bench, export, predict
+from experiments import (bench, bench_graph, bf16_step, by_view, convert, data_bench, export,
+                         predict)
 from stgcn_jax import cli
 
 from conftest import REPO
@@ -50,8 +51,8 @@ def test_user_mistake_is_one_error_line_and_status_2(capsys, argv, message):
 
 
 def test_programs_share_a_process_without_flag_clashes():
-  for program in (pyskl, ntu, synthetic, convert, data_bench, bench, bench_graph, by_view, predict,
-                  export):
+  for program in (pyskl, ntu, synthetic, convert, data_bench, bench, bench_graph, bf16_step,
+                  by_view, predict, export):
     fv = flags.FlagValues()
     program.define_flags(fv)
     assert "help" not in fv and not set(fv) & set(flags.FLAGS), program.__name__

@@ -83,7 +83,7 @@ def train(args: argparse.Namespace) -> dict:
                                 f"{epochs} epochs of {spe} steps (a stream cut short?)")
   ckpt, start_epoch, train_s = out / "checkpoint.pt", 0, 0.0
   if ckpt.is_file():
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)   # tensors and plain values only: no pickled code
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     start_epoch, train_s = saved["epoch"], saved["train_s"]

@@ -9,50 +9,48 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO, SYNTHETIC, TEST_CONFIG, run_experiment
-from experiments import bench_vs_pyskl, pyskl_twin
+from conftest import REPO, TEST_CONFIG
+from experiments import bench_vs_pyskl, pyskl_twin, run as run_cli
 from stgcn_jax import cli, data
 
 FLAGS = [TEST_CONFIG, "--config.loop.progress_bar=False", "--epochs=2", "--backbone=ctrgcn"]
 
 
 @pytest.fixture(scope="module")
-def dense_run(tmp_path_factory):
-  """A dense test-config run (every step logged) and the twin's stream of the same flags."""
-  root = tmp_path_factory.mktemp("twin")
-  data_dir = root / "data"
-  data.build_synthetic(str(data_dir), seed=1, **SYNTHETIC)
-  result = run_experiment(root / "run", data_dir, "--sparsity=0", "--epochs=2",
-                          "--backbone=ctrgcn", "--config.loop.log_every_steps=1")
-  assert result.returncode == 0, result.stderr[-3000:]
-  twin = root / "twin"
-  assert pyskl_twin.main([*FLAGS, "--mode=dense", f"--data_dir={data_dir}",
-                          f"--workdir={twin}", "--stream_only"]) == 0
-  return root / "run", twin, data_dir
+def stream(finished_run, tmp_path_factory):
+  """The twin's stream of the session's finished run (the generator at 0.8: the stream does not
+  depend on the mode, so the check needs no dense run of its own): ``(run, stream dir, data)``."""
+  run, data_dir = finished_run
+  argv = [TEST_CONFIG, f"--data_dir={data_dir}", "--config.loop.progress_bar=False",
+          "--sparsity=0.8", "--epochs=3", "--warmup_epochs=1"]          # conftest.run_experiment's
+  config = run_cli._config(run_cli._parse(argv))  # pylint: disable=protected-access
+  out = tmp_path_factory.mktemp("twin") / "stream"
+  pyskl_twin.write_stream(config, str(out), torch_seed=0)
+  return run, out, data_dir
 
 
-def test_the_stream_is_what_the_run_trained_on(dense_run):
-  run, twin, data_dir = dense_run
-  meta = json.loads((twin / "stream" / "meta.json").read_text())
+def test_the_stream_is_what_the_run_trained_on(stream):
+  run, out, data_dir = stream
+  meta = json.loads((out / "meta.json").read_text())
   config = json.loads((run / "config.json").read_text())
   assert meta["seeds"] == config["seeds"]
-  assert (meta["steps_per_epoch"], meta["num_epochs"]) == (config["optim"]["steps_per_epoch"], 2)
+  assert (meta["steps_per_epoch"], meta["num_epochs"]) == (config["optim"]["steps_per_epoch"], 3)
   rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
   logged = {r["step"]: r["lr"] for r in rows if r.get("split") == "train"}
-  assert len(logged) == len(meta["lrs"])            # every step, the last one included
+  assert max(logged) == len(meta["lrs"]) and len(logged) >= 3   # the last step logged, and more
   for step, lr in logged.items():   # row k: the k-th update (float32, jitted: to the last bits)
     assert meta["lrs"][step - 1] == pytest.approx(lr, rel=1e-5, abs=1e-9), step
-  y = np.load(twin / "stream" / "train_y.npy")
-  x = np.load(twin / "stream" / "train_x.npy", mmap_mode="r")
+  y = np.load(out / "train_y.npy")
+  x = np.load(out / "train_x.npy", mmap_mode="r")
   assert x.shape == (len(meta["lrs"]), *meta["train_shape"]) and np.isfinite(x[-1]).all()
   train_labels = np.sort([r["label"] for r in data.load("synthetic", str(data_dir), "train")])
   spe, batch = meta["steps_per_epoch"], meta["train_shape"][0]
-  for epoch in range(2):   # each epoch draws every sample at most once (the last batch dropped)
+  for epoch in range(3):   # each epoch draws every sample at most once (the last batch dropped)
     labels = np.sort(y[epoch * spe:(epoch + 1) * spe].reshape(-1))
     assert len(labels) == spe * batch and np.all(np.isin(labels, train_labels))
   assert not np.array_equal(y[:spe], y[spe:2 * spe])   # reshuffled every epoch
   test = data.load("synthetic", str(data_dir), "test")
-  np.testing.assert_array_equal(np.load(twin / "stream" / "test_y.npy"),
+  np.testing.assert_array_equal(np.load(out / "test_y.npy"),
                                 [test[i]["label"] for i in range(len(test))])
 
 
@@ -77,33 +75,31 @@ def test_without_the_pyskl_side_it_says_why_before_writing(tmp_path, monkeypatch
   assert not (tmp_path / "w").exists()
 
 
-def test_the_torch_side_trains_tests_and_resumes(dense_run, tmp_path):
+def test_the_torch_side_trains_tests_and_resumes(stream, tmp_path):
   side = bench_vs_pyskl.resolve(None, None)
   if isinstance(side, str):
     pytest.skip(f"the pyskl side is not available here: {side}")
-  _, twin, _ = dense_run
-  cmd = [side.python, str(REPO / "experiments" / "pyskl_twin_torch.py"),
-         f"--stream={twin / 'stream'}", f"--pyskl_src={side.src}", f"--out={tmp_path}"]
+  _, out, _ = stream
+  cmd = [side.python, str(REPO / "experiments" / "pyskl_twin_torch.py"), f"--stream={out}", f"--pyskl_src={side.src}", f"--out={tmp_path}"]
   first = subprocess.run(cmd, capture_output=True, text=True, check=False)
   assert first.returncode == 0, first.stderr[-2000:]
   results = json.loads((tmp_path / "results.json").read_text())
   assert 0.0 <= results["top1"] <= results["top5"] <= 1.0 and results["num_samples"] == 20
   epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [e["epoch"] for e in epochs] == [1, 2] and all(np.isfinite(e["loss"]) for e in epochs)
+  assert [e["epoch"] for e in epochs] == [1, 2, 3] and all(np.isfinite(e["loss"]) for e in epochs)
   (tmp_path / "results.json").unlink()      # as if stopped after the last epoch's checkpoint
   again = subprocess.run(cmd, capture_output=True, text=True, check=False)
   assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr[-2000:]
   assert json.loads((tmp_path / "results.json").read_text())["top1"] == results["top1"]
 
 
-def test_a_workdir_of_another_command_is_refused(dense_run, tmp_path, capsys):
-  _, twin, data_dir = dense_run
+def test_a_workdir_of_another_command_is_refused(finished_run, tmp_path, capsys):
+  data_dir = finished_run[1]
   work = tmp_path / "twin"
-  (work / "stream").mkdir(parents=True)
-  meta = json.loads((twin / "stream" / "meta.json").read_text())
-  (work / "stream" / "meta.json").write_text(json.dumps(meta))
   same = [*FLAGS, "--mode=dense", f"--data_dir={data_dir}", f"--workdir={work}", "--stream_only"]
-  assert cli.run(pyskl_twin.main, same) == 0            # the same command reuses its stream
+  assert cli.run(pyskl_twin.main, same) == 0              # writes the stream
+  assert (work / "stream" / "meta.json").is_file()
+  assert cli.run(pyskl_twin.main, same) == 0              # the same command reuses it
   assert cli.run(pyskl_twin.main, [*same, "--seed=5"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "holds the stream of another command (it differs in seed)" in err[0]

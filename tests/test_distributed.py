@@ -97,9 +97,13 @@ def _assert_same_run(a, b, atol: float) -> None:
   assert ra["best_by_val"] == rb["best_by_val"]
 
 
-def _kill_process_1_after_a_checkpoint(procs, workdir) -> str:
-  """Kills process 1 once a checkpoint is written; process 0 must end by itself, soon, with one
-  line; returns that line."""
+RUNTIME_END = "Terminating process because the JAX distributed service detected fatal errors"
+
+
+def _kill_process_1_after_a_checkpoint(procs, workdir) -> str | None:
+  """Kills process 1 once a checkpoint is written; process 0 must end by itself, soon: with one
+  line (returned) if it was in a collective with the dead peer, else ended by JAX's runtime with
+  its own message (``stgcn_jax.distributed``'s docstring: None is returned)."""
   ckpts, end = workdir / "checkpoints", time.time() + DEADLINE_S
   while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
     if time.time() > end or any(p.poll() is not None for p in procs):
@@ -111,7 +115,9 @@ def _kill_process_1_after_a_checkpoint(procs, workdir) -> str:
   t_kill = time.time()
   (code, _, err), _ = _finish(procs, deadline_s=60)
   assert time.time() - t_kill < 30, "process 0 outlived its peer by more than the peer timeout"
-  assert code == 2 and "Traceback" not in err
+  if code == -signal.SIGABRT and RUNTIME_END in err:   # waiting outside a collective: the runtime
+    return None
+  assert code == 2 and "Traceback" not in err, (code, err[-2000:])
   return err.strip().splitlines()[-1]
 
 
@@ -123,9 +129,10 @@ def test_two_processes_equal_one_process_and_resume_after_a_kill(tmp_path):
   # test_train.py).
   one, two = tmp_path / "one", tmp_path / "two"
   _succeed([_start(one, tmp_path / "data_one", devices=2)])
-  # A killed process ends the other at once with one line; both started again finish the run.
+  # A killed process ends the other at once (one line, or JAX's runtime message when it waited
+  # outside a collective); both started again finish the run.
   line = _kill_process_1_after_a_checkpoint(_launch_two(two, tmp_path / "data_two"), two)
-  assert "process 0 of 2 lost another process" in line and "resumes" in line
+  assert line is None or ("process 0 of 2 lost another process" in line and "resumes" in line)
   (_, out0, _), (_, out1, _) = _succeed(_launch_two(two, tmp_path / "data_two"))
   assert "resumed from" in out0
   _assert_same_run(one, two, atol=1e-6)

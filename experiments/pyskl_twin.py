@@ -35,7 +35,7 @@ import time
 import numpy as np
 from absl import flags
 
-from experiments import bench_pyskl, bench_vs_pyskl, run as run_cli
+from experiments import bench_pyskl, bench_timing, bench_vs_pyskl, run as run_cli
 from stgcn_jax import cli, runtime
 from stgcn_jax.atomic import atomic_open, atomic_path
 
@@ -169,15 +169,6 @@ def _commit() -> str | None:
     return None
 
 
-def _cpu_model() -> str | None:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                  None)
-  except OSError:
-    return None
-
-
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   fv = cli.parse(lambda fv: define_flags(fv, argv), argv, doc=__doc__)
@@ -221,7 +212,7 @@ def main(argv=None) -> int:
                                                           "num_params", "allocator",
                                                           "train_time_s")},
              "command": shlex.join(["python", "-m", "experiments.pyskl_twin", *argv]),
-             "commit": commit, "cpu": _cpu_model(),
+             "commit": commit, "cpu": bench_timing.cpu_model(),
              "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
              "wall_s_this_launch": time.time() - t1}
   with atomic_open(os.path.join(workdir, "results.json")) as f:

@@ -276,6 +276,46 @@ def test_graph_matmul_and_gram_are_the_einsums(per_sample):
       np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("joints,frames", [(3, 2), (9, 5), (20, 13)])
+def test_refined_graph_conv_is_the_einsum(joints, frames):
+  # Values and both gradients of the fused loops (one partial chunk, chunks with a remainder, a
+  # loop over several chunks) equal the einsum of CTR-GCN's refined graphs, summed over subsets.
+  from stgcn_jax.models import layers
+  keys = jax.random.split(jax.random.key(5), 6)
+  xs = tuple(jax.random.normal(keys[i], (2, frames, joints, 4)) for i in range(3))
+  gs = tuple(jax.random.normal(keys[3 + i], (2, joints, joints + 1, 4)) for i in range(3))
+  ref = lambda xs, gs: sum(jnp.einsum("btuc,buvc->btvc", x, g) for x, g in zip(xs, gs))
+  loss = lambda f: lambda *z: jnp.sum(jnp.sin(f(*z)))
+  np.testing.assert_allclose(layers.refined_graph_conv(xs, gs), ref(xs, gs), rtol=1e-5, atol=1e-5)
+  ours = jax.grad(loss(layers.refined_graph_conv), (0, 1))(xs, gs)
+  theirs = jax.grad(loss(ref), (0, 1))(xs, gs)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), ours, theirs)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("frames", [1, 6, 13])
+def test_max_pool_time_gives_the_gradient_to_the_first_maximum(stride, frames):
+  # MaxPool2d((3, 1), (stride, 1), (1, 0)) as PyTorch computes it, ties included (ReLU outputs
+  # tie at zero; a constant channel ties everywhere): each window's gradient goes to its first
+  # maximum, checked against a loop over the windows.
+  from stgcn_jax.models import layers
+  x = jax.random.normal(jax.random.key(frames), (2, frames, 3, 4))
+  x = jnp.where(x < -0.3, 0.0, x).at[0, :, 0, 0].set(1.0)
+  y = layers.max_pool_time(x, stride)
+  xn = np.asarray(x)
+  np.testing.assert_array_equal(y, np.stack([
+      xn[:, max(stride * t - 1, 0):stride * t + 2].max(axis=1) for t in range(y.shape[1])], 1))
+  g = np.asarray(jax.random.normal(jax.random.key(7), y.shape))
+  dx = jax.vjp(lambda z: layers.max_pool_time(z, stride), x)[1](jnp.asarray(g))[0]
+  expected = np.zeros(x.shape, np.float32)
+  for t in range(y.shape[1]):
+    window = [f for f in (stride * t - 1, stride * t, stride * t + 1) if 0 <= f < frames]
+    first = np.take(window, np.argmax(xn[:, window], axis=1))        # argmax: the first maximum
+    for b, v, c in np.ndindex(2, 3, 4):
+      expected[b, first[b, v, c], v, c] += g[b, t, v, c]
+  np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("conv_pos", ["pre", "post"])
 def test_stgcn_unit_is_pyskls_graph_product(conv_pos):
   # unit_gcn's K-major channel split: pre-conv einsum("btvkc,kvw->btwc"), post einsum("btvc,kvw->btwkc").

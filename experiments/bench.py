@@ -1,7 +1,8 @@
 """Throughput of the four backbones, side by side with pyskl's (PyTorch) own models.
 
   python -m experiments.bench [--backbones=stgcn,aagcn,ctrgcn,dgstgcn] [--shape=ntu|nw-ucla]
-                              [--threads=N] [--batch=16] [--steps=3] [--dtype=float32]
+                              [--threads=N] [--batch=16] [--steps=3] [--rounds=1]
+                              [--dtype=float32]
                               [--torch_python=PY --pyskl_src=DIR] [--json=bench.json] [--tiny]
   python -m experiments.bench --deploy [--backbones=...] [--deploy_sparsities=0,0.8,0.95,0.99]
 
@@ -10,7 +11,8 @@ C=3, 60 classes; ``nw-ucla``: batch 16, M=1, T=52, the 20-joint nw-ucla layout, 
 flags ``--batch --persons --frames --layout --classes`` override single fields), float32:
   * the real sparse fine-tune train step (``stgcn_jax.training.make_train_step``, generator mode,
     80 % sparsity), jitted with the state donated, and the eval step, in samples/s: median of
-    ``--steps`` timed steps after one untimed step, ``block_until_ready`` on every step;
+    ``--steps`` timed steps after one untimed step, ``block_until_ready`` on every step (with
+    ``--rounds=R``, R such measurements alternating with pyskl's, and the median over them);
   * pyskl's own model at the same shape, steps and CPUs, timed in the same run by
     ``experiments/bench_pyskl.py`` under a python that has torch (``bench_vs_pyskl``: a train step
     is forward + cross-entropy + backward + SGD, inference runs under ``inference_mode``), and the
@@ -131,8 +133,14 @@ def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array
           "label": jax.random.randint(kl, (shape[0],), 0, classes, jnp.int32)}
 
 
-def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
-  """Train and inference figures of one backbone (see the module docstring)."""
+def bench_backbone(name: str, args, peak_gflops: float, pyskl_round=None) -> dict[str, Any]:
+  """Train and inference figures of one backbone (see the module docstring).
+
+  ``args.rounds`` rounds, each ``pyskl_round()`` (pyskl's figures for this backbone, or None)
+  then ``args.steps`` timed steps of ours: the two sides are measured minutes apart at most, so a
+  machine whose speed drifts (a shared host) moves both. Each side's rate is the median over the
+  rounds; the measured ratio is the median of the rounds' ratios (``bench_vs_pyskl.merge``).
+  """
   model, shape = model_and_shape(name, args)
   batch = make_batch(shape, args.classes, jax.random.key(1))
   cfg = sparse_config(args.batch)
@@ -150,20 +158,26 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
     holder["loss"] = metrics["loss"]
     return metrics["loss"]
 
-  usage = {}
-  times = time_calls(train_once, args.steps, warmup=1, usage=usage)
-  row["train_cpu_per_step"] = usage   # user / system seconds and minor page faults, per step
-  row["train_step_s"] = statistics.median(times)
-  row["train_step_s_all"] = times
-  row["train_samples_per_s"] = args.batch / row["train_step_s"]
-  row["train_loss_finite"] = bool(np.isfinite(float(holder["loss"])))
-
   eval_jit = jax.jit(training.make_eval_step(model))
   infer, row["infer_compile_s"], infer_info = compile_jitted(eval_jit, holder["state"], batch["x"])
-  times = time_calls(lambda: infer(holder["state"], batch["x"]), args.steps, warmup=1)
-  row["infer_step_s"] = statistics.median(times)
-  row["infer_step_s_all"] = times
-  row["infer_samples_per_s"] = args.batch / row["infer_step_s"]
+
+  rounds, pyskl_rounds = [], []
+  for _ in range(args.rounds):
+    if pyskl_round is not None:
+      pyskl_rounds.append(pyskl_round())
+    usage: dict[str, float] = {}
+    train_times = time_calls(train_once, args.steps, warmup=1, usage=usage)
+    infer_times = time_calls(lambda: infer(holder["state"], batch["x"]), args.steps, warmup=1)
+    rounds.append({"train_step_s": statistics.median(train_times), "train_step_s_all": train_times,
+                   "infer_step_s": statistics.median(infer_times), "infer_step_s_all": infer_times,
+                   "train_cpu_per_step": usage})
+  row["rounds"] = rounds
+  row["train_cpu_per_step"] = rounds[-1]["train_cpu_per_step"]   # user / system s, minor faults
+  row["train_loss_finite"] = bool(np.isfinite(float(holder["loss"])))
+  for kind in ("train", "infer"):
+    row[f"{kind}_step_s"] = statistics.median(r[f"{kind}_step_s"] for r in rounds)
+    row[f"{kind}_step_s_all"] = [t for r in rounds for t in r[f"{kind}_step_s_all"]]
+    row[f"{kind}_samples_per_s"] = args.batch / row[f"{kind}_step_s"]
 
   for kind, info in (("train", train_info), ("infer", infer_info)):
     row[f"{kind}_xla_gflop_per_step"] = info["flops"] / 1e9 if info["flops"] else None
@@ -182,6 +196,7 @@ def bench_backbone(name: str, args, peak_gflops: float) -> dict[str, Any]:
     row[f"{kind}_ratio_to_pyskl"] = row[f"{kind}_samples_per_s"] / ref if (
         ref and comparable) else None
   row["load_avg_after"] = list(os.getloadavg())
+  row["pyskl_rounds"] = pyskl_rounds
   return row
 
 
@@ -252,8 +267,7 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
                     "cpus): timings are upper bounds")
   meter = ContentionMeter().start()
   started = time.perf_counter()
-  # pyskl first, while this process holds no model's memory yet.
-  pyskl_side, pyskl_rows = bench_vs_pyskl.measure_all(names, args, jax.default_backend())
+  pyskl_side, pyskl_round = bench_vs_pyskl.prepare(args, jax.default_backend())
   with precision(args.dtype):
     peak = matmul_peak_gflops(args.matmul_n, args.steps, jnp.float32)
   result: dict[str, Any] = {
@@ -271,8 +285,8 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
   for name in names:
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     with precision(args.dtype):
-      row = bench_backbone(name, args, peak)
-    bench_vs_pyskl.merge(row, pyskl_rows.get(name), warnings)
+      row = bench_backbone(name, args, peak, pyskl_round and (lambda name=name: pyskl_round(name)))
+    bench_vs_pyskl.merge(row, row.pop("pyskl_rounds"), warnings)
     result["backbones"].append(row)
   single = {r["backbone"]: r["train_step_s"] for r in result["backbones"]}
   for name in [n for n in args.ensemble_backbones.split(",") if n]:

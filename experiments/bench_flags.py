@@ -42,6 +42,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   define(flags.DEFINE_integer, "batch", None,
          "batch size (default 16 on CPU, the reference; 64 on accelerators)")
   define(flags.DEFINE_integer, "steps", 3, "timed steps per measurement (median)")
+  define(flags.DEFINE_integer, "rounds", 1,
+         "measurements per backbone, pyskl's and ours alternating (each side's rate: the median "
+         "over rounds; the ratio: the median of the rounds' ratios, with their range)")
   flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "computation precision",
                     flag_values=fv)
   define(flags.DEFINE_integer, "frames", 100, "T of the input")
@@ -81,8 +84,10 @@ def parse_flags(argv=None, doc: str | None = None) -> types.SimpleNamespace:
   for name, value in SHAPES.get(args.shape, {}).items():
     if not fv[name].present:
       setattr(args, name, value)
-  if args.threads is not None and args.threads < 1:
-    raise cli.UsageError(f"--threads={args.threads}: expected 1 or more")
+  for name in ("threads", "rounds"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      raise cli.UsageError(f"--{name}={value}: expected 1 or more")
   return args
 
 

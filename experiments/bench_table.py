@@ -97,6 +97,13 @@ def _notes(rows: list[dict]) -> list[str]:
            "(train + infer), pyskl first train + infer step;",
            "peak MB: jax process RSS so far, pyskl its own process; sys %: system share of a "
            "train step's CPU time"]
+  spans = [r for r in rows if len(r.get("rounds", ())) > 1 and r.get("train_ratio_range")]
+  if spans:
+    lines.append(f"over {len(spans[0]['rounds'])} rounds (pyskl, then ours), the median ratio; "
+                 "each round's train / infer ratio within: " + ", ".join(
+                     f"{r['backbone']} {r['train_ratio_range'][0]:.2f}-"
+                     f"{r['train_ratio_range'][1]:.2f} / {r['infer_ratio_range'][0]:.2f}-"
+                     f"{r['infer_ratio_range'][1]:.2f}" for r in spans))
   if any(_ratio(r, k).endswith(DOC_MARK) for r in rows for k in ("train", "infer")):
     lines.append(f"{DOC_MARK}: against docs/BACKBONES.md section 10's pyskl figures (idle, 2 "
                  "threads, this shape), not measured in this run")

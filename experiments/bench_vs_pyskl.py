@@ -3,9 +3,9 @@
 Two things are needed, each from a flag or the environment: a python that has torch
 (``--torch_python`` / ``$STGCN_JAX_TORCH_PYTHON``; default: this python, if torch imports here)
 and a pyskl source checkout (``--pyskl_src`` / ``$STGCN_JAX_PYSKL_SRC``). With both, the bench
-starts ``experiments/bench_pyskl.py`` under that python once per backbone, before any JAX model
-runs (a fresh process each, so its peak RSS is that backbone's alone), with the bench's shape,
-steps and CPUs, and reads its JSON back. pyskl runs under the allocator of the shell that started
+starts ``experiments/bench_pyskl.py`` under that python once per backbone and round, just before
+its own timing of that backbone (a fresh process each, so its peak RSS is that backbone's alone),
+with the bench's shape, steps and CPUs, and reads its JSON back. pyskl runs under the allocator of the shell that started
 the bench: the tcmalloc preload that ``stgcn_jax.runtime`` adds for XLA is taken out of its
 environment (each row records its allocator; the ``sys %`` column shows what page faults cost
 either side). Without torch or pyskl the table says, in one line, that the pyskl columns are
@@ -19,9 +19,11 @@ import dataclasses
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,8 @@ from experiments import bench_pyskl
 from stgcn_jax import cli
 from stgcn_jax import runtime
 
-__all__ = ["Side", "resolve", "command", "measure", "measure_all", "merge", "TORCH_PYTHON_ENV",
-           "PYSKL_SRC_ENV"]
+__all__ = ["Side", "resolve", "command", "measure", "prepare", "combine", "merge",
+           "TORCH_PYTHON_ENV", "PYSKL_SRC_ENV"]
 
 TORCH_PYTHON_ENV = "STGCN_JAX_TORCH_PYTHON"
 PYSKL_SRC_ENV = "STGCN_JAX_PYSKL_SRC"
@@ -134,29 +136,52 @@ def measure(side: Side, name: str, args, threads: int) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def measure_all(names: list[str], args, backend: str
-                ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-  """The result's ``pyskl`` entry (where it ran, or why it was skipped) and each backbone's pyskl
-  figures (none when skipped), on the CPUs of ``args.cpus``; JAX on ``backend``."""
+def prepare(args, backend: str) -> tuple[dict[str, Any], Callable[[str], dict[str, Any]] | None]:
+  """The result's ``pyskl`` entry (where it runs, or why it is skipped) and a function that
+  measures one backbone's pyskl figures once (None when skipped), on the CPUs of ``args.cpus``;
+  JAX on ``backend``. ``experiments.bench`` calls it before each round of its own timing."""
   side = resolve(args.torch_python, args.pyskl_src)
   if isinstance(side, str):
-    return {"skipped": side}, {}
+    return {"skipped": side}, None
   if backend != "cpu":
-    return {"skipped": f"JAX runs on {backend}, bench_pyskl times pyskl on the CPU only"}, {}
-  rows = {}
-  for name in names:
+    return {"skipped": f"JAX runs on {backend}, bench_pyskl times pyskl on the CPU only"}, None
+
+  def one_round(name: str) -> dict[str, Any]:
     print(f"[bench] pyskl {name} ...", file=sys.stderr, flush=True)
-    rows[name] = measure(side, name, args, len(args.cpus))
-  return {"skipped": None, **dataclasses.asdict(side), "threads": len(args.cpus)}, rows
+    return measure(side, name, args, len(args.cpus))
+
+  return {"skipped": None, **dataclasses.asdict(side), "threads": len(args.cpus)}, one_round
 
 
-def merge(row: dict[str, Any], pyskl: dict[str, Any] | None, warnings: list[str]) -> None:
-  """Adds the pyskl figures and the measured ratios to the bench's ``row`` (None where pyskl was
-  not measured); a failed pyskl run or a parameter count that differs becomes a warning."""
-  row["pyskl"] = pyskl
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """pyskl's figures over the rounds: the first round's row, its rates and step times the medians
+  over the rounds, each round's rates under ``rounds``; the first failed round if any failed."""
+  if not rounds:
+    return None
+  failed = [r for r in rounds if "error" in r]
+  if failed:
+    return failed[0]
+  row = dict(rounds[0])
   for kind in ("train", "infer"):
-    ours, theirs = row[f"{kind}_samples_per_s"], (pyskl or {}).get(f"{kind}_samples_per_s")
-    row[f"{kind}_ratio_measured"] = ours / theirs if theirs else None
+    row[f"{kind}_step_s"] = statistics.median(r[f"{kind}_step_s"] for r in rounds)
+    row[f"{kind}_samples_per_s"] = statistics.median(r[f"{kind}_samples_per_s"] for r in rounds)
+  row["rounds"] = [{k: r[k] for k in ("train_samples_per_s", "infer_samples_per_s")}
+                   for r in rounds]
+  return row
+
+
+def merge(row: dict[str, Any], pyskl_rounds: list[dict[str, Any]], warnings: list[str]) -> None:
+  """Adds pyskl's figures (``combine``) and the measured ratios to the bench's ``row`` (None where
+  pyskl was not measured): the median of the rounds' ratios, each round's ours over its pyskl,
+  and their range; a failed pyskl run or a parameter count that differs becomes a warning."""
+  pyskl = combine(pyskl_rounds)
+  row["pyskl"] = pyskl
+  ok = pyskl is not None and "error" not in pyskl
+  for kind in ("train", "infer"):
+    ratios = ([row["shape"][0] / r[f"{kind}_step_s"] / p[f"{kind}_samples_per_s"]
+               for r, p in zip(row["rounds"], pyskl_rounds)] if ok else [])
+    row[f"{kind}_ratio_measured"] = statistics.median(ratios) if ratios else None
+    row[f"{kind}_ratio_range"] = [min(ratios), max(ratios)] if ratios else None
   row["num_params_pyskl"] = (pyskl or {}).get("num_params")
   if pyskl and "error" in pyskl:
     warnings.append(f"pyskl {row['backbone']} was not measured: {pyskl['error']}")

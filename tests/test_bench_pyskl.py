@@ -102,6 +102,31 @@ def test_table_marks_ratios_that_were_not_measured_in_the_run():
     assert ("d: against docs/BACKBONES.md" in text) == (row is documented)
 
 
+def test_rounds_give_medians_and_the_median_of_each_rounds_ratio():
+  # Three rounds in which the machine slows down for both sides alike: each round's ratio is 2,
+  # while the ratio of the two sides' medians would mix rounds (their medians come from
+  # different rounds).
+  ours = [{"train_step_s": t, "infer_step_s": t / 4} for t in (0.5, 1.0, 0.25)]
+  theirs = [{"train_step_s": 2 * t, "infer_step_s": t, "train_samples_per_s": 2 / (2 * t),
+             "infer_samples_per_s": 2 / t, "num_params": 10, "train_first_step_s": 1.0}
+            for t in (0.6, 1.0, 0.25)]
+  row = {"backbone": "stgcn", "shape": [2, 2, 16, 25, 3], "num_params": 10, "rounds": ours}
+  warnings = []
+  bench_vs_pyskl.merge(row, theirs, warnings)
+  assert not warnings
+  assert row["pyskl"]["train_samples_per_s"] == pytest.approx(2 / 1.2)        # median of rounds
+  assert row["pyskl"]["train_step_s"] == pytest.approx(1.2)
+  assert len(row["pyskl"]["rounds"]) == 3 and row["pyskl"]["train_first_step_s"] == 1.0
+  assert row["train_ratio_measured"] == pytest.approx(2.0)        # rounds: 2.4, 2.0, 2.0
+  assert row["train_ratio_range"] == pytest.approx([2.0, 2.4])
+  assert row["infer_ratio_measured"] == pytest.approx(4.0)
+  failed = [theirs[0], {"error": "exit status 1: boom"}]
+  row = {"backbone": "stgcn", "shape": [2, 2, 16, 25, 3], "num_params": 10, "rounds": ours[:2]}
+  bench_vs_pyskl.merge(row, failed, warnings)
+  assert row["train_ratio_measured"] is None and row["train_ratio_range"] is None
+  assert warnings == ["pyskl stgcn was not measured: exit status 1: boom"]
+
+
 def _jax_num_params(name: str, layout: str, persons: int, classes: int) -> int:
   model = get_model(name, classes, layout=layout, num_person=persons)
   joints = model.backbone.layout.num_joints

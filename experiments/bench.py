@@ -133,13 +133,16 @@ def make_batch(shape: tuple[int, ...], classes: int, key) -> dict[str, jax.Array
           "label": jax.random.randint(kl, (shape[0],), 0, classes, jnp.int32)}
 
 
-def bench_backbone(name: str, args, peak_gflops: float, pyskl_round=None) -> dict[str, Any]:
-  """Train and inference figures of one backbone (see the module docstring).
+def bench_backbone(name: str, args, peak_gflops: float, pyskl_round=None
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Train and inference figures of one backbone (see the module docstring), and pyskl's figures
+  of each round.
 
-  ``args.rounds`` rounds, each ``pyskl_round()`` (pyskl's figures for this backbone, or None)
-  then ``args.steps`` timed steps of ours: the two sides are measured minutes apart at most, so a
-  machine whose speed drifts (a shared host) moves both. Each side's rate is the median over the
-  rounds; the measured ratio is the median of the rounds' ratios (``bench_vs_pyskl.merge``).
+  ``args.rounds`` rounds, each ``pyskl_round()`` (pyskl's figures for this backbone; not called
+  when None) then ``args.steps`` timed steps of ours: the two sides are measured about a minute
+  apart, so a machine whose speed drifts (a shared host) moves both. Each side's rate is the
+  median over the rounds; the measured ratio is the median of the rounds' ratios
+  (``bench_vs_pyskl.merge``).
   """
   model, shape = model_and_shape(name, args)
   batch = make_batch(shape, args.classes, jax.random.key(1))
@@ -196,8 +199,7 @@ def bench_backbone(name: str, args, peak_gflops: float, pyskl_round=None) -> dic
     row[f"{kind}_ratio_to_pyskl"] = row[f"{kind}_samples_per_s"] / ref if (
         ref and comparable) else None
   row["load_avg_after"] = list(os.getloadavg())
-  row["pyskl_rounds"] = pyskl_rounds
-  return row
+  return row, pyskl_rounds
 
 
 def bench_ensemble(name: str, args, single_step_s: float | None, batching: str) -> dict[str, Any]:
@@ -285,8 +287,9 @@ def run(args: types.SimpleNamespace) -> dict[str, Any]:
   for name in names:
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     with precision(args.dtype):
-      row = bench_backbone(name, args, peak, pyskl_round and (lambda name=name: pyskl_round(name)))
-    bench_vs_pyskl.merge(row, row.pop("pyskl_rounds"), warnings)
+      row, pyskl_rounds = bench_backbone(
+          name, args, peak, pyskl_round and (lambda name=name: pyskl_round(name)))
+    bench_vs_pyskl.merge(row, pyskl_rounds, warnings)
     result["backbones"].append(row)
   single = {r["backbone"]: r["train_step_s"] for r in result["backbones"]}
   for name in [n for n in args.ensemble_backbones.split(",") if n]:

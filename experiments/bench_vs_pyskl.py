@@ -5,12 +5,12 @@ Two things are needed, each from a flag or the environment: a python that has to
 and a pyskl source checkout (``--pyskl_src`` / ``$STGCN_JAX_PYSKL_SRC``). With both, the bench
 starts ``experiments/bench_pyskl.py`` under that python once per backbone and round, just before
 its own timing of that backbone (a fresh process each, so its peak RSS is that backbone's alone),
-with the bench's shape, steps and CPUs, and reads its JSON back. pyskl runs under the allocator of the shell that started
-the bench: the tcmalloc preload that ``stgcn_jax.runtime`` adds for XLA is taken out of its
-environment (each row records its allocator; the ``sys %`` column shows what page faults cost
-either side). Without torch or pyskl the table says, in one line, that the pyskl columns are
-skipped and why. A path that is given but does not work is a usage error, found before anything
-is measured.
+with the bench's shape, steps and CPUs, and reads its JSON back. pyskl runs under the allocator of
+the shell that started the bench: the tcmalloc preload that ``stgcn_jax.runtime`` adds for XLA is
+taken out of its environment (each row records its allocator; the ``sys %`` column shows what page
+faults cost either side). Without torch or pyskl the table says, in one line, that the pyskl
+columns are skipped and why. A path that is given but does not work is a usage error, found
+before anything is measured.
 """
 
 from __future__ import annotations
